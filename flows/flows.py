@@ -1,0 +1,104 @@
+"""Prefect flows: the whole Moments job as one observable, retryable flow run.
+
+``pipeline`` crawls every configured source, classifies what came in,
+indexes it, and flags the negative posts that are spreading. A source that
+fails (after its retries) is reported and skipped; it does not stop the
+others.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from crawlers.schema import utc_now
+from flows.tasks import SourceSpec, StageResult, classify_file, crawl_source, flag_store, index_file
+from search import default_home
+
+
+@dataclass
+class PipelineSummary:
+    """What one pipeline run did, stage by stage."""
+
+    run_dir: Path
+    crawled: int = 0
+    classified: int = 0
+    indexed: int = 0
+    dropped: int = 0
+    flagged: int = 0
+    failed_sources: list[str] = field(default_factory=list)
+
+
+def sources_from_config(config_path: Path) -> list[SourceSpec]:
+    """Every (brand, source, query) to crawl, from a brands.yaml."""
+    from crawlers.config import load_config
+
+    config = load_config(config_path)
+    specs: list[SourceSpec] = []
+    for brand in config.brands:
+        for source in brand.sources:
+            options = tuple(sorted((k, str(v)) for k, v in (source.options or {}).items()))
+            specs.append(SourceSpec(brand.name, source.source, source.query, source.base_url, options))
+    return specs
+
+
+@flow(name="moments-pipeline", log_prints=False)
+def pipeline(
+    config_path: Path,
+    store_url: str | None = None,
+    as_of: datetime | None = None,
+    run_dir: Path | None = None,
+) -> PipelineSummary:
+    """Crawl, classify, index and flag, once, for every source in ``config_path``.
+
+    Args:
+        config_path: brands.yaml naming the brands, their keywords and sources.
+        store_url: Elasticsearch URL, or ``None`` for ``$MOMENTS_STORE`` / the embedded store.
+        as_of: Replay clock for recorded corpora; ``None`` means now.
+        run_dir: Where intermediate JSONL files go (default ``$MOMENTS_HOME/runs/<id>``).
+
+    Returns:
+        Counts per stage and the sources that failed.
+    """
+    logger = get_run_logger()
+    run_dir = run_dir or default_home() / "runs" / f"{utc_now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = PipelineSummary(run_dir=run_dir)
+
+    crawled: list[StageResult] = []
+    for spec in sources_from_config(config_path):
+        state = crawl_source(spec, run_dir, config_path=config_path, as_of=as_of, return_state=True)
+        if state.is_completed():
+            result = state.result()
+            assert isinstance(result, StageResult)
+            crawled.append(result)
+            summary.crawled += result.count
+        else:
+            summary.failed_sources.append(f"{spec.source}:{spec.query}")
+            logger.error("source %s (%s) failed; continuing with the others", spec.source, spec.query)
+
+    for result in crawled:
+        if result.path is None or result.count == 0:
+            continue
+        classified = classify_file(result.path, run_dir)
+        summary.classified += classified.count
+        summary.dropped += classified.dropped
+        if classified.path is not None:
+            indexed = index_file(classified.path, store_url)
+            summary.indexed += indexed.count
+
+    flagged = flag_store(store_url, as_of or utc_now())
+    summary.flagged = flagged.count
+    logger.info(
+        "pipeline done: %d crawled, %d classified, %d indexed, %d flagged, %d sources failed",
+        summary.crawled,
+        summary.classified,
+        summary.indexed,
+        summary.flagged,
+        len(summary.failed_sources),
+    )
+    return summary
