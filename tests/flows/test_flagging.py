@@ -1,0 +1,139 @@
+"""The flagging rule: negative and spreading gets flagged, with priority and reasons."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from crawlers.schema import Author, Classification, Engagement, EngagementSnapshot, Flag, Post
+from flows.flagging import FlagRules, engagement_velocity, evaluate, flag_posts, merge_flag
+
+NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
+
+
+def _classification(sentiment: str = "negative", moment: str = "misery", negative: float = 0.9) -> Classification:
+    rest = (1 - negative) / 2
+    return Classification(
+        sentiment=sentiment,  # type: ignore[arg-type]
+        sentiment_scores={"negative": negative, "neutral": rest, "positive": rest},
+        touchpoint="fulfilment",
+        touchpoint_scores={"fulfilment": 0.8, "other": 0.2},
+        moment=moment,  # type: ignore[arg-type]
+        severity=0.8,
+        model_version="test",
+    )
+
+
+def _post(
+    native_id: str = "1",
+    *,
+    likes: int = 0,
+    shares: int = 0,
+    age_hours: float | None = 2.0,
+    followers: int = 100,
+    classification: Classification | None = None,
+    history: list[EngagementSnapshot] | None = None,
+) -> Post:
+    return Post(
+        id=f"mastodon:{native_id}",
+        source="mastodon",
+        native_id=native_id,
+        text="My flight was cancelled and nobody told me",
+        author=Author(handle="@a", followers=followers),
+        created_at=None if age_hours is None else NOW - timedelta(hours=age_hours),
+        crawled_at=NOW,
+        engagement=Engagement(likes=likes, shares=shares),
+        engagement_history=history or [],
+        classification=classification if classification is not None else _classification(),
+    )
+
+
+def test_velocity_since_posted_uses_crawl_clock_not_wall_clock() -> None:
+    velocity = engagement_velocity(_post(likes=300, shares=100, age_hours=4))
+    assert velocity is not None
+    assert velocity.per_hour == pytest.approx(100.0)
+    assert velocity.method == "since posted"
+
+
+def test_velocity_between_repolls_measures_recent_growth() -> None:
+    history = [
+        EngagementSnapshot(at=NOW - timedelta(hours=2), likes=100),
+        EngagementSnapshot(at=NOW - timedelta(hours=1), likes=400),
+        EngagementSnapshot(at=NOW, likes=1000),
+    ]
+    velocity = engagement_velocity(_post(likes=1000, age_hours=30, history=history))
+    assert velocity is not None
+    assert velocity.per_hour == pytest.approx(600.0)
+    assert velocity.method == "between re-polls"
+
+
+def test_snapshots_at_the_same_instant_fall_back_to_age() -> None:
+    # A replayed corpus re-polled at the same clock gives duplicate snapshot times.
+    history = [EngagementSnapshot(at=NOW, likes=200), EngagementSnapshot(at=NOW, likes=200)]
+    velocity = engagement_velocity(_post(likes=200, age_hours=2, history=history))
+    assert velocity is not None
+    assert velocity.per_hour == pytest.approx(100.0)
+
+
+def test_unknown_creation_time_gives_no_velocity_and_no_flag() -> None:
+    post = _post(likes=5000, age_hours=None)
+    assert engagement_velocity(post) is None
+    assert evaluate(post, NOW) is None
+
+
+def test_negative_and_spreading_is_flagged_with_reasons() -> None:
+    flag = evaluate(_post(likes=2000, shares=500, age_hours=3, followers=50_000), NOW)
+    assert flag is not None
+    assert flag.status == "open"
+    assert flag.priority in {"P1", "P2"}
+    assert flag.velocity_per_hour == pytest.approx(2500 / 3, rel=1e-3)
+    joined = " ".join(flag.reasons)
+    assert "misery" in joined and "interactions/hour" in joined and "50,000 followers" in joined
+
+
+def test_slow_negative_post_is_not_flagged() -> None:
+    assert evaluate(_post(likes=10, age_hours=10), NOW) is None
+
+
+def test_positive_viral_post_is_not_flagged() -> None:
+    happy = _classification(sentiment="positive", moment="magic", negative=0.02)
+    assert evaluate(_post(likes=5000, age_hours=1, classification=happy), NOW) is None
+
+
+def test_unclassified_post_is_not_flagged() -> None:
+    post = _post(likes=5000).model_copy(update={"classification": None})
+    assert evaluate(post, NOW) is None
+
+
+def test_bigger_reach_and_speed_rank_higher() -> None:
+    small = evaluate(_post(likes=100, age_hours=2, followers=10), NOW)
+    big = evaluate(_post(likes=5000, age_hours=2, followers=200_000), NOW)
+    assert small is not None and big is not None
+    assert big.score > small.score
+    assert big.priority < small.priority or big.priority == "P1"
+
+
+def test_thresholds_are_configurable() -> None:
+    strict = FlagRules(min_velocity=10_000)
+    assert evaluate(_post(likes=2000, age_hours=1), NOW, strict) is None
+
+
+def test_merge_keeps_agent_status_and_first_flag_time() -> None:
+    earlier = NOW - timedelta(hours=5)
+    acknowledged = Flag(
+        status="acknowledged", priority="P3", score=1.0, reasons=["x"], velocity_per_hour=30,
+        flagged_at=earlier, rule_version="v0",
+    )
+    fresh = evaluate(_post(likes=3000, age_hours=1), NOW)
+    assert fresh is not None
+    merged = merge_flag(acknowledged, fresh)
+    assert merged.status == "acknowledged"
+    assert merged.flagged_at == earlier
+    assert merged.score == fresh.score
+
+
+def test_flag_posts_returns_only_posts_needing_a_flag() -> None:
+    posts = [_post("1", likes=4000, age_hours=2), _post("2", likes=1, age_hours=2)]
+    flags = flag_posts(posts, NOW)
+    assert set(flags) == {"mastodon:1"}
