@@ -44,6 +44,18 @@ class TouchpointCount:
         return self.magic + self.misery + self.neutral
 
 
+def summarise_touchpoints(counts: dict[str, dict[str, int]]) -> list[TouchpointCount]:
+    """Turn ``{touchpoint: {moment: n}}`` into scorecard rows, busiest first, then by name.
+
+    Shared by the backends so they order the scorecard identically.
+    """
+    rows = [
+        TouchpointCount(touchpoint=t, magic=m.get("magic", 0), misery=m.get("misery", 0), neutral=m.get("neutral", 0))
+        for t, m in counts.items()
+    ]
+    return sorted(rows, key=lambda row: (-row.total, row.touchpoint))
+
+
 class Store(abc.ABC):
     """Where posts live once classified. Writes are idempotent by ``Post.id``."""
 
