@@ -117,7 +117,9 @@ def _es_field(path: str, field_type: _Type, hint: IndexHint | None, templates: l
     if hint == "scores":
         # Label sets are open (custom per brand), so labels are mapped as they arrive,
         # always as floats: a template keeps a first value of ``1`` from becoming a long.
-        templates.append({f"{path.replace('.', '_')}_as_float": {"path_match": f"{path}.*", "mapping": {"type": "float"}}})
+        templates.append(
+            {f"{path.replace('.', '_')}_as_float": {"path_match": f"{path}.*", "mapping": {"type": "float"}}}
+        )
         return {"type": "object", "dynamic": "true"}
     if hint == "text":
         return dict(_TEXT_MAPPING)

@@ -111,7 +111,9 @@ class SqliteStore(Store):
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(f"CREATE TABLE IF NOT EXISTS posts (rowid INTEGER PRIMARY KEY, {columns}, doc TEXT NOT NULL)")
+                self._db.execute(
+                    f"CREATE TABLE IF NOT EXISTS posts (rowid INTEGER PRIMARY KEY, {columns}, doc TEXT NOT NULL)"
+                )
                 self._add_missing_columns()
                 self._ensure_fts(fts_columns)
                 for name in ("created_at", "flag_status", "classification_touchpoint"):
@@ -303,8 +305,7 @@ class SqliteStore(Store):
         """Magic / misery / neutral counts per touchpoint, busiest touchpoint first."""
         where = "classification_touchpoint IS NOT NULL" + (f" AND {_BRAND_FILTER}" if brand else "")
         sql = (
-            "SELECT classification_touchpoint, classification_moment, count(*) FROM posts "
-            f"WHERE {where} GROUP BY 1, 2"
+            f"SELECT classification_touchpoint, classification_moment, count(*) FROM posts WHERE {where} GROUP BY 1, 2"
         )
         with self._lock:
             rows = self._db.execute(sql, [brand] if brand else []).fetchall()
@@ -318,4 +319,3 @@ class SqliteStore(Store):
         """Close the connection (safe to call twice)."""
         with self._lock:
             self._db.close()
-
