@@ -74,8 +74,20 @@ class Engagement(_Record):
     upvote_ratio: float | None = Field(default=None, ge=0, le=1)
 
     def total(self) -> int:
-        """Interactions that spread a post: likes, shares, replies and quotes (unknown counts as 0)."""
-        return sum(v or 0 for v in (self.likes, self.shares, self.replies, self.quotes))
+        """Interactions that spread a post: likes, shares, replies and quotes (unknown counts as 0).
+
+        Vote-based sources (Reddit, Hacker News, Lemmy) have a net ``score`` instead
+        of likes; a positive score stands in for likes there.
+        """
+        return interaction_total(self.likes, self.shares, self.replies, self.quotes, self.score)
+
+
+def interaction_total(
+    likes: int | None, shares: int | None, replies: int | None, quotes: int | None, score: int | None
+) -> int:
+    """Sum of spreading interactions; a positive vote ``score`` stands in for unknown likes."""
+    likes_or_votes = likes if likes is not None else max(score or 0, 0)
+    return likes_or_votes + (shares or 0) + (replies or 0) + (quotes or 0)
 
 
 class EngagementSnapshot(_Record):
@@ -88,6 +100,10 @@ class EngagementSnapshot(_Record):
     views: int | None = Field(default=None, ge=0)
     quotes: int | None = Field(default=None, ge=0)
     score: int | None = None
+
+    def total(self) -> int:
+        """Spreading interactions at this poll (see :meth:`Engagement.total`)."""
+        return interaction_total(self.likes, self.shares, self.replies, self.quotes, self.score)
 
 
 class Classification(_Record):

@@ -75,18 +75,14 @@ def engagement_velocity(post: Post) -> Velocity | None:
         for earlier in reversed(history[:-1]):
             hours = (latest.at - earlier.at).total_seconds() / 3600
             if hours >= _MIN_SNAPSHOT_GAP_HOURS:
-                gained = _snapshot_total(latest) - _snapshot_total(earlier)
+                gained = latest.total() - earlier.total()
                 return Velocity(max(gained, 0) / hours, max(gained, 0), hours, "between re-polls")
     if post.created_at is None:
         return None
     observed_at = latest.at if latest is not None else post.crawled_at
-    interactions = _snapshot_total(latest) if latest is not None else post.engagement.total()
+    interactions = latest.total() if latest is not None else post.engagement.total()
     hours = max((observed_at - post.created_at).total_seconds() / 3600, _MIN_AGE_HOURS)
     return Velocity(interactions / hours, interactions, hours, "since posted")
-
-
-def _snapshot_total(snapshot: object) -> int:
-    return sum(getattr(snapshot, name) or 0 for name in ("likes", "shares", "replies", "quotes"))
 
 
 def _priority(score: float, rules: FlagRules) -> Priority:
