@@ -1,0 +1,490 @@
+"""The Elasticsearch store, for teams that want Kibana and a shared, scalable index.
+
+Posts live in ``moments-posts-v1`` behind the alias ``moments-posts``; every read
+and write goes through the alias, so a later mapping version is a reindex plus
+an alias swap, and Kibana data views never need to change. The mapping is derived
+from the schema (:func:`search.mapping.es_mapping`) and created on first use.
+
+Writes are bulk upserts with retries and exponential backoff. When Elasticsearch
+stays unavailable the posts are *spooled* to ``$MOMENTS_HOME/spool`` rather than
+lost, and the next :meth:`ElasticStore.upsert` replays (then deletes) the spool
+before writing anything new.
+
+The official 8.x client talks to the 9.x server: it sends
+``compatible-with=8`` media types, which Elasticsearch 9 serves via its REST API
+compatibility layer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, NoReturn, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from elasticsearch import (
+    ApiError,
+    BadRequestError,
+    ConnectionTimeout,
+    Elasticsearch,
+    NotFoundError,
+    TransportError,
+    UnsupportedProductError,
+    helpers,
+)
+
+from crawlers.jsonl import ReadReport, read_posts, write_posts
+from crawlers.schema import Flag, Post
+from search.mapping import DEFAULT_PREFIX, es_mapping, index_names, text_fields
+from search.store import IndexResult, Store, StoreError, TouchpointCount, default_home, summarise_touchpoints
+
+log = logging.getLogger("moments.search.elastic")
+
+T = TypeVar("T")
+
+_BATCH = 500
+#: HTTP statuses worth retrying: the cluster is busy or a node is restarting.
+_RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+_SPOOL_NAME = re.compile(r"^elasticsearch-(?P<alias>.+)-(?P<stamp>\d{8}T\d{12}Z)-(?P<pid>\d+)-(?P<seq>\d+)\.jsonl$")
+_spool_seq = itertools.count()
+
+
+class _Unavailable(Exception):
+    """Elasticsearch could not take a write even after retries (internal: triggers spooling)."""
+
+
+def redact(url: str) -> str:
+    """``url`` without credentials, for messages and ``Store.location``."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    """A few words on why a request failed, for a one-line error."""
+    if isinstance(exc, ConnectionTimeout):
+        return f"no answer within {timeout:g}s"
+    if isinstance(exc, UnsupportedProductError):
+        return "the server there is not Elasticsearch"
+    if isinstance(exc, ApiError):
+        error = exc.body.get("error") if isinstance(exc.body, dict) else None
+        if isinstance(error, dict):
+            return f"HTTP {exc.status_code}: {error.get('type')}: {error.get('reason')}"
+        return f"HTTP {exc.status_code}: {exc.message}"
+    text = str(exc)
+    for needle, words in (
+        ("refused", "connection refused"),
+        ("Name or service not known", "unknown host"),
+        ("nodename nor servname", "unknown host"),
+        ("getaddrinfo", "unknown host"),
+        ("SSL", "TLS handshake failed"),
+        ("timed out", f"no answer within {timeout:g}s"),
+    ):
+        if needle in text:
+            return words
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat() if value.tzinfo else value.replace(tzinfo=UTC).isoformat()
+
+
+# ------------------------------------------------------------------------------ queries
+
+
+def _match(words: str, fields: list[str], *, phrase: bool = False) -> dict[str, Any]:
+    if phrase:
+        return {"multi_match": {"query": words, "fields": fields, "type": "phrase"}}
+    # cross_fields + and: every word must appear, in any of the fields, as FTS5 does.
+    return {"multi_match": {"query": words, "fields": fields, "type": "cross_fields", "operator": "and"}}
+
+
+def text_query(query: str, fields: list[str]) -> dict[str, Any] | None:
+    """Translate the small query language both backends accept into Elasticsearch DSL.
+
+    Words must all match (in any field), ``"quoted words"`` match as a phrase,
+    ``OR`` separates alternatives, ``NOT word`` excludes, ``AND`` is implied.
+    Nothing in the input can make the query invalid: unknown syntax is just text.
+
+    Args:
+        query: What the user typed.
+        fields: The text fields to search.
+
+    Returns:
+        A query clause, or ``None`` when the input has no searchable word.
+    """
+    alternatives: list[dict[str, Any]] = []
+    must: list[dict[str, Any]] = []
+    must_not: list[dict[str, Any]] = []
+    words: list[str] = []
+    negate = False
+
+    def close_alternative() -> None:
+        nonlocal must, must_not, words
+        if words:
+            must.append(_match(" ".join(words), fields))
+        if must or must_not:
+            alternatives.append({"bool": {"must": must or [{"match_all": {}}], "must_not": must_not}})
+        must, must_not, words = [], [], []
+
+    for phrase, word in re.findall(r'"([^"]*)"?|(\S+)', query):
+        if word in ("AND", "OR", "NOT"):
+            if word == "OR":
+                close_alternative()
+            negate = word == "NOT"
+            continue
+        text = phrase if phrase else word
+        if not re.search(r"\w", text):
+            continue
+        if negate:
+            must_not.append(_match(text, fields, phrase=bool(phrase)))
+        elif phrase:
+            must.append(_match(text, fields, phrase=True))
+        else:
+            words.append(text)
+        negate = False
+    close_alternative()
+    if not alternatives:
+        return None
+    if len(alternatives) == 1:
+        return alternatives[0]
+    return {"bool": {"should": alternatives, "minimum_should_match": 1}}
+
+
+class ElasticStore(Store):
+    """A :class:`~search.store.Store` on Elasticsearch 9 (official 8.x Python client).
+
+    Args:
+        url: ``http(s)://[user:password@]host:port``.
+        index_prefix: Prefix of the index and alias names (``moments`` gives
+            ``moments-posts-v1`` behind ``moments-posts``); default
+            ``$MOMENTS_ES_PREFIX`` or ``moments``. Tests use a unique one each.
+        timeout: Seconds to wait for any single request (connecting included).
+        retries: Extra attempts of a failed bulk write before spooling.
+        backoff: First wait between attempts, doubled each time.
+        refresh: ``"wait_for"`` (writes return once searchable) or ``True``
+            (force a refresh: instantly visible, costlier at volume).
+        spool_dir: Where unwritten posts wait; default ``$MOMENTS_HOME/spool``.
+
+    Raises:
+        StoreError: Elasticsearch cannot be reached (one line, naming the URL) or
+            the live index cannot take the schema's mapping.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        index_prefix: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        refresh: Literal[True, "wait_for"] = "wait_for",
+        spool_dir: Path | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.location = redact(self.url)
+        self.index, self.alias = index_names(index_prefix or os.environ.get("MOMENTS_ES_PREFIX") or DEFAULT_PREFIX)
+        self._timeout = timeout
+        self._retries = retries
+        self._backoff = backoff
+        self._refresh = refresh
+        self._spool_dir = spool_dir
+        self._fields = [f.dotted for f in text_fields()]
+        # The client's own retries would multiply with ours; ours back off and then spool.
+        self._client = Elasticsearch(self.url, request_timeout=timeout, max_retries=0, retry_on_timeout=False)
+        # A short connect check: a wrong URL must fail now, in one line, not deep in a run.
+        self._call(lambda: self._client.options(request_timeout=min(timeout, 5.0)).cluster.health())
+        self._ensure_index()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        if isinstance(exc, ApiError):
+            raise StoreError(f"Elasticsearch at {self.location} refused the request ({_reason(exc, self._timeout)})")
+        raise StoreError(f"cannot reach Elasticsearch at {self.location} ({_reason(exc, self._timeout)})")
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one client call, turning transport and API failures into a one-line StoreError."""
+        try:
+            return fn()
+        except (TransportError, ApiError, UnsupportedProductError) as exc:
+            self._fail(exc)
+
+    def _ensure_index(self) -> None:
+        mapping = es_mapping()
+        if self._call(lambda: bool(self._client.indices.exists_alias(name=self.alias))):
+            # Additive schema changes (a new field) are applied in place; a changed type
+            # cannot be, and needs a new index version plus a reindex.
+            try:
+                self._client.indices.put_mapping(index=self.alias, **mapping)
+            except BadRequestError as exc:
+                raise StoreError(
+                    f"the index behind {self.alias} at {self.location} does not fit the current schema "
+                    f"({_reason(exc, self._timeout)}); reindex into a new version"
+                ) from None
+            except (TransportError, ApiError) as exc:
+                self._fail(exc)
+            return
+        try:
+            self._client.indices.create(
+                index=self.index, mappings=mapping, aliases={self.alias: {"is_write_index": True}}
+            )
+        except BadRequestError as exc:
+            # Another process created it first: fine, as long as the alias exists.
+            if exc.error != "resource_already_exists_exception":
+                self._fail(exc)
+            if not self._call(lambda: bool(self._client.indices.exists_alias(name=self.alias))):
+                self._call(lambda: self._client.indices.put_alias(index=self.index, name=self.alias))
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+
+    # ------------------------------------------------------------------ writes
+
+    def upsert(self, posts: Iterable[Post]) -> IndexResult:
+        """Bulk upsert by id; posts that cannot be written are spooled, never dropped.
+
+        The spool of earlier failed writes is replayed first, so newer versions of
+        a post in ``posts`` win.
+        """
+        down = not self._replay_spool()
+        written = spooled = 0
+        batch: list[Post] = []
+
+        def flush() -> None:
+            nonlocal written, spooled, down
+            if not batch:
+                return
+            if not down:
+                try:
+                    self._write(batch)
+                    written += len(batch)
+                    return
+                except _Unavailable as exc:
+                    log.warning("Elasticsearch at %s unavailable (%s); spooling", self.location, exc)
+                    down = True  # no point hammering it for every remaining batch
+            self._spool(batch)
+            spooled += len(batch)
+
+        for post in posts:
+            batch.append(post)
+            if len(batch) >= _BATCH:
+                flush()
+                batch = []
+        flush()
+        return IndexResult(written=written, spooled=spooled)
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` with retries and exponential backoff on transient failures."""
+        delay = self._backoff
+        for attempt in range(self._retries + 1):
+            try:
+                return fn()
+            except ApiError as exc:
+                if exc.status_code not in _RETRYABLE_STATUS:
+                    self._fail(exc)
+                failure: BaseException = exc
+            except TransportError as exc:
+                failure = exc
+            if attempt < self._retries:
+                log.info("Elasticsearch request failed (%s); retrying in %.1fs", _reason(failure, self._timeout), delay)
+                time.sleep(delay)
+                delay *= 2
+        raise _Unavailable(_reason(failure, self._timeout))
+
+    def _write(self, posts: list[Post]) -> None:
+        posts = self._keep_stored_flags(posts)
+        pending = {post.id: post for post in posts}  # last version of an id wins, as in SQLite
+        delay = self._backoff
+        for attempt in range(self._retries + 1):
+            operations: list[dict[str, Any]] = []
+            for post in pending.values():
+                operations.append({"index": {"_index": self.alias, "_id": post.id}})
+                operations.append(post.model_dump(mode="json"))
+            response = self._retrying(partial(self._client.bulk, operations=operations, refresh=self._refresh))
+            if not response["errors"]:
+                return
+            retry: dict[str, Post] = {}
+            for item in response["items"]:
+                result = item["index"]
+                if result.get("status", 200) < 300:
+                    continue
+                if result["status"] in _RETRYABLE_STATUS:
+                    retry[result["_id"]] = pending[result["_id"]]
+                    continue
+                error = result.get("error", {})
+                raise StoreError(
+                    f"Elasticsearch at {self.location} rejected post {result['_id']}: "
+                    f"{error.get('type')}: {error.get('reason')}"
+                )
+            pending = retry
+            if attempt < self._retries:
+                time.sleep(delay)
+                delay *= 2
+        raise _Unavailable(f"{len(pending)} posts still rejected as busy after {self._retries + 1} attempts")
+
+    def _keep_stored_flags(self, posts: list[Post]) -> list[Post]:
+        """Carry a stored flag onto incoming posts that have none."""
+        unflagged = list({post.id for post in posts if post.flag is None})
+        if not unflagged:
+            return posts
+        response = self._retrying(
+            lambda: self._client.mget(index=self.alias, ids=unflagged, source_includes=["flag"], realtime=True)
+        )
+        stored = {
+            doc["_id"]: doc["_source"]["flag"]
+            for doc in response["docs"]
+            if doc.get("found") and doc.get("_source", {}).get("flag")
+        }
+        return [
+            post.model_copy(update={"flag": Flag.model_validate(stored[post.id])})
+            if post.flag is None and post.id in stored
+            else post
+            for post in posts
+        ]
+
+    def set_flag(self, post_id: str, flag: Flag | None) -> None:
+        """Set or clear the flag of a stored post; ``KeyError`` if the id is unknown."""
+        body = flag.model_dump(mode="json") if flag is not None else None
+        try:
+            self._client.update(index=self.alias, id=post_id, doc={"flag": body}, refresh=self._refresh)
+        except NotFoundError:
+            raise KeyError(post_id) from None
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+
+    # ------------------------------------------------------------------ spool
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where posts wait while Elasticsearch is unavailable."""
+        return self._spool_dir if self._spool_dir is not None else default_home() / "spool"
+
+    def spool_files(self) -> list[Path]:
+        """This index's spool files, oldest first."""
+        if not self.spool_dir.is_dir():
+            return []
+        files = []
+        for path in self.spool_dir.glob("elasticsearch-*.jsonl"):
+            match = _SPOOL_NAME.match(path.name)
+            if match and match["alias"] == self.alias:
+                files.append((match["stamp"], int(match["seq"]), path))
+        return [path for *_, path in sorted(files)]
+
+    def _spool(self, posts: list[Post]) -> Path:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        path = self.spool_dir / f"elasticsearch-{self.alias}-{stamp}-{os.getpid()}-{next(_spool_seq)}.jsonl"
+        # Write then rename, so a replay never reads a half-written file.
+        unfinished = path.with_suffix(".partial")
+        with unfinished.open("w", encoding="utf-8") as handle:
+            write_posts(posts, handle)
+        unfinished.replace(path)
+        log.warning("spooled %d posts to %s", len(posts), path)
+        return path
+
+    def _replay_spool(self) -> bool:
+        """Write spooled posts, deleting each file once written; ``False`` if still unavailable."""
+        for path in self.spool_files():
+            report = ReadReport()
+            with path.open(encoding="utf-8") as handle:
+                posts = list(read_posts(handle, report, source_name=str(path)))
+            try:
+                for start in range(0, len(posts), _BATCH):
+                    self._write(posts[start : start + _BATCH])
+            except _Unavailable:
+                return False
+            path.unlink()
+            log.info("replayed %d spooled posts from %s", len(posts), path)
+        return True
+
+    # ------------------------------------------------------------------ reads
+
+    def _search(self, **body: Any) -> dict[str, Any]:
+        return self._call(lambda: dict(self._client.search(index=self.alias, **body)))
+
+    def _filters(self, brand: str | None) -> list[dict[str, Any]]:
+        return [{"term": {"brand": brand}}] if brand else []
+
+    @staticmethod
+    def _posts(response: dict[str, Any]) -> list[Post]:
+        return [Post.model_validate(hit["_source"]) for hit in response["hits"]["hits"]]
+
+    def get(self, post_id: str) -> Post | None:
+        """One post by id, or ``None``."""
+        try:
+            response = self._client.get(index=self.alias, id=post_id)
+        except NotFoundError:
+            return None
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+        return Post.model_validate(response["_source"])
+
+    def count(self) -> int:
+        """How many posts are stored (exact: writes wait for the refresh)."""
+        return int(self._call(lambda: self._client.count(index=self.alias))["count"])
+
+    def search(self, query: str, *, brand: str | None = None, limit: int = 20) -> list[Post]:
+        """Full-text search over the text-marked fields, best match first."""
+        clause = text_query(query, self._fields)
+        if clause is None:
+            return []
+        response = self._search(
+            query={"bool": {"must": [clause], "filter": self._filters(brand)}},
+            sort=["_score", {"id": "asc"}],
+            size=limit,
+        )
+        return self._posts(response)
+
+    def scan(self, *, since: datetime | None = None, brand: str | None = None) -> Iterator[Post]:
+        """Every post (created at/after ``since``), streamed with a scroll."""
+        filters = self._filters(brand)
+        if since is not None:
+            filters.append({"range": {"created_at": {"gte": _ts(since)}}})
+        hits = helpers.scan(self._client, index=self.alias, query={"query": {"bool": {"filter": filters}}}, size=_BATCH)
+        try:
+            for hit in hits:
+                yield Post.model_validate(hit["_source"])
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+
+    def open_flags(self, *, brand: str | None = None, limit: int = 100) -> list[Post]:
+        """Open flags, P1 first, then by score (highest first)."""
+        response = self._search(
+            query={"bool": {"filter": [{"term": {"flag.status": "open"}}, *self._filters(brand)]}},
+            sort=[{"flag.priority": "asc"}, {"flag.score": "desc"}, {"id": "asc"}],
+            size=limit,
+        )
+        return self._posts(response)
+
+    def touchpoint_summary(self, *, brand: str | None = None) -> list[TouchpointCount]:
+        """Magic / misery / neutral counts per touchpoint, busiest touchpoint first."""
+        response = self._search(
+            query={"bool": {"filter": self._filters(brand)}},
+            size=0,
+            aggs={
+                "touchpoints": {
+                    "terms": {"field": "classification.touchpoint", "size": 10_000},
+                    "aggs": {"moments": {"terms": {"field": "classification.moment", "size": 10}}},
+                }
+            },
+        )
+        counts = {
+            bucket["key"]: {m["key"]: m["doc_count"] for m in bucket["moments"]["buckets"]}
+            for bucket in response["aggregations"]["touchpoints"]["buckets"]
+        }
+        return summarise_touchpoints(counts)
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self._client.close()
