@@ -46,6 +46,9 @@ from search.mapping import DEFAULT_PREFIX, es_mapping, index_names, text_fields
 from search.store import IndexResult, Store, StoreError, TouchpointCount, default_home, summarise_touchpoints
 
 log = logging.getLogger("moments.search.elastic")
+# With one node and our own retries, the pool's "node has failed, putting on timeout"
+# warnings only add lines to what must be a one-line error.
+logging.getLogger("elastic_transport.node_pool").setLevel(logging.ERROR)
 
 T = TypeVar("T")
 
@@ -80,19 +83,25 @@ def _reason(exc: BaseException, timeout: float) -> str:
         error = exc.body.get("error") if isinstance(exc.body, dict) else None
         if isinstance(error, dict):
             return f"HTTP {exc.status_code}: {error.get('type')}: {error.get('reason')}"
-        return f"HTTP {exc.status_code}: {exc.message}"
-    text = str(exc)
+        if isinstance(exc.body, str) and exc.body.strip():
+            return f"HTTP {exc.status_code}: {exc.body.strip().splitlines()[0][:120]}"
+        return f"HTTP {exc.status_code}"
+    # elastic_transport's str() is just "Connection error"; the cause is in ``message``.
+    message = getattr(exc, "message", "")
+    text = f"{exc} {message}" if isinstance(message, str) else str(exc)
     for needle, words in (
         ("refused", "connection refused"),
         ("Name or service not known", "unknown host"),
         ("nodename nor servname", "unknown host"),
         ("getaddrinfo", "unknown host"),
+        ("Failed to resolve", "unknown host"),
         ("SSL", "TLS handshake failed"),
         ("timed out", f"no answer within {timeout:g}s"),
     ):
         if needle in text:
             return words
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    detail = message if isinstance(message, str) and message else str(exc)
+    return detail.splitlines()[0][:200] if detail else type(exc).__name__
 
 
 def _ts(value: datetime) -> str:
