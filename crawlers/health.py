@@ -1,0 +1,129 @@
+"""Source health: per run, per source, what happened, kept next to the cursor.
+
+:class:`HealthExtension` runs when a spider closes: it folds Scrapy's own
+counters (requests, responses) and the run context's (posts, drops, errors)
+into a :class:`~crawlers.context.CrawlStats`, judges health, appends the run
+to the source's state file and writes ``health.json`` in the state directory
+(latest stats of every source + query), then saves the cursor.
+
+Unhealthy means: every request failed (the source is down or blocking us), or
+no posts were parsed although earlier runs averaged some (output fell to zero,
+which usually means the layout or the API changed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+
+from crawlers.context import CrawlStats
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from scrapy import Spider
+    from scrapy.crawler import Crawler
+
+    from crawlers.context import RunContext
+
+log = logging.getLogger("moments.health")
+
+RUNS_FOR_BASELINE = 5
+
+
+def judge(stats: CrawlStats, previous_runs: list[dict[str, Any]]) -> tuple[bool, str]:
+    """Decide whether a run was healthy, and why not.
+
+    Args:
+        stats: This run.
+        previous_runs: Earlier runs of the same source + query, oldest first.
+    """
+    good_responses = stats.responses - stats.errors
+    if stats.requests and good_responses <= 0 and stats.errors:
+        return False, f"source unreachable or failing: {stats.errors} errors, no good response"
+    recent = [r.get("parsed", 0) for r in previous_runs[-RUNS_FOR_BASELINE:]]
+    baseline = sum(recent) / len(recent) if recent else 0.0
+    if stats.parsed == 0 and baseline > 0:
+        return False, f"output fell to zero (previous runs averaged {baseline:.1f} posts)"
+    return True, ""
+
+
+def write_health(state_dir: Path, stats: CrawlStats) -> None:
+    """Merge one run's stats into ``<state_dir>/health.json`` (keyed ``source:query``)."""
+    path = state_dir / "health.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, OSError):
+        data = {}
+    data[f"{stats.source}:{stats.query}"] = stats.to_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+    os.replace(handle.name, path)
+
+
+class HealthExtension:
+    """Collect a run's health when its spider closes, and persist state."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.started_at = datetime.now(UTC)
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    def spider_closed(self, spider: Spider, reason: str) -> None:
+        ctx: RunContext | None = getattr(spider, "ctx", None)
+        if ctx is None:
+            return
+        scrapy_stats = self.crawler.stats.get_stats() if self.crawler.stats else {}
+        stats = CrawlStats(
+            source=ctx.source,
+            query=ctx.query,
+            started_at=self.started_at.isoformat(),
+            finished_at=datetime.now(UTC).isoformat(),
+            requests=int(scrapy_stats.get("downloader/request_count", 0)),
+            responses=int(scrapy_stats.get("downloader/response_count", 0)),
+            parsed=ctx.parsed,
+            items=ctx.items,
+            repolled=ctx.repolled,
+            drops=dict(ctx.drops),
+            errors=ctx.errors,
+            error_samples=list(ctx.error_samples),
+            finish_reason=reason,
+            output=str(ctx.output) if ctx.output else None,
+        )
+        # A file import makes no HTTP request; Scrapy still counts file:// downloads.
+        state = ctx.state
+        stats.healthy, stats.health_reason = judge(stats, state.runs)
+        if stats.healthy and stats.errors == 0 and stats.responses > 0:
+            state.last_success = ctx.now.isoformat()
+        stats.last_success = state.last_success
+        state.runs.append(
+            {
+                "at": ctx.now.isoformat(),
+                "parsed": stats.parsed,
+                "items": stats.items,
+                "errors": stats.errors,
+                "healthy": stats.healthy,
+            }
+        )
+        state.prune(ctx.now)
+        try:
+            state.save()
+            if state.path is not None:
+                write_health(state.path.parent.parent, stats)
+        except OSError as exc:
+            log.error("could not save crawl state for %s: %s", ctx.source, exc)
+        if not stats.healthy:
+            log.warning("%s %r unhealthy: %s", ctx.source, ctx.query, stats.health_reason)
+        ctx.stats = stats

@@ -1,0 +1,258 @@
+"""A local HTTP server that replays recorded platform responses.
+
+The spiders take a base URL (the service root) and request documented paths
+under it, so this server can stand in for Mastodon, Bluesky, Reddit and the
+rest in tests, in the offline demo and in the benchmark.
+
+Recording format: JSON files, each ``{"interactions": [...]}``::
+
+    {"interactions": [
+      {"request": {"method": "GET", "path": "/api/v1/timelines/tag/northwindair",
+                   "query": {"max_id": "1090"}},
+       "response": {"status": 200,
+                    "headers": {"Content-Type": "application/json",
+                                "Link": "<{base_url}/api/v1/timelines/tag/northwindair?max_id=1080>; rel=\\"next\\""},
+                    "json": [...]}}
+    ]}
+
+* A response carries ``"json"`` (serialised for you, ``Content-Type`` defaults
+  to ``application/json``) or ``"body"`` (raw text, served as is).
+* ``"responses": [r1, r2, ...]`` instead of ``"response"`` serves them in
+  order, the last one repeating (429-then-200, 500-then-200).
+* Matching: method and path exact; every recorded query parameter must equal
+  the request's (a list value matches a repeated parameter); extra request
+  parameters are ignored; the most specific interaction (most recorded
+  parameters) wins; no match is a 404 JSON error.
+* The literal ``{base_url}`` in header values and body/json strings becomes the
+  server's root, so recorded ``Link`` headers and URLs point back here.
+* ``/robots.txt`` is served from a recording if there is one, else 404 (which
+  robots.txt parsers read as "allow all").
+
+Use it as ``with serve_recordings(path) as base_url: ...`` or from a shell:
+``python -m crawlers.mockserver DIR [--port N]`` (prints the base URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+log = logging.getLogger("moments.mockserver")
+
+BASE_URL_TOKEN = "{base_url}"
+
+
+@dataclass
+class _Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass
+class Interaction:
+    """One recorded request and the response(s) served for it."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    responses: list[dict[str, Any]]
+    served: int = 0
+    rendered: list[_Response] = field(default_factory=list)
+
+    def matches(self, method: str, path: str, query: dict[str, list[str]]) -> bool:
+        """Whether a request is answered by this interaction."""
+        if method != self.method or path != self.path:
+            return False
+        return all(query.get(key) == values for key, values in self.query.items())
+
+
+def _substitute(value: Any, base_url: str) -> Any:
+    """Replace ``{base_url}`` in every string inside a JSON value."""
+    if isinstance(value, str):
+        return value.replace(BASE_URL_TOKEN, base_url)
+    if isinstance(value, list):
+        return [_substitute(v, base_url) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, base_url) for k, v in value.items()}
+    return value
+
+
+def _render(spec: dict[str, Any], base_url: str) -> _Response:
+    """Turn a recorded response into status, headers and bytes (done once, at start)."""
+    status = int(spec.get("status", 200))
+    headers: list[tuple[str, str]] = []
+    raw_headers = spec.get("headers") or {}
+    for name, value in raw_headers.items():
+        values = value if isinstance(value, list) else [value]
+        headers.extend((name, str(v).replace(BASE_URL_TOKEN, base_url)) for v in values)
+    if "json" in spec:
+        body = json.dumps(_substitute(spec["json"], base_url)).encode("utf-8")
+        if not any(name.lower() == "content-type" for name, _ in headers):
+            headers.append(("Content-Type", "application/json"))
+    else:
+        text = spec.get("body", "")
+        body = text.replace(BASE_URL_TOKEN, base_url).encode("utf-8")
+    return _Response(status, headers, body)
+
+
+def _as_query(raw: dict[str, Any] | None) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in (raw or {}).items():
+        out[key] = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    return out
+
+
+def load_interactions(sources: Iterable[Path]) -> list[Interaction]:
+    """Read every recording file (``*.json``, recursively for directories).
+
+    Args:
+        sources: Recording files or directories holding them.
+
+    Returns:
+        The interactions in file order.
+    """
+    interactions: list[Interaction] = []
+    for source in sources:
+        files = sorted(source.rglob("*.json")) if source.is_dir() else [source]
+        for path in files:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or "interactions" not in data:
+                log.debug("skipping %s: not a recording", path)
+                continue
+            for item in data["interactions"]:
+                request = item["request"]
+                responses = item.get("responses") or [item["response"]]
+                interactions.append(
+                    Interaction(
+                        method=request.get("method", "GET").upper(),
+                        path=unquote(request["path"]),
+                        query=_as_query(request.get("query")),
+                        responses=responses,
+                    )
+                )
+    return interactions
+
+
+class RecordingServer(ThreadingHTTPServer):
+    """A threaded HTTP server that answers from recorded interactions."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, interactions: list[Interaction], host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__((host, port), _Handler)
+        self.base_url = f"http://{host}:{self.server_address[1]}"
+        self.lock = threading.Lock()
+        self.request_log: list[str] = []
+        # Index by (method, path): the benchmark corpus has hundreds of pages.
+        self.index: dict[tuple[str, str], list[Interaction]] = {}
+        for interaction in interactions:
+            interaction.rendered = [_render(spec, self.base_url) for spec in interaction.responses]
+            self.index.setdefault((interaction.method, interaction.path), []).append(interaction)
+
+    def answer(self, method: str, raw_path: str) -> _Response:
+        """Find the response for a request (404 JSON when nothing was recorded)."""
+        parts = urlsplit(raw_path)
+        path = unquote(parts.path)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        candidates = [i for i in self.index.get((method, path), []) if i.matches(method, path, query)]
+        with self.lock:
+            self.request_log.append(f"{method} {raw_path}")
+            if not candidates:
+                if path == "/robots.txt":
+                    return _Response(404, [("Content-Type", "text/plain")], b"")
+                body = json.dumps({"error": "no recorded response", "method": method, "path": raw_path})
+                return _Response(404, [("Content-Type", "application/json")], body.encode())
+            best = max(candidates, key=lambda i: len(i.query))
+            response = best.rendered[min(best.served, len(best.rendered) - 1)]
+            best.served += 1
+            return response
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # Keep-alive: Scrapy reuses connections, and so should the stand-in.
+    protocol_version = "HTTP/1.1"
+    server: RecordingServer
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        response = self.server.answer(self.command, self.path)
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    do_GET = _serve
+    do_POST = _serve
+    do_HEAD = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+@contextmanager
+def serve_recordings(
+    recordings: str | Path | Iterable[str | Path], *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[str]:
+    """Serve recordings on a background thread for the duration of a ``with`` block.
+
+    Args:
+        recordings: A recording file or directory, or several.
+        host: Interface to bind.
+        port: Port to bind; 0 picks a free one.
+
+    Yields:
+        The server's base URL, e.g. ``http://127.0.0.1:54321``.
+    """
+    paths = [Path(recordings)] if isinstance(recordings, str | Path) else [Path(p) for p in recordings]
+    server = RecordingServer(load_interactions(paths), host, port)
+    thread = threading.Thread(target=server.serve_forever, name="moments-mockserver", daemon=True)
+    thread.start()
+    try:
+        yield server.base_url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m crawlers.mockserver DIR [--port N]``: serve until interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="python -m crawlers.mockserver",
+        description="Serve recorded platform responses so spiders can crawl offline.",
+        epilog="example: python -m crawlers.mockserver tests/crawlers/recordings/mastodon --port 8765",
+    )
+    parser.add_argument("recordings", nargs="+", type=Path, help="recording files or directories")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    args = parser.parse_args(argv)
+    server = RecordingServer(load_interactions(args.recordings), args.host, args.port)
+    print(server.base_url, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Item pipelines: raw platform fields in, validated :class:`Post` JSONL out.
+
+Spiders yield plain dicts close to the platform's own fields (see
+:class:`crawlers.spiders.base.MomentsSpider.post`); the pipelines, in order:
+
+1. :class:`CleanPipeline` (100): HTML to text, URLs and mentions as fields,
+   language, UTC timestamps, the crawl clock; validates into a ``Post``.
+2. :class:`BrandPipeline` (200): with a config, keeps posts about a brand and
+   sets ``brand``; without one, ``brand`` is ``[query]``.
+3. :class:`DuplicatePipeline` (300): marks near-duplicate reposts.
+4. :class:`IncrementalPipeline` (400): skips posts seen by an earlier run,
+   re-polls recent ones (engagement snapshot appended), moves the cursor.
+5. :class:`JsonlWriterPipeline` (900): one JSON line per post.
+
+A post that cannot be made valid is dropped with a counted reason; the crawl
+goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from datetime import timedelta
+from typing import IO, TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from scrapy.exceptions import DropItem
+
+from crawlers.schema import Author, Engagement, EngagementSnapshot, Post, post_id
+from crawlers.state import REPOLL_HOURS
+from crawlers.text import (
+    detect_language,
+    extract_mentions,
+    extract_urls,
+    html_to_text,
+    jaccard,
+    minhash_bands,
+    parse_timestamp,
+    shingle_key,
+    shingles,
+)
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from scrapy.crawler import Crawler
+
+    from crawlers.context import RunContext
+
+_SNAPSHOT_FIELDS = ("likes", "shares", "replies", "views", "quotes", "score")
+
+
+class _Pipeline:
+    """Base: every pipeline reaches the run context through its crawler's spider."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    @property
+    def ctx(self) -> RunContext:
+        spider = self.crawler.spider
+        assert spider is not None
+        ctx: RunContext = spider.ctx  # type: ignore[attr-defined]
+        return ctx
+
+    def drop(self, reason: str, detail: str = "") -> DropItem:
+        """Count the drop and build the exception to raise."""
+        self.ctx.drop(reason, detail)
+        return DropItem(f"{reason}: {detail}" if detail else reason, log_level="DEBUG")
+
+
+def _int(value: Any) -> int | None:
+    """Counters arrive as ints, strings or garbage; garbage is unknown, not zero."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+class CleanPipeline(_Pipeline):
+    """Turn a spider's raw dict into a validated :class:`Post`."""
+
+    def process_item(self, item: Any) -> Any:
+        if isinstance(item, Post):
+            return item
+        self.ctx.parsed += 1
+        try:
+            return self._clean(item)
+        except DropItem:
+            raise
+        except Exception as exc:
+            # A record we did not foresee must cost one item, not the crawl.
+            raise self.drop("unparseable", f"{type(exc).__name__}: {exc}") from exc
+
+    def _clean(self, item: Any) -> Post:
+        ctx = self.ctx
+        native_id = str(item.get("native_id") or "").strip()
+        if not native_id:
+            raise self.drop("missing_id", repr(item.get("url")))
+        raw_text = item.get("text") or ""
+        if not isinstance(raw_text, str):
+            raise self.drop("bad_text", native_id)
+        text, hrefs = html_to_text(raw_text) if item.get("html", False) else (raw_text.strip(), [])
+        title = item.get("title")
+        if isinstance(title, str):
+            title = html_to_text(title)[0] or None
+        if not text and not title:
+            raise self.drop("empty_text", native_id)
+        raw_created = item.get("created_at")
+        created_at = parse_timestamp(raw_created)
+        if raw_created and created_at is None:
+            ctx.drop("bad_timestamp_kept", f"{native_id}: {raw_created!r}")
+        if ctx.since is not None and created_at is not None and created_at < ctx.since:
+            raise self.drop("before_since")
+        source = item.get("source") or ctx.source
+        raw_engagement = item.get("engagement") or {}
+        engagement: dict[str, Any] = {k: _int(v) for k, v in raw_engagement.items() if k != "upvote_ratio"}
+        for key in ("likes", "shares", "replies", "views", "quotes"):
+            if engagement.get(key) is not None and engagement[key] < 0:
+                engagement[key] = None
+        if raw_engagement.get("upvote_ratio") is not None:
+            try:
+                engagement["upvote_ratio"] = min(1.0, max(0.0, float(raw_engagement["upvote_ratio"])))
+            except (TypeError, ValueError):
+                pass
+        author = dict(item.get("author") or {})
+        if "followers" in author:
+            followers = _int(author["followers"])
+            author["followers"] = followers if followers is None or followers >= 0 else None
+        lang = item.get("lang") or None
+        if isinstance(lang, str):
+            lang = lang.split("-")[0].lower() or None
+        body_for_lang = f"{title}. {text}" if title else text
+        if lang is None:
+            lang = detect_language(body_for_lang)
+        rating = item.get("rating")
+        try:
+            rating = float(rating) if rating not in (None, "") else None
+        except (TypeError, ValueError):
+            rating = None
+        try:
+            post = Post(
+                id=post_id(source, native_id),
+                source=source,
+                native_id=native_id,
+                url=item.get("url") or None,
+                brand=[],
+                author=Author(**author),
+                text=text,
+                title=title or None,
+                lang=lang,
+                rating=rating,
+                created_at=created_at,
+                crawled_at=ctx.now,
+                engagement=Engagement(**engagement),
+                urls=extract_urls(body_for_lang, [*(item.get("urls") or []), *hrefs]),
+                mentions=extract_mentions(text, item.get("mentions") or []),
+                duplicate_of=item.get("duplicate_of") or None,
+                extra=item.get("extra") or {},
+            )
+        except (ValidationError, TypeError) as exc:
+            reason = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": ("record",), "msg": str(exc)}
+            where = ".".join(str(p) for p in reason["loc"])
+            raise self.drop("invalid", f"{native_id}: {where}: {reason['msg']}") from exc
+        return post
+
+
+class BrandPipeline(_Pipeline):
+    """Keep posts about a configured brand; without a config every post is about the query."""
+
+    def process_item(self, post: Post) -> Post:
+        ctx = self.ctx
+        if ctx.matcher is None:
+            post.brand = [ctx.query]
+            return post
+        text = f"{post.title or ''}\n{post.text}"
+        brands = ctx.matcher.match(text, mentions=post.mentions, author=post.author.handle)
+        if not brands:
+            raise self.drop("no_brand_match")
+        post.brand = brands
+        return post
+
+
+class DuplicatePipeline(_Pipeline):
+    """Mark near-duplicate reposts: same text once links, mentions and "RT" are gone.
+
+    The first post seen with a text is the original; later ones get
+    ``duplicate_of`` pointing at it. Texts under five words are never marked
+    ("thank you!" is not a repost).
+    """
+
+    MIN_WORDS = 5
+    THRESHOLD = 0.8
+
+    def __init__(self, crawler: Crawler) -> None:
+        super().__init__(crawler)
+        self.exact: dict[str, str] = {}
+        self.bands: dict[tuple[int, int], list[tuple[str, set[str]]]] = defaultdict(list)
+
+    def process_item(self, post: Post) -> Post:
+        if post.duplicate_of:
+            return post
+        key = shingle_key(post.text)
+        if len(key.split()) < self.MIN_WORDS:
+            return post
+        original = self.exact.get(key)
+        if original is None:
+            grams = shingles(key)
+            bands = minhash_bands(grams)
+            for band in bands:
+                for candidate_id, candidate in self.bands.get(band, ()):
+                    if candidate_id != post.id and jaccard(grams, candidate) >= self.THRESHOLD:
+                        original = candidate_id
+                        break
+                if original:
+                    break
+            if original is None:
+                self.exact[key] = post.id
+                for band in bands:
+                    self.bands[band].append((post.id, grams))
+        if original is not None and original != post.id:
+            post.duplicate_of = original
+        return post
+
+
+def _snapshot(post: Post) -> dict[str, Any]:
+    snap = {k: getattr(post.engagement, k) for k in _SNAPSHOT_FIELDS}
+    snap["at"] = post.crawled_at.isoformat()
+    return snap
+
+
+class IncrementalPipeline(_Pipeline):
+    """Only new posts, plus recent ones re-polled with an engagement snapshot each time."""
+
+    def process_item(self, post: Post) -> Post:
+        ctx = self.ctx
+        state = ctx.state
+        known = state.recent.get(post.id)
+        cursor = ctx.start_cursor
+        if known is None and cursor is not None and post.created_at is not None and post.created_at <= cursor:
+            raise self.drop("already_seen")
+        history = list(known.get("snapshots", [])) if known else []
+        # One snapshot per poll time: replaying the same as-of twice must not double it.
+        snap = _snapshot(post)
+        if not history or history[-1].get("at") != snap["at"]:
+            history.append(snap)
+        post.engagement_history = [EngagementSnapshot.model_validate(s) for s in history]
+        if known is not None:
+            ctx.repolled += 1
+        horizon = ctx.now - timedelta(hours=REPOLL_HOURS)
+        if post.created_at is None or post.created_at >= horizon:
+            created = post.created_at.isoformat() if post.created_at else ctx.now.isoformat()
+            state.recent[post.id] = {"created_at": created, "snapshots": history}
+        state.advance(post.created_at)
+        return post
+
+
+class JsonlWriterPipeline(_Pipeline):
+    """Write each post as one JSON line to the output file (stdout when there is none)."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        super().__init__(crawler)
+        self.handle: IO[str] | None = None
+        self.own_handle = False
+
+    def open_spider(self) -> None:
+        output = self.ctx.output
+        if output is None:
+            self.handle = sys.stdout
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = output.open("w", encoding="utf-8")
+            self.own_handle = True
+
+    def process_item(self, post: Post) -> Post:
+        assert self.handle is not None
+        self.handle.write(post.to_json() + "\n")
+        self.ctx.items += 1
+        return post
+
+    def close_spider(self) -> None:
+        if self.handle is not None:
+            self.handle.flush()
+            if self.own_handle:
+                self.handle.close()

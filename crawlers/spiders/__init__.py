@@ -1,0 +1,1 @@
+"""One module per source; each spider takes a base URL and requests documented paths under it."""

@@ -1,0 +1,151 @@
+"""What every Moments spider shares: base URL handling, JSON reading, errors, paging stops."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import urlencode, urljoin
+
+import scrapy
+from scrapy.exceptions import IgnoreRequest
+from scrapy.http import Response
+from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.python.failure import Failure
+
+from crawlers.context import RunContext
+
+_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?([^";]+)"?')
+
+
+def link_header(response: Response, rel: str = "next") -> str | None:
+    """The URL of one relation in an RFC 8288 ``Link`` header (Mastodon paging)."""
+    raw = response.headers.get("Link")
+    if not raw:
+        return None
+    for url, rels in _LINK.findall(raw.decode("latin-1")):
+        if rel in rels.split():
+            return url
+    return None
+
+
+def dig(data: Any, *path: str | int, default: Any = None) -> Any:
+    """``data[a][b]...`` or ``default`` when any step is missing or of the wrong type."""
+    for key in path:
+        try:
+            data = data[key]
+        except (KeyError, IndexError, TypeError):
+            return default
+    return data if data is not None else default
+
+
+class MomentsSpider(scrapy.Spider):
+    """Base spider: takes a base URL (the service root) and a query, and a run context.
+
+    Subclasses set ``name`` (the source name), ``default_base_url`` and
+    implement :meth:`start`, yielding raw post dicts for the pipelines (see
+    :meth:`post`).
+    """
+
+    default_base_url: ClassVar[str | None] = None
+    # Per-source politeness; the runner merges these over the project defaults.
+    custom_settings: ClassVar[dict[str, Any] | None] = None
+
+    def __init__(self, *, ctx: RunContext, base_url: str | None = None, query: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ctx = ctx
+        self.query = query
+        base = base_url or self.default_base_url or ""
+        self.base_url = base.rstrip("/") + "/" if base else ""
+
+    # Requests -----------------------------------------------------------------
+
+    def api_url(self, path: str, params: dict[str, Any] | None = None) -> str:
+        """Absolute URL of a documented path under the base URL, with query parameters."""
+        url = urljoin(self.base_url, path.lstrip("/")) if self.base_url else path
+        clean = {k: v for k, v in (params or {}).items() if v is not None and v != ""}
+        return f"{url}?{urlencode(clean, doseq=True)}" if clean else url
+
+    def request(self, url: str, callback: Any, **kwargs: Any) -> scrapy.Request:
+        """A request whose failures are counted, not fatal."""
+        kwargs.setdefault("errback", self.on_error)
+        return scrapy.Request(url, callback=callback, **kwargs)
+
+    def on_error(self, failure: Failure) -> None:
+        """Count a failed request by kind; robots.txt refusals are drops, not errors."""
+        request = getattr(failure, "request", None)
+        url = request.url if request is not None else "?"
+        if failure.check(HttpError):
+            response = failure.value.response
+            self.ctx.error(f"HTTP {response.status} from {url}")
+        elif failure.check(IgnoreRequest):
+            self.ctx.drop("robots_disallowed", url)
+        else:
+            self.ctx.error(f"{failure.type.__name__ if failure.type else 'error'} fetching {url}: {failure.value}")
+
+    # Responses ----------------------------------------------------------------
+
+    def load_json(self, response: Response) -> Any | None:
+        """The response body as JSON, or ``None`` (counted, logged) when it is not JSON."""
+        ctype = (response.headers.get("Content-Type") or b"").decode("latin-1").lower()
+        body = response.body.lstrip()
+        if "json" not in ctype and not body.startswith((b"{", b"[")):
+            self.ctx.drop("wrong_content_type", f"{ctype or 'no content type'} at {response.url}")
+            self.ctx.error(f"expected JSON, got {ctype or 'no content type'} from {response.url}")
+            return None
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.ctx.drop("malformed_json", f"{response.url}: {exc}")
+            self.ctx.error(f"malformed JSON from {response.url}: {exc}")
+            return None
+
+    def layout_changed(self, response: Response, expected: str) -> None:
+        """Count a page whose JSON no longer has the documented shape."""
+        self.ctx.drop("unexpected_layout", f"{response.url}: expected {expected}")
+        self.ctx.error(f"unexpected layout at {response.url}: expected {expected}")
+
+    def past_stop(self, created_at: datetime | None) -> bool:
+        """Whether a post is older than this run needs (so paging can stop)."""
+        stop = self.ctx.stop_at
+        return stop is not None and created_at is not None and created_at < stop
+
+    @staticmethod
+    def post(
+        *,
+        native_id: Any,
+        text: str | None,
+        html: bool = False,
+        title: str | None = None,
+        url: str | None = None,
+        created_at: Any = None,
+        author: dict[str, Any] | None = None,
+        engagement: dict[str, Any] | None = None,
+        rating: Any = None,
+        lang: str | None = None,
+        urls: Iterable[str] = (),
+        mentions: Iterable[str] = (),
+        duplicate_of: str | None = None,
+        extra: dict[str, Any] | None = None,
+        source: str | None = None,
+    ) -> dict[str, Any]:
+        """A raw post for the pipelines: platform values, not yet cleaned or validated."""
+        return {
+            "native_id": native_id,
+            "text": text,
+            "html": html,
+            "title": title,
+            "url": url,
+            "created_at": created_at,
+            "author": {k: v for k, v in (author or {}).items() if v is not None},
+            "engagement": engagement or {},
+            "rating": rating,
+            "lang": lang,
+            "urls": list(urls),
+            "mentions": list(mentions),
+            "duplicate_of": duplicate_of,
+            "extra": {k: v for k, v in (extra or {}).items() if v is not None},
+            "source": source,
+        }

@@ -1,0 +1,131 @@
+"""What a crawl remembers between runs, and the clock it runs on.
+
+One JSON file per source and query under ``$MOMENTS_HOME/crawl-state/``
+(``MOMENTS_HOME`` defaults to ``./var``) holds:
+
+* ``cursor``: the newest ``created_at`` seen, so the next run asks only for
+  newer posts (minus the re-poll window, see below);
+* ``recent``: posts created within the last :data:`REPOLL_HOURS` and their
+  engagement snapshots, so a re-run re-polls them and appends a snapshot;
+* ``runs``: the last few runs' health figures, to spot output falling to zero.
+
+The clock: ``crawled_at`` and snapshot times come from ``--as-of`` or
+``MOMENTS_AS_OF`` when given (a recorded corpus replays "as of" its recording
+time and gives the same results every time), else from the wall clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from crawlers.text import parse_timestamp
+
+REPOLL_HOURS = 72
+MAX_RUNS_KEPT = 20
+
+
+def moments_home() -> Path:
+    """``$MOMENTS_HOME``, default ``./var``."""
+    return Path(os.environ.get("MOMENTS_HOME") or "var")
+
+
+def default_state_dir() -> Path:
+    """Where crawl state lives: ``$MOMENTS_HOME/crawl-state``."""
+    return moments_home() / "crawl-state"
+
+
+def resolve_as_of(as_of: str | datetime | None = None) -> datetime | None:
+    """The replay time: the argument, else ``MOMENTS_AS_OF``, else ``None`` (wall clock).
+
+    Raises:
+        ValueError: The timestamp cannot be parsed.
+    """
+    value: Any = as_of if as_of is not None else os.environ.get("MOMENTS_AS_OF") or None
+    if value is None:
+        return None
+    parsed = parse_timestamp(value)
+    if parsed is None:
+        raise ValueError(f"not an ISO 8601 timestamp: {value!r}")
+    return parsed
+
+
+class Clock:
+    """``now()`` is the replay time when one is set, else the wall clock (always UTC)."""
+
+    def __init__(self, as_of: datetime | None = None) -> None:
+        self.as_of = as_of
+
+    def now(self) -> datetime:
+        """The current crawl time."""
+        return self.as_of if self.as_of is not None else datetime.now(UTC)
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80]
+    return slug or "_"
+
+
+@dataclass
+class CrawlState:
+    """The persisted state of one source + query."""
+
+    source: str
+    query: str
+    cursor: str | None = None
+    recent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    last_success: str | None = None
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, state_dir: Path, source: str, query: str) -> CrawlState:
+        """Read the state file; a missing or corrupt one starts afresh."""
+        path = state_dir / _slug(source) / f"{_slug(query)}.json"
+        state = cls(source=source, query=query, path=path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, OSError):
+            return state
+        if isinstance(data, dict) and data.get("query") == query:
+            state.cursor = data.get("cursor")
+            state.recent = data.get("recent") or {}
+            state.runs = data.get("runs") or []
+            state.last_success = data.get("last_success")
+        return state
+
+    @property
+    def cursor_time(self) -> datetime | None:
+        """The cursor as a datetime (``None`` on a first run)."""
+        return parse_timestamp(self.cursor)
+
+    def advance(self, created_at: datetime | None) -> None:
+        """Move the cursor forward to a newer ``created_at``."""
+        if created_at is None:
+            return
+        current = self.cursor_time
+        if current is None or created_at > current:
+            self.cursor = created_at.isoformat()
+
+    def prune(self, now: datetime) -> None:
+        """Forget posts that have left the re-poll window."""
+        horizon = now - timedelta(hours=REPOLL_HOURS)
+        for key in [k for k, v in self.recent.items() if (parse_timestamp(v.get("created_at")) or now) < horizon]:
+            del self.recent[key]
+
+    def save(self) -> None:
+        """Write atomically (a crash mid-write must not lose the cursor)."""
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.runs = self.runs[-MAX_RUNS_KEPT:]
+        data = asdict(self)
+        data.pop("path")
+        with tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False, suffix=".tmp") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+        os.replace(handle.name, self.path)

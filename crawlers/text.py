@@ -1,0 +1,190 @@
+"""Cleaning text and timestamps into the shape the record schema expects."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from datetime import UTC, date, datetime
+from html.parser import HTMLParser
+from typing import Any
+
+_BLOCK_TAGS = frozenset({"p", "br", "div", "li", "ul", "ol", "blockquote", "h1", "h2", "h3", "h4", "tr", "pre"})
+_URL = re.compile(r"https?://[^\s<>\"')\]]+", re.IGNORECASE)
+_MENTION = re.compile(r"(?<![\w/])@([A-Za-z0-9_.\-]+(?:@[A-Za-z0-9.\-]+\.[A-Za-z]{2,})?)")
+_SPACES = re.compile(r"[ \t\u00a0]+")
+_NEWLINES = re.compile(r"\s*\n\s*")
+_LOOKS_HTML = re.compile(r"<(?:/?[a-zA-Z][a-zA-Z0-9]*)(?:\s[^<>]*)?/?>")
+
+
+class _TextExtractor(HTMLParser):
+    """Collect visible text, and the links' targets, from an HTML fragment."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.hrefs: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+        if tag == "a":
+            attributes = dict(attrs)
+            href = attributes.get("href")
+            # Mastodon marks mention and hashtag links; those are not shared URLs.
+            classes = (attributes.get("class") or "").split()
+            if href and not {"mention", "hashtag", "u-url"} & set(classes):
+                self.hrefs.append(href)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._skip = max(0, self._skip - 1)
+        elif tag in _BLOCK_TAGS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def _tidy(text: str) -> str:
+    text = _SPACES.sub(" ", text)
+    return _NEWLINES.sub("\n", text).strip()
+
+
+def html_to_text(markup: str) -> tuple[str, list[str]]:
+    """Strip HTML to readable text and unescape entities.
+
+    Returns:
+        The text (block elements become line breaks) and the links' hrefs.
+    """
+    if not _LOOKS_HTML.search(markup):
+        # Plain text may still carry entities ("&amp;"), and is far cheaper this way.
+        return _tidy(html.unescape(markup)), []
+    parser = _TextExtractor()
+    parser.feed(markup)
+    parser.close()
+    return _tidy(html.unescape("".join(parser.parts))), parser.hrefs
+
+
+def extract_urls(text: str, extra: list[str] | None = None) -> list[str]:
+    """URLs in text plus extra known ones, deduplicated in order."""
+    found = [u.rstrip(".,;:!?") for u in _URL.findall(text)]
+    seen: dict[str, None] = {}
+    for url in [*(extra or []), *found]:
+        if url.startswith(("http://", "https://")):
+            seen.setdefault(url, None)
+    return list(seen)
+
+
+def extract_mentions(text: str, extra: list[str] | None = None) -> list[str]:
+    """``@handles`` in text plus extra known ones, as ``@handle``, deduplicated."""
+    seen: dict[str, None] = {}
+    for name in [*(extra or []), *_MENTION.findall(text)]:
+        name = name.strip().rstrip(".")
+        if name:
+            seen.setdefault("@" + name.lstrip("@"), None)
+    return list(seen)
+
+
+_langid: Any = None
+MIN_LANG_CHARS = 25
+
+
+def detect_language(text: str) -> str | None:
+    """ISO 639-1 code of the text's language, or ``None`` when it is too short to tell."""
+    global _langid
+    letters = _URL.sub("", text)
+    if sum(ch.isalpha() for ch in letters) < MIN_LANG_CHARS or len(letters.split()) < 4:
+        return None
+    if _langid is None:
+        # Import on first use: the model takes a moment to load.
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        _langid = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    lang, prob = _langid.classify(letters)
+    return str(lang) if prob >= 0.5 else None
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """Parse a timestamp from an API into tz-aware UTC.
+
+    Accepts ISO 8601 strings (``Z`` or an offset; naive means UTC, which is
+    what Lemmy and schema.org dates without a zone mean), bare dates, Unix
+    seconds, and ``datetime``/``date`` objects.
+
+    Returns:
+        The UTC datetime, or ``None`` for a missing or unparseable value.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(float(value), UTC)
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d{9,11}(\.\d+)?", text):
+            return datetime.fromtimestamp(float(text), UTC)
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+
+            try:
+                parsed = parsedate_to_datetime(text)
+            except (TypeError, ValueError, IndexError):
+                return None
+    else:
+        return None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def stable_id(*parts: Any) -> str:
+    """A short stable id for records the source gives no id for."""
+    return hashlib.sha1("\x1f".join(str(p) for p in parts).encode("utf-8")).hexdigest()[:16]
+
+
+_NORMALISE = re.compile(r"https?://\S+|@[\w.\-@]+|[^\w\s]")
+_REPOST_PREFIX = re.compile(r"^\s*(rt|repost|reposted|via)\b[:\s]*", re.IGNORECASE)
+
+
+def shingle_key(text: str) -> str:
+    """The text reduced to what survives a repost: no links, mentions, case or punctuation."""
+    text = _REPOST_PREFIX.sub("", text)
+    return " ".join(_NORMALISE.sub(" ", text.lower()).split())
+
+
+def shingles(key: str) -> set[str]:
+    """Word 2-shingles of a normalised text (the unit near-duplicate checks compare)."""
+    words = key.split()
+    if len(words) < 2:
+        return set(words)
+    return {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)}
+
+
+_SEEDS = (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1, 0xD3A2646C)
+
+
+def minhash_bands(grams: set[str]) -> list[tuple[int, int]]:
+    """MinHash signature, one value per band: near-identical sets share at least one band.
+
+    Uses Python's ``hash``, so signatures are only comparable within one process
+    (which is all the per-run duplicate check needs).
+    """
+    hashes = [hash(g) for g in grams]
+    return [(band, min(h ^ seed for h in hashes)) for band, seed in enumerate(_SEEDS)]
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    """Overlap of two shingle sets, 0..1."""
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
