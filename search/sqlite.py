@@ -265,14 +265,17 @@ class SqliteStore(Store):
             f"WHERE {where} ORDER BY bm25(posts_fts), posts.rowid LIMIT ?"
         )
         extra = [brand] if brand else []
-        try:
-            return self._query(sql, [query, *extra, limit])
-        except sqlite3.OperationalError:
-            # Not valid FTS5 syntax (stray quote, ``foo:`` on an unknown column ...).
-            safe = quote_terms(query)
-            if not safe:
-                return []
-            return self._query(sql, [safe, *extra, limit])
+        attempts = [query]
+        if query.count('"') % 2:
+            # An unclosed phrase is most likely a phrase typed to the end: close it.
+            attempts.append(query + '"')
+        for attempt in attempts:
+            try:
+                return self._query(sql, [attempt, *extra, limit])
+            except sqlite3.OperationalError:
+                continue  # not valid FTS5 syntax (stray quote, ``foo:`` on an unknown column ...)
+        safe = quote_terms(query)
+        return self._query(sql, [safe, *extra, limit]) if safe else []
 
     def scan(self, *, since: datetime | None = None, brand: str | None = None) -> Iterator[Post]:
         """Every post (created at/after ``since``), read in pages so callers may write meanwhile."""

@@ -20,9 +20,9 @@ import pytest
 from crawlers.schema import Post, post_id
 
 ES_HOWTO = (
-    "MOMENTS_TEST_ES_URL is not set: run the suite with `make test`, which starts a real Elasticsearch "
-    "(needs Java 21+, e.g. `apt-get install temurin-21-jdk` or JAVA_HOME pointing at one, and Maven, "
-    "`apt-get install maven`), or point MOMENTS_TEST_ES_URL at a running Elasticsearch 9."
+    "Elasticsearch tests need MOMENTS_TEST_ES_URL: run `make test`, which starts a real Elasticsearch "
+    "(needs Java 21+ in JAVA_HOME or /usr/lib/jvm, e.g. apt-get install openjdk-21-jdk-headless, and Maven: "
+    "apt-get install maven), or export MOMENTS_TEST_ES_URL=http://127.0.0.1:9200 for your own server."
 )
 
 MakePost = Callable[..., Post]

@@ -1,0 +1,256 @@
+"""The one contract every store backend honours, run against SQLite and a real Elasticsearch.
+
+The Elasticsearch half needs ``MOMENTS_TEST_ES_URL`` (``make test`` provides it)
+and skips, or fails under ``CI=true``, without it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from crawlers.schema import Classification, Engagement, Flag, Post
+from search.store import Store, TouchpointCount
+
+MakePost = Callable[..., Post]
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.elasticsearch)],
+)
+def store(request: pytest.FixtureRequest, tmp_home: Path) -> Iterator[Store]:
+    """An empty store of each backend; Elasticsearch gets a unique index prefix per test."""
+    if request.param == "sqlite":
+        from search.sqlite import SqliteStore
+
+        with SqliteStore(tmp_home / "nested" / "dir" / "moments.db") as sqlite_store:
+            yield sqlite_store
+        return
+    from search.elastic import ElasticStore
+
+    es_url = request.getfixturevalue("es_url")
+    # refresh=True keeps the suite fast; the CLI test covers the default "wait_for".
+    es_store = ElasticStore(es_url, index_prefix=f"test-{uuid.uuid4().hex[:12]}", refresh=True, backoff=0.05)
+    try:
+        yield es_store
+    finally:
+        es_store._client.indices.delete(index=es_store.index, ignore_unavailable=True)
+        es_store.close()
+
+
+def _flag(priority: str, score: float, status: str = "open", **extra: object) -> Flag:
+    return Flag.model_validate(
+        {
+            "status": status,
+            "priority": priority,
+            "score": score,
+            "reasons": ["negative and spreading"],
+            "velocity_per_hour": 12.5,
+            "flagged_at": T0,
+            "rule_version": "rules-1",
+            **extra,
+        }
+    )
+
+
+def _classification(touchpoint: str, moment: str) -> Classification:
+    sentiment = {"misery": "negative", "magic": "positive", "neutral": "neutral"}[moment]
+    return Classification.model_validate(
+        {
+            "sentiment": sentiment,
+            "sentiment_scores": {"negative": 0.1, "neutral": 0.2, "positive": 0.7},
+            "touchpoint": touchpoint,
+            "touchpoint_scores": {touchpoint: 0.9, "other": 0.1},
+            "moment": moment,
+            "severity": 0.5,
+            "model_version": "test-1",
+        }
+    )
+
+
+def test_upsert_get_round_trip_is_exact_and_utc(store: Store, make_post: MakePost) -> None:
+    post = make_post(
+        title="Stuck at the gate",
+        text="Three hours at the gate and no word from anyone.",
+        brand=["northwind", "skyteam"],
+        lang="en",
+        rating=1.5,
+        # A non-UTC input: the schema normalises it and both stores must hand back UTC.
+        created_at=datetime(2026, 3, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2))),
+        engagement={"likes": 40, "shares": 12, "replies": 3, "upvote_ratio": 0.25},
+        engagement_history=[{"at": T0, "likes": 1}, {"at": T0 + timedelta(hours=1), "likes": 40, "shares": 12}],
+        urls=["https://example.test/a"],
+        mentions=["@northwind"],
+        extra={"raw": {"nested": [1, 2, {"deep": True}]}, "any.key": "kept"},
+        classification=_classification("boarding", "misery"),
+        flag=_flag("P2", 4.2),
+    )
+    result = store.upsert([post])
+
+    assert result.written == 1 and result.spooled == 0
+    got = store.get(post.id)
+    assert got == post
+    assert got is not None and got.created_at is not None
+    assert got.created_at.utcoffset() == timedelta(0)
+    assert got.created_at == datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    assert got.engagement_history[1].at.utcoffset() == timedelta(0)
+    assert store.get("test:does-not-exist") is None
+
+
+def test_reupsert_is_idempotent(store: Store, make_post: MakePost) -> None:
+    posts = [make_post() for _ in range(3)]
+    store.upsert(posts)
+    again = store.upsert(posts)
+
+    assert again.written == 3
+    assert store.count() == 3
+
+    changed = posts[0].model_copy(update={"text": "edited text"})
+    store.upsert([changed])
+    assert store.count() == 3
+    stored = store.get(changed.id)
+    assert stored is not None and stored.text == "edited text"
+
+
+def test_stored_flag_survives_reupsert_without_flag(store: Store, make_post: MakePost) -> None:
+    flagged = make_post(native_id="viral", flag=_flag("P1", 9.0, status="acknowledged"))
+    store.upsert([flagged])
+
+    recrawled = flagged.model_copy(update={"flag": None, "engagement": Engagement(likes=999)})
+    store.upsert([recrawled])
+
+    stored = store.get(flagged.id)
+    assert stored is not None
+    assert stored.flag == flagged.flag
+    assert stored.engagement.likes == 999  # the rest of the record did update
+
+    newer = _flag("P2", 3.0)
+    store.upsert([recrawled.model_copy(update={"flag": newer})])
+    stored = store.get(flagged.id)
+    assert stored is not None and stored.flag == newer
+
+
+def test_set_flag_and_open_flags_order(store: Store, make_post: MakePost) -> None:
+    posts = {name: make_post(native_id=name) for name in ("a", "b", "c", "d", "e", "f")}
+    posts["f"] = make_post(native_id="f", brand=["other-brand"])
+    store.upsert(posts.values())
+
+    store.set_flag(posts["a"].id, _flag("P2", 5.0))
+    store.set_flag(posts["b"].id, _flag("P4", 50.0))
+    store.set_flag(posts["c"].id, _flag("P1", 1.0))
+    store.set_flag(posts["d"].id, _flag("P2", 9.0))
+    store.set_flag(posts["e"].id, _flag("P1", 99.0, status="resolved"))
+    store.set_flag(posts["f"].id, _flag("P3", 2.0))
+
+    assert [p.native_id for p in store.open_flags()] == ["c", "d", "a", "f", "b"]
+    assert [p.native_id for p in store.open_flags(limit=2)] == ["c", "d"]
+    assert [p.native_id for p in store.open_flags(brand="other-brand")] == ["f"]
+
+    stored = store.get(posts["d"].id)
+    assert stored is not None and stored.flag == _flag("P2", 9.0)
+
+    store.set_flag(posts["d"].id, None)
+    cleared = store.get(posts["d"].id)
+    assert cleared is not None and cleared.flag is None
+    assert [p.native_id for p in store.open_flags()] == ["c", "a", "f", "b"]
+
+    with pytest.raises(KeyError):
+        store.set_flag("test:unknown", _flag("P1", 1.0))
+
+
+def test_search_finds_matches_and_only_matches(store: Store, make_post: MakePost) -> None:
+    delay_heavy = make_post(native_id="delay-heavy", text="Delay, delay, delay. Another delay on the morning flight.")
+    delay_light = make_post(
+        native_id="delay-light",
+        text="The crew was friendly and the seats were fine although there was a small delay at the end of it all.",
+    )
+    lost_bag = make_post(native_id="lost-bag", title="Lost bag at Heathrow", text="Nobody can tell me where it is.")
+    bag_lost = make_post(native_id="bag-lost", text="My bag was not lost, just late, says the desk.")
+    refund = make_post(native_id="refund", text="The refund came three weeks late.")
+    author = make_post(native_id="by-author", text="Just landed.", author={"display_name": "Harriet Tubular"})
+    unrelated = make_post(native_id="unrelated", text="Lovely crew and smooth boarding.")
+    store.upsert([delay_heavy, delay_light, lost_bag, bag_lost, refund, author, unrelated])
+
+    def ids(query: str, **kwargs: object) -> list[str]:
+        return [p.native_id for p in store.search(query, **kwargs)]  # type: ignore[arg-type]
+
+    assert ids("delay") == ["delay-heavy", "delay-light"]  # bm25: more mentions, shorter text first
+    assert ids("DELAY") == ["delay-heavy", "delay-light"]
+    assert ids("pizza") == []
+    assert ids('"lost bag"') == ["lost-bag"]  # a phrase, not both words anywhere
+    assert set(ids("lost bag")) == {"lost-bag", "bag-lost"}
+    assert ids("refund AND late") == ["refund"]
+    assert set(ids("refund OR heathrow")) == {"refund", "lost-bag"}
+    assert ids("tubular") == ["by-author"]
+    assert ids("delay", limit=1) == ["delay-heavy"]
+    # Malformed query syntax is searched as plain words, never an error.
+    for broken in ('"lost bag', "delay)", "((delay", "title:", "AND", "*", '"', ""):
+        result = ids(broken)
+        assert isinstance(result, list)
+    assert ids('"lost bag') == ["lost-bag"]
+    assert ids("((delay") == ["delay-heavy", "delay-light"]
+
+
+def test_brand_filter(store: Store, make_post: MakePost) -> None:
+    ours = make_post(native_id="ours", brand=["northwind"], text="baggage delay at the carousel")
+    both = make_post(native_id="both", brand=["northwind", "contoso"], text="baggage delay again")
+    theirs = make_post(native_id="theirs", brand=["contoso"], text="baggage delay for them too")
+    store.upsert([ours, both, theirs])
+
+    assert {p.native_id for p in store.search("delay", brand="northwind")} == {"ours", "both"}
+    assert {p.native_id for p in store.search("delay", brand="contoso")} == {"both", "theirs"}
+    assert store.search("delay", brand="nobody") == []
+    assert {p.native_id for p in store.scan(brand="contoso")} == {"both", "theirs"}
+
+
+def test_scan_all_and_since(store: Store, make_post: MakePost) -> None:
+    old = make_post(native_id="old", created_at=T0 - timedelta(days=2))
+    edge = make_post(native_id="edge", created_at=T0)
+    new = make_post(native_id="new", created_at=T0 + timedelta(seconds=1))
+    undated = make_post(native_id="undated", created_at=None)
+    store.upsert([old, edge, new, undated])
+
+    everything = list(store.scan())
+    assert sorted(p.native_id for p in everything) == ["edge", "new", "old", "undated"]
+    assert all(isinstance(p, Post) for p in everything)
+    assert sorted(p.native_id for p in store.scan(since=T0)) == ["edge", "new"]
+    # The same instant written in another zone selects the same posts.
+    assert sorted(p.native_id for p in store.scan(since=T0.astimezone(timezone(timedelta(hours=-5))))) == [
+        "edge",
+        "new",
+    ]
+    assert list(store.scan(since=T0 + timedelta(days=1))) == []
+
+
+def test_touchpoint_summary_counts(store: Store, make_post: MakePost) -> None:
+    cases = [
+        ("boarding", "misery", "northwind"),
+        ("boarding", "misery", "northwind"),
+        ("boarding", "magic", "contoso"),
+        ("boarding", "neutral", "northwind"),
+        ("baggage", "misery", "northwind"),
+        ("baggage", "magic", "northwind"),
+        ("check-in", "magic", "contoso"),
+    ]
+    store.upsert(
+        make_post(brand=[brand], classification=_classification(touchpoint, moment))
+        for touchpoint, moment, brand in cases
+    )
+    store.upsert([make_post(text="not classified yet")])
+
+    assert store.touchpoint_summary() == [
+        TouchpointCount("boarding", magic=1, misery=2, neutral=1),
+        TouchpointCount("baggage", magic=1, misery=1, neutral=0),
+        TouchpointCount("check-in", magic=1, misery=0, neutral=0),
+    ]
+    assert store.touchpoint_summary(brand="contoso") == [
+        TouchpointCount("boarding", magic=1, misery=0, neutral=0),
+        TouchpointCount("check-in", magic=1, misery=0, neutral=0),
+    ]
+    assert store.touchpoint_summary()[0].total == 4
