@@ -43,7 +43,7 @@ async def sleep(seconds: float) -> None:
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
 
-    await maybe_deferred_to_future(deferLater(reactor, seconds, lambda: None))  # type: ignore[arg-type]
+    await maybe_deferred_to_future(deferLater(reactor, seconds, lambda: None))
 
 
 def _header(response: Response, *names: str) -> str | None:
@@ -113,7 +113,8 @@ class PoliteRetryMiddleware(RetryMiddleware):
         if retry is None:
             return response
         wait = self._wait_for(request, response)
-        self.crawler.stats.inc_value("moments/retry_wait_seconds", wait) if self.crawler.stats else None
+        if self.crawler.stats:
+            self.crawler.stats.inc_value("moments/retry_wait_ms", int(wait * 1000))
         log.info("HTTP %s from %s: retrying in %.2fs", response.status, request.url, wait)
         await sleep(wait)
         return retry

@@ -18,6 +18,7 @@ goes on.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import defaultdict
 from datetime import timedelta
@@ -115,7 +116,7 @@ class CleanPipeline(_Pipeline):
         raw_created = item.get("created_at")
         created_at = parse_timestamp(raw_created)
         if raw_created and created_at is None:
-            ctx.drop("bad_timestamp_kept", f"{native_id}: {raw_created!r}")
+            ctx.drop("partial_bad_timestamp", f"{native_id}: {raw_created!r}")
         if ctx.since is not None and created_at is not None and created_at < ctx.since:
             raise self.drop("before_since")
         source = item.get("source") or ctx.source
@@ -125,10 +126,8 @@ class CleanPipeline(_Pipeline):
             if engagement.get(key) is not None and engagement[key] < 0:
                 engagement[key] = None
         if raw_engagement.get("upvote_ratio") is not None:
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 engagement["upvote_ratio"] = min(1.0, max(0.0, float(raw_engagement["upvote_ratio"])))
-            except (TypeError, ValueError):
-                pass
         author = dict(item.get("author") or {})
         if "followers" in author:
             followers = _int(author["followers"])

@@ -312,7 +312,8 @@ def _crawl_in_child(
         subprocess.run([sys.executable, "-m", "crawlers.runner", str(spec_path)], check=False)
         if not stats_path.exists():
             return [
-                CrawlStats(j.source, j.query, errors=1, healthy=False, health_reason="crawl process failed") for j in jobs
+                CrawlStats(j.source, j.query, errors=1, healthy=False, health_reason="crawl process failed")
+                for j in jobs
             ]
         return [CrawlStats(**s) for s in json.loads(stats_path.read_text(encoding="utf-8"))]
 

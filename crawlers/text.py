@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import itertools
 import re
 from datetime import UTC, date, datetime
 from html.parser import HTMLParser
@@ -167,7 +168,7 @@ def shingles(key: str) -> set[str]:
     words = key.split()
     if len(words) < 2:
         return set(words)
-    return {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)}
+    return {f"{a} {b}" for a, b in itertools.pairwise(words)}
 
 
 _SEEDS = (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1, 0xD3A2646C)

@@ -50,8 +50,6 @@ class MomentsSpider(scrapy.Spider):
     """
 
     default_base_url: ClassVar[str | None] = None
-    # Per-source politeness; the runner merges these over the project defaults.
-    custom_settings: ClassVar[dict[str, Any] | None] = None
 
     def __init__(self, *, ctx: RunContext, base_url: str | None = None, query: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -78,7 +76,7 @@ class MomentsSpider(scrapy.Spider):
         request = getattr(failure, "request", None)
         url = request.url if request is not None else "?"
         if failure.check(HttpError):
-            response = failure.value.response
+            response = failure.value.response  # type: ignore[union-attr]
             self.ctx.error(f"HTTP {response.status} from {url}")
         elif failure.check(IgnoreRequest):
             self.ctx.drop("robots_disallowed", url)

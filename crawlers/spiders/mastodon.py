@@ -119,8 +119,8 @@ class MastodonSpider(MomentsSpider):
                 "quotes": inner.get("quotes_count"),
             },
             lang=inner.get("language"),
-            mentions=[m.get("acct") for m in inner.get("mentions") or [] if isinstance(m, dict) and m.get("acct")],
-            urls=[u for u in [dig(inner, "card", "url")] if u],
+            mentions=[str(m["acct"]) for m in inner.get("mentions") or [] if isinstance(m, dict) and m.get("acct")],
+            urls=[str(u) for u in [dig(inner, "card", "url")] if u],
             duplicate_of=f"mastodon:{boosted['id']}" if boosted and boosted.get("id") else None,
             extra={
                 "tags": [t.get("name") for t in inner.get("tags") or [] if isinstance(t, dict)] or None,

@@ -1,0 +1,188 @@
+"""Bluesky: posts matching search terms.
+
+API (https://docs.bsky.app/docs/api/app-bsky-feed-search-posts,
+https://docs.bsky.app/docs/api/app-bsky-actor-get-profiles):
+
+* ``GET /xrpc/app.bsky.feed.searchPosts?q=...&sort=latest&limit=100[&since=ISO][&cursor=C]``
+  returns ``{"cursor": "...", "hitsTotal": N, "posts": [PostView]}``.
+* ``GET /xrpc/app.bsky.actor.getProfiles?actors=did1&actors=did2...`` (at most
+  25 actors) returns ``{"profiles": [ProfileViewDetailed]}`` with
+  ``followersCount``: posts of a page wait for their authors' profiles.
+* With an app password configured (``credentials.bluesky.identifier`` and
+  ``app_password``), ``POST /xrpc/com.atproto.server.createSession`` first and
+  send ``Authorization: Bearer <accessJwt>``.
+
+PostView fields used: ``uri``, ``cid``, ``author.{did,handle,displayName}``,
+``record.{text,createdAt,langs,facets}``, ``likeCount``, ``repostCount``,
+``replyCount``, ``quoteCount``, ``indexedAt``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from scrapy import Request
+from scrapy.http import Response
+
+from crawlers.spiders.base import MomentsSpider, dig
+from crawlers.text import parse_timestamp
+
+PAGE_SIZE = 100
+PROFILES_BATCH = 25
+
+
+class BlueskySpider(MomentsSpider):
+    """Search Bluesky posts through the AppView XRPC API."""
+
+    name = "bluesky"
+    default_base_url = "https://public.api.bsky.app"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        creds = self.ctx.config.credentials_for("bluesky") if self.ctx.config else {}
+        self.identifier = creds.get("identifier")
+        self.app_password = creds.get("app_password")
+        self.headers: dict[str, str] = {}
+        self.followers: dict[str, int | None] = {}
+
+    async def start(self) -> AsyncIterator[Any]:
+        if self.identifier and self.app_password:
+            body = json.dumps({"identifier": self.identifier, "password": self.app_password})
+            yield self.request(
+                self.api_url("/xrpc/com.atproto.server.createSession"),
+                self.parse_session,
+                method="POST",
+                body=body,
+                headers={"Content-Type": "application/json"},
+                dont_filter=True,
+            )
+        else:
+            yield self.search_request(None)
+
+    def parse_session(self, response: Response) -> Iterator[Any]:
+        data = self.load_json(response)
+        token = dig(data, "accessJwt")
+        if token:
+            self.headers = {"Authorization": f"Bearer {token}"}
+        else:
+            self.ctx.error("bluesky login gave no accessJwt; searching anonymously")
+        yield self.search_request(None)
+
+    def search_request(self, cursor: str | None) -> Request:
+        """One page of ``searchPosts``."""
+        stop = self.ctx.stop_at
+        params = {
+            "q": self.query,
+            "sort": "latest",
+            "limit": PAGE_SIZE,
+            "since": stop.strftime("%Y-%m-%dT%H:%M:%S.000Z") if stop else None,
+            "cursor": cursor,
+        }
+        return self.request(self.api_url("/xrpc/app.bsky.feed.searchPosts", params), self.parse, headers=self.headers)
+
+    def parse(self, response: Response) -> Iterator[Any]:
+        data = self.load_json(response)
+        if data is None:
+            return
+        posts = dig(data, "posts")
+        if not isinstance(posts, list):
+            self.layout_changed(response, "an object with a 'posts' array")
+            return
+        views = [p for p in posts if isinstance(p, dict) and p.get("uri")]
+        if len(views) < len(posts):
+            self.ctx.drop("unexpected_layout", f"{len(posts) - len(views)} post views without uri at {response.url}")
+        cursor = dig(data, "cursor")
+        reached_stop = any(self.past_stop(parse_timestamp(dig(p, "record", "createdAt"))) for p in views)
+        next_page = self.search_request(str(cursor)) if cursor and views and not reached_stop else None
+        yield from self.with_followers(views, next_page)
+
+    def with_followers(self, views: list[dict[str, Any]], next_page: Request | None) -> Iterator[Any]:
+        """Ask for unknown authors' profiles (25 a request); the posts follow once they answer.
+
+        The next search page is only asked for after the profiles, so an
+        author on two pages is looked up once and results are deterministic.
+        """
+        missing = list(dict.fromkeys(d for v in views if (d := dig(v, "author", "did")) and d not in self.followers))
+        if not missing:
+            yield from (self.view_to_post(v) for v in views)
+            if next_page is not None:
+                yield next_page
+            return
+        batches = [missing[i : i + PROFILES_BATCH] for i in range(0, len(missing), PROFILES_BATCH)]
+        # The page's posts and the next page ride on the last batch; earlier ones only fill the cache.
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            yield self.request(
+                self.api_url("/xrpc/app.bsky.actor.getProfiles", {"actors": batch}),
+                self.parse_profiles,
+                headers=self.headers,
+                errback=self.profiles_failed,
+                cb_kwargs={"views": views if last else [], "next_page": next_page if last else None},
+                dont_filter=True,
+            )
+
+    def parse_profiles(
+        self, response: Response, views: list[dict[str, Any]], next_page: Request | None
+    ) -> Iterator[Any]:
+        data = self.load_json(response)
+        for profile in dig(data, "profiles", default=[]) or []:
+            if isinstance(profile, dict) and profile.get("did"):
+                self.followers[profile["did"]] = profile.get("followersCount")
+        yield from self._release(views, next_page)
+
+    def profiles_failed(self, failure: Any) -> Iterator[Any]:
+        # Followers are nice to have: without profiles the posts still go out.
+        self.on_error(failure)
+        request = getattr(failure, "request", None)
+        kwargs = request.cb_kwargs if request is not None else {}
+        yield from self._release(kwargs.get("views", []), kwargs.get("next_page"))
+
+    def _release(self, views: list[dict[str, Any]], next_page: Request | None) -> Iterator[Any]:
+        for view in views:
+            did = dig(view, "author", "did")
+            if did:
+                self.followers.setdefault(did, None)  # asked once, even when the profile was missing
+            yield self.view_to_post(view)
+        if next_page is not None:
+            yield next_page
+
+    def view_to_post(self, view: dict[str, Any]) -> dict[str, Any]:
+        """Map one ``PostView`` to a raw post."""
+        record = view.get("record") or {}
+        author = view.get("author") or {}
+        uri = str(view["uri"])
+        rkey = uri.rsplit("/", 1)[-1]
+        handle = author.get("handle")
+        facets = record.get("facets") or []
+        links, mentions = [], []
+        for facet in facets:
+            for feature in dig(facet, "features", default=[]) or []:
+                kind = dig(feature, "$type", default="")
+                if kind.endswith("#link") and feature.get("uri"):
+                    links.append(feature["uri"])
+                elif kind.endswith("#mention") and feature.get("did"):
+                    mentions.append(feature["did"])
+        langs = record.get("langs") or []
+        return self.post(
+            native_id=uri,
+            text=record.get("text") or "",
+            url=f"https://bsky.app/profile/{handle or author.get('did')}/post/{rkey}",
+            created_at=record.get("createdAt") or view.get("indexedAt"),
+            author={
+                "handle": handle,
+                "display_name": author.get("displayName") or None,
+                "followers": self.followers.get(author.get("did", "")),
+            },
+            engagement={
+                "likes": view.get("likeCount"),
+                "shares": view.get("repostCount"),
+                "replies": view.get("replyCount"),
+                "quotes": view.get("quoteCount"),
+            },
+            lang=langs[0] if langs else None,
+            urls=links,
+            mentions=[],
+            extra={"cid": view.get("cid"), "did": author.get("did"), "mentioned_dids": mentions or None},
+        )
