@@ -87,11 +87,15 @@ def _plural(n: int, word: str) -> str:
 def run_index(args: argparse.Namespace) -> int:
     """Handler of ``moments index``: returns 0 when every post was indexed or spooled."""
     report = ReadReport()
+    path = None if args.input == "-" else Path(args.input)
+    if path is not None and not path.is_file():
+        # Checked before opening the store, so a typo does not create an empty database.
+        raise FileNotFoundError(f"no such file: {path}")
     with open_store(args.store) as store:
-        if args.input == "-":
+        if path is None:
             result = store.upsert(read_posts(sys.stdin, report, source_name="stdin"))
         else:
-            result = store.upsert(read_posts_file(Path(args.input), report))
+            result = store.upsert(read_posts_file(path, report))
         location = store.location
     dropped = len(report.dropped)
     print(
