@@ -25,6 +25,9 @@ Keyword and exclusion expressions use ``AND``, ``OR``, ``NOT``, parentheses
 and ``"quoted phrases"``; adjacent terms mean AND (see :mod:`crawlers.brands`).
 A post is kept for a brand when any name, handle or keyword expression
 matches and no exclusion does. The brand's ``name`` is always one of its names.
+A source listed under a brand with ``match: all`` (the default for
+``appstore`` and ``jsonld``: reviews of the brand's own app or pages) keeps
+every post for that brand, whatever the text says.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# Sources whose posts are about the brand that lists them (reviews of its app or pages).
+OWNED_SOURCES = ("appstore", "jsonld")
 SOURCES = ("mastodon", "bluesky", "reddit", "hackernews", "lemmy", "appstore", "jsonld", "rss", "import")
 
 
@@ -56,6 +61,14 @@ class SourceConfig(_Model):
     base_url: str | None = None
     country: str = "us"
     since: str | None = None
+    # "text": keep posts whose text matches a brand (social sources); "all": every
+    # post is about this brand (its own app's reviews, its review pages).
+    match: Literal["text", "all"] | None = None
+
+    @property
+    def match_mode(self) -> str:
+        """``match``, defaulting to ``all`` for appstore and jsonld and ``text`` elsewhere."""
+        return self.match or ("all" if self.source in OWNED_SOURCES else "text")
 
     @field_validator("source")
     @classmethod

@@ -96,6 +96,13 @@ class RunContext:
     def __post_init__(self) -> None:
         if self.config is not None and self.config.brands and self.matcher is None:
             self.matcher = BrandMatcher(self.config.brands)
+        # Brands that own this source + query: every post is about them.
+        self.owner_brands = [
+            brand.name
+            for brand in (self.config.brands if self.config else [])
+            for job in brand.sources
+            if job.source == self.source and job.query == self.query and job.match_mode == "all"
+        ]
         self.now = self.clock.now()
         # The cursor as the run found it: the pipeline moves state.cursor as it goes.
         self.start_cursor = self.state.cursor_time

@@ -180,6 +180,7 @@ class BrandPipeline(_Pipeline):
             return post
         text = f"{post.title or ''}\n{post.text}"
         brands = ctx.matcher.match(text, mentions=post.mentions, author=post.author.handle)
+        brands = list(dict.fromkeys([*ctx.owner_brands, *brands]))
         if not brands:
             raise self.drop("no_brand_match")
         post.brand = brands
