@@ -1,16 +1,20 @@
 """Fixtures shared by every test package (crawlers, models, search, flows).
 
-* ``es_url``: the real Elasticsearch that ``make test`` provisions; tests that
-  need it skip with a how-to when it is absent (and fail under ``CI=true``).
+* ``es_url``: the real Elasticsearch that ``make test`` provisions, with a
+  private index prefix per test (``es_prefix``); tests that need it skip with
+  a how-to when it is absent (and fail under ``CI=true``).
 * ``tmp_home``: a private ``$MOMENTS_HOME`` so no test touches ``./var``.
 * ``make_post``: a factory of valid :class:`~crawlers.schema.Post` records.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
-from collections.abc import Callable
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from typing import Any
 import pytest
 
 from crawlers.schema import Post, post_id
+from search.mapping import index_names
 
 ES_HOWTO = (
     "Elasticsearch tests need MOMENTS_TEST_ES_URL: run `make test`, which starts a real Elasticsearch "
@@ -32,19 +37,34 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture(scope="session")
-def es_url() -> str:
-    """The URL of the test Elasticsearch (``$MOMENTS_TEST_ES_URL``).
+@pytest.fixture
+def es_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The URL of the test Elasticsearch (``$MOMENTS_TEST_ES_URL``), with a private index per test.
 
-    Skips the test when it is unset; under ``CI=true`` a missing server is a
-    failure, so a CI run can never pass by skipping every Elasticsearch test.
+    ``$MOMENTS_ES_PREFIX`` is set to a unique prefix for the test, so every
+    store it opens (``open_store``, the CLI, flows) writes to its own
+    ``<prefix>-posts-v1`` index, deleted afterwards: tests never see each
+    other's posts. Skips when the URL is unset; under ``CI=true`` a missing
+    server is a failure, so CI can never pass by skipping these tests.
     """
-    url = os.environ.get("MOMENTS_TEST_ES_URL", "").strip()
+    url = os.environ.get("MOMENTS_TEST_ES_URL", "").strip().rstrip("/")
     if not url:
         if _in_ci():
             pytest.fail(ES_HOWTO, pytrace=False)
         pytest.skip(ES_HOWTO)
-    return url.rstrip("/")
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("MOMENTS_ES_PREFIX", prefix)
+    yield url
+    index, _alias = index_names(prefix)
+    request = urllib.request.Request(f"{url}/{index}?ignore_unavailable=true", method="DELETE")
+    with contextlib.suppress(OSError):
+        urllib.request.urlopen(request, timeout=30).close()
+
+
+@pytest.fixture
+def es_prefix(es_url: str) -> str:
+    """The unique index prefix of this test (``ElasticStore(es_url, index_prefix=es_prefix)``)."""
+    return os.environ["MOMENTS_ES_PREFIX"]
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -137,18 +136,14 @@ def test_sqlite_adds_columns_for_new_schema_fields(tmp_path: Path, make_post: Ma
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
+def prefix(es_prefix: str) -> str:
+    return es_prefix
 
 
 @pytest.fixture
 def es_store(es_url: str, prefix: str, tmp_home: Path) -> Iterator[ElasticStore]:
-    store = ElasticStore(es_url, index_prefix=prefix, refresh=True, backoff=0.05)
-    try:
+    with ElasticStore(es_url, index_prefix=prefix, refresh=True, backoff=0.05) as store:
         yield store
-    finally:
-        store._client.indices.delete(index=store.index, ignore_unavailable=True)
-        store.close()
 
 
 @pytest.mark.elasticsearch
@@ -273,7 +268,6 @@ def test_spools_while_down_and_replays_next_time(es_url: str, prefix: str, tmp_h
         assert direct.get(during[1].id) == during[1]
     finally:
         proxy.stop()
-        direct._client.indices.delete(index=direct.index, ignore_unavailable=True)
         store.close()
         direct.close()
 

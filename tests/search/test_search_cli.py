@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,18 +17,12 @@ MakePost = Callable[..., Post]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.elasticsearch)])
-def store_arg(request: pytest.FixtureRequest, tmp_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def store_arg(request: pytest.FixtureRequest, tmp_home: Path) -> str:
     """The ``--store`` value for each backend (ES under a unique index prefix)."""
     if request.param == "sqlite":
-        yield str(tmp_home / "cli.db")
-        return
-    es_url = request.getfixturevalue("es_url")
-    prefix = f"test-cli-{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("MOMENTS_ES_PREFIX", prefix)
-    yield es_url
-    from elasticsearch import Elasticsearch
-
-    Elasticsearch(es_url).indices.delete(index=f"{prefix}-posts-v1", ignore_unavailable=True)
+        return str(tmp_home / "cli.db")
+    # es_url sets a unique $MOMENTS_ES_PREFIX, which the CLI's store picks up.
+    return str(request.getfixturevalue("es_url"))
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ and skips, or fails under ``CI=true``, without it.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -34,14 +33,10 @@ def store(request: pytest.FixtureRequest, tmp_home: Path) -> Iterator[Store]:
         return
     from search.elastic import ElasticStore
 
-    es_url = request.getfixturevalue("es_url")
-    # refresh=True keeps the suite fast; the CLI test covers the default "wait_for".
-    es_store = ElasticStore(es_url, index_prefix=f"test-{uuid.uuid4().hex[:12]}", refresh=True, backoff=0.05)
-    try:
-        yield es_store
-    finally:
-        es_store._client.indices.delete(index=es_store.index, ignore_unavailable=True)
-        es_store.close()
+    es_url = request.getfixturevalue("es_url")  # also gives this test its own index prefix
+    # refresh=True keeps the suite fast; the CLI tests cover the default "wait_for".
+    with ElasticStore(es_url, index_prefix=request.getfixturevalue("es_prefix"), refresh=True, backoff=0.05) as es:
+        yield es
 
 
 def _flag(priority: str, score: float, status: str = "open", **extra: object) -> Flag:
