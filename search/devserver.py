@@ -60,6 +60,8 @@ HEAP = "-Xms512m -Xmx512m"
 #: Starting takes 20-60 s on a busy 2-core machine; leave room.
 START_TIMEOUT_S = float(os.environ.get("MOMENTS_ES_START_TIMEOUT", "180"))
 STOP_GRACE_S = 20.0
+#: Where Linux distributions and installers put Java runtimes.
+JVM_ROOTS = (Path("/usr/lib/jvm"), Path("/usr/java"), Path("/opt/java"))
 
 HOWTO_JAVA = (
     "Elasticsearch needs Java 21 or newer: install one (e.g. `apt-get install openjdk-21-jdk-headless`, "
@@ -141,7 +143,7 @@ def find_java() -> Path:
         if configured and (java_version(Path(configured)) or 0) >= MIN_JAVA:
             return Path(configured)
     found: list[tuple[int, Path]] = []
-    for root in (Path("/usr/lib/jvm"), Path("/usr/java"), Path("/opt/java")):
+    for root in JVM_ROOTS:
         if root.is_dir():
             for home in root.iterdir():
                 if home.is_symlink():
@@ -363,6 +365,7 @@ def start(version: str = ES_VERSION) -> Server:
     user = ensure_user()
     runs = cache_dir() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
+    prune_runs()
     run_dir = Path(tempfile.mkdtemp(prefix=f"es-{time.strftime('%Y%m%dT%H%M%S')}-", dir=runs))
     # A private config copy: the server writes its keystore there, and parallel runs must not share it.
     shutil.copytree(es_home / "config", run_dir / "config")
@@ -423,13 +426,17 @@ def start(version: str = ES_VERSION) -> Server:
         )
     server = Server(url, process.pid, str(pid_file), str(run_dir), str(console_log))
     started = time.monotonic()
-    while time.monotonic() - started < START_TIMEOUT_S:
-        if process.poll() is not None:
-            break
-        if _healthy(url):
-            _say(f"Elasticsearch is up after {time.monotonic() - started:.0f}s")
-            return server
-        time.sleep(1)
+    try:
+        while time.monotonic() - started < START_TIMEOUT_S:
+            if process.poll() is not None:
+                break
+            if _healthy(url):
+                _say(f"Elasticsearch is up after {time.monotonic() - started:.0f}s")
+                return server
+            time.sleep(1)
+    except BaseException:
+        stop(server)  # Ctrl-C while waiting: never leave a server behind
+        raise
     failure = (
         f"exited with status {process.returncode}"
         if process.poll() is not None
@@ -438,6 +445,22 @@ def start(version: str = ES_VERSION) -> Server:
     tail = server.log_tail()
     stop(server)
     raise DevServerError(f"Elasticsearch {failure}; last lines of its log:\n{tail}")
+
+
+def prune_runs(max_age_s: float = 24 * 3600) -> None:
+    """Delete run directories left by killed runs (older than a day, server gone)."""
+    runs = cache_dir() / "runs"
+    if not runs.is_dir():
+        return
+    now = time.time()
+    for run_dir in runs.iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if now - run_dir.stat().st_mtime < max_age_s:
+                continue
+            pid_file = run_dir / "elasticsearch.pid"
+            if pid_file.is_file() and _alive(int(pid_file.read_text().strip())):
+                continue
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def stop(server: Server, *, keep: bool = False) -> None:

@@ -131,8 +131,6 @@ def open_store(url: str | None = None) -> Store:
     from search.sqlite import SqliteStore
 
     if url:
-        path = Path(url.removeprefix("sqlite://").removeprefix("/") if url.startswith("sqlite:///") else url)
-        if url.startswith("sqlite:///"):
-            path = Path("/" + url.removeprefix("sqlite:///"))
-        return SqliteStore(path)
+        # sqlite:///abs/path.db -> /abs/path.db; sqlite://rel.db -> rel.db; anything else is a path.
+        return SqliteStore(Path(url.removeprefix("sqlite://")))
     return SqliteStore(default_home() / "moments.db")
