@@ -341,6 +341,17 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _group_members(pgid: int) -> list[int]:
+    """Live processes in process group ``pgid`` (Linux ``/proc``; empty elsewhere)."""
+    members = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat_file.read_text().rsplit(") ", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(stat_file.parent.name))
+    return members
+
+
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/_cluster/health?wait_for_status=yellow&timeout=2s", timeout=5) as response:
@@ -470,25 +481,32 @@ def stop(server: Server, *, keep: bool = False) -> None:
         server: What :func:`start` returned.
         keep: Keep the run directory (data and logs) instead of deleting it.
     """
-    pids = [server.pid]
+    pids = {server.pid, *_group_members(server.pid)}
     with contextlib.suppress(OSError, ValueError):
-        pids.append(int(Path(server.pid_file).read_text().strip()))
+        pids.add(int(Path(server.pid_file).read_text().strip()))
 
     def signal_all(sig: signal.Signals) -> None:
+        # The group reaches runuser, the launcher and the server JVM; the PID file covers
+        # a server that moved to its own group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(server.pid, sig)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, sig) if pid == server.pid else os.kill(pid, sig)
+                os.kill(pid, sig)
+
+    def running() -> bool:
+        return any(_alive(pid) for pid in pids | set(_group_members(server.pid)))
 
     signal_all(signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while running() and time.monotonic() < deadline:
         time.sleep(0.2)
-    if any(_alive(pid) for pid in pids):
+    if running():
         _say(f"Elasticsearch did not stop within {STOP_GRACE_S:.0f}s; killing it")
         signal_all(signal.SIGKILL)
-        for pid in pids:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+        deadline = time.monotonic() + 5
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.2)
     if not keep:
         shutil.rmtree(server.run_dir, ignore_errors=True)
 
