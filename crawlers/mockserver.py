@@ -207,6 +207,23 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
+def running_server(
+    recordings: str | Path | Iterable[str | Path], *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[RecordingServer]:
+    """Like :func:`serve_recordings`, but yields the server (``base_url``, ``request_log``)."""
+    paths = [Path(recordings)] if isinstance(recordings, str | Path) else [Path(p) for p in recordings]
+    server = RecordingServer(load_interactions(paths), host, port)
+    thread = threading.Thread(target=server.serve_forever, name="moments-mockserver", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextmanager
 def serve_recordings(
     recordings: str | Path | Iterable[str | Path], *, host: str = "127.0.0.1", port: int = 0
 ) -> Iterator[str]:
@@ -220,16 +237,8 @@ def serve_recordings(
     Yields:
         The server's base URL, e.g. ``http://127.0.0.1:54321``.
     """
-    paths = [Path(recordings)] if isinstance(recordings, str | Path) else [Path(p) for p in recordings]
-    server = RecordingServer(load_interactions(paths), host, port)
-    thread = threading.Thread(target=server.serve_forever, name="moments-mockserver", daemon=True)
-    thread.start()
-    try:
+    with running_server(recordings, host=host, port=port) as server:
         yield server.base_url
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -160,6 +160,11 @@ def _as_since(since: str | datetime | None) -> datetime | None:
     return parsed
 
 
+def state_key(job: CrawlJob) -> str:
+    """What a cursor is kept per: the query, and the storefront for the App Store."""
+    return f"{job.query}@{job.country.lower()}" if job.source == "appstore" else job.query
+
+
 def _reactor_used() -> bool:
     # Importing twisted.internet.reactor would install one; only look if it exists.
     reactor = sys.modules.get("twisted.internet.reactor")
@@ -255,7 +260,7 @@ def _crawl_here(
             source=job.source,
             query=job.query,
             clock=clock,
-            state=CrawlState.load(root, job.source, job.query),
+            state=CrawlState.load(root, job.source, state_key(job)),
             config=config,
             since=_as_since(job.since),
             output=job.output,
