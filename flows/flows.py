@@ -41,8 +41,12 @@ def sources_from_config(config_path: Path) -> list[SourceSpec]:
     specs: list[SourceSpec] = []
     for brand in config.brands:
         for source in brand.sources:
-            options = tuple(sorted((k, str(v)) for k, v in (source.options or {}).items()))
-            specs.append(SourceSpec(brand.name, source.source, source.query, source.base_url, options))
+            options: list[tuple[str, str]] = []
+            if source.source == "appstore":
+                options.append(("country", source.country))
+            if source.since:
+                options.append(("since", source.since))
+            specs.append(SourceSpec(brand.name, source.source, source.query, source.base_url, tuple(options)))
     return specs
 
 

@@ -1,0 +1,103 @@
+"""The pipeline as a real Prefect flow run, over real crawls of recorded responses."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.demo import AS_OF, BRAND, CONFIG_TEMPLATE, CORPUS
+from flows.flows import pipeline
+from search import open_store
+from crawlers.mockserver import serve_recordings
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_harness() -> Iterator[None]:
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def corpus_url() -> Iterator[str]:
+    with serve_recordings(CORPUS) as base_url:
+        yield base_url
+
+
+def _config(tmp_path: Path, base_url: str, extra_source: str = "") -> Path:
+    text = CONFIG_TEMPLATE.read_text(encoding="utf-8").replace("{base_url}", base_url) + extra_source
+    path = tmp_path / "brands.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_pipeline_flow_run_into_sqlite_is_idempotent(tmp_path: Path, corpus_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOMENTS_HOME", str(tmp_path / "home"))
+    config = _config(tmp_path, corpus_url)
+    store_url = str(tmp_path / "store.db")
+
+    first = pipeline(config, store_url=store_url, as_of=AS_OF, run_dir=tmp_path / "run1")
+    assert first.failed_sources == []
+    assert first.crawled >= 50
+    assert first.classified == first.crawled
+    assert first.indexed == first.classified
+    assert first.flagged >= 1
+    # Every stage's output stays on disk for a crash-safe re-run.
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "run1").glob("*.jsonl")).count("classified") == 3
+
+    with open_store(store_url) as store:
+        count_after_first = store.count()
+        flags_after_first = [p.id for p in store.open_flags(limit=1000)]
+        assert count_after_first == first.indexed
+        assert all(p.classification is not None for p in store.scan())
+
+    second = pipeline(config, store_url=store_url, as_of=AS_OF, run_dir=tmp_path / "run2")
+    assert second.failed_sources == []
+    with open_store(store_url) as store:
+        assert store.count() == count_after_first
+        assert [p.id for p in store.open_flags(limit=1000)] == flags_after_first
+
+
+@pytest.mark.slow
+def test_a_source_that_is_down_does_not_stop_the_others(
+    tmp_path: Path, corpus_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOMENTS_HOME", str(tmp_path / "home"))
+    dead = f"http://127.0.0.1:{_closed_port()}"
+    extra = (
+        "  - name: Unreachable Co\n"
+        "    names: [Unreachable]\n"
+        "    sources:\n"
+        f"      - {{source: mastodon, query: unreachable, base_url: \"{dead}\"}}\n"
+    )
+    config = _config(tmp_path, corpus_url, extra)
+    summary = pipeline(config, store_url=str(tmp_path / "store.db"), as_of=AS_OF, run_dir=tmp_path / "run")
+    assert summary.crawled >= 50
+    assert summary.indexed >= 50
+    assert summary.failed_sources == ["mastodon:unreachable"]
+    with open_store(str(tmp_path / "store.db")) as store:
+        assert sum(1 for _ in store.scan(brand=BRAND)) == summary.indexed
+
+
+@pytest.mark.elasticsearch
+@pytest.mark.slow
+def test_pipeline_flow_run_into_elasticsearch(tmp_path: Path, corpus_url: str, es_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOMENTS_HOME", str(tmp_path / "home"))
+    summary = pipeline(_config(tmp_path, corpus_url), store_url=es_url, as_of=AS_OF, run_dir=tmp_path / "run")
+    assert summary.failed_sources == []
+    with open_store(es_url) as store:
+        assert store.count() >= summary.indexed
+        flagged = store.open_flags(brand=BRAND, limit=1000)
+        assert len(flagged) >= 1
+        assert all(p.flag is not None and p.flag.flagged_at == AS_OF for p in flagged)
+        assert store.search("delay", brand=BRAND)
