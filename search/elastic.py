@@ -413,6 +413,13 @@ class ElasticStore(Store):
                     self._write(posts[start : start + _BATCH])
             except _Unavailable:
                 return False
+            except StoreError as exc:
+                # Rejected, not unavailable (e.g. the mapping refuses a field): retrying
+                # cannot help, and a poisoned spool must not block every later write.
+                rejected = path.with_suffix(".rejected")
+                path.replace(rejected)
+                log.error("spool %s rejected (%s); kept as %s", path.name, exc, rejected.name)
+                continue
             path.unlink()
             log.info("replayed %d spooled posts from %s", len(posts), path)
         return True

@@ -296,3 +296,22 @@ def test_unreachable_url_on_the_command_line(tmp_home: Path, make_post: MakePost
     assert result.stderr.strip().splitlines() == [
         f"moments index: error: cannot reach Elasticsearch at {url} (connection refused)"
     ]
+
+
+@pytest.mark.elasticsearch
+def test_a_rejected_spool_file_is_set_aside(
+    es_store: ElasticStore, tmp_home: Path, make_post: MakePost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poisoned = es_store._spool([make_post(native_id="poison")])
+
+    def reject(posts: list[Post]) -> None:
+        raise StoreError("Elasticsearch rejected post test:poison")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(es_store, "_write", reject)
+        assert es_store._replay_spool() is True
+
+    assert not poisoned.exists()
+    assert poisoned.with_suffix(".rejected").is_file()
+    assert es_store.spool_files() == []
+    assert es_store.upsert([make_post(native_id="fine")]).written == 1
