@@ -37,8 +37,9 @@ SEARCH_DESCRIPTION = """\
 Full-text search over post text, title and author name, best match first.
 
 Query syntax (the same on both stores): words must all match; "quoted words"
-match as a phrase; OR separates alternatives; NOT excludes a word. Anything
-else is treated as plain text, so no query is ever rejected.
+match as a phrase; word* matches a prefix; OR separates alternatives; NOT
+excludes a word. Anything else is treated as plain text, so no query is ever
+rejected.
 
 examples:
   moments search delay

@@ -122,7 +122,8 @@ def text_query(query: str, fields: list[str]) -> dict[str, Any] | None:
     """Translate the small query language both backends accept into Elasticsearch DSL.
 
     Words must all match (in any field), ``"quoted words"`` match as a phrase,
-    ``OR`` separates alternatives, ``NOT word`` excludes, ``AND`` is implied.
+    ``word*`` matches a prefix, ``OR`` separates alternatives, ``NOT word``
+    excludes, ``AND`` is implied.
     Nothing in the input can make the query invalid: unknown syntax is just text.
 
     Args:
@@ -155,10 +156,17 @@ def text_query(query: str, fields: list[str]) -> dict[str, Any] | None:
         text = phrase if phrase else word
         if not re.search(r"\w", text):
             continue
+        # ``dela*`` is a prefix search in FTS5; phrase_prefix is the same idea here.
+        prefix = not phrase and text.endswith("*")
+        clause = (
+            {"multi_match": {"query": text.rstrip("*"), "fields": fields, "type": "phrase_prefix"}}
+            if prefix
+            else _match(text, fields, phrase=bool(phrase))
+        )
         if negate:
-            must_not.append(_match(text, fields, phrase=bool(phrase)))
-        elif phrase:
-            must.append(_match(text, fields, phrase=True))
+            must_not.append(clause)
+        elif phrase or prefix:
+            must.append(clause)
         else:
             words.append(text)
         negate = False
@@ -213,8 +221,12 @@ class ElasticStore(Store):
         # The client's own retries would multiply with ours; ours back off and then spool.
         self._client = Elasticsearch(self.url, request_timeout=timeout, max_retries=0, retry_on_timeout=False)
         # A short connect check: a wrong URL must fail now, in one line, not deep in a run.
-        self._call(lambda: self._client.options(request_timeout=min(timeout, 5.0)).cluster.health())
-        self._ensure_index()
+        try:
+            self._call(lambda: self._client.options(request_timeout=min(timeout, 5.0)).cluster.health())
+            self._ensure_index()
+        except StoreError:
+            self._client.close()
+            raise
 
     # ------------------------------------------------------------------ plumbing
 

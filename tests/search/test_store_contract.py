@@ -184,6 +184,7 @@ def test_search_finds_matches_and_only_matches(store: Store, make_post: MakePost
     assert set(ids("refund OR heathrow")) == {"refund", "lost-bag"}
     assert ids("tubular") == ["by-author"]
     assert ids("delay", limit=1) == ["delay-heavy"]
+    assert ids("refu*") == ["refund"]
     # Malformed query syntax is searched as plain words, never an error.
     for broken in ('"lost bag', "delay)", "((delay", "title:", "AND", "*", '"', ""):
         result = ids(broken)
