@@ -26,7 +26,8 @@ class CrawlStats:
         source: The source name (``mastodon``, ``reddit``, ...).
         query: What was asked of it.
         requests: HTTP requests made (including robots.txt and retries).
-        responses: Responses received (any status).
+        responses: Responses received (any status, robots.txt included).
+        robots_responses: Of those, robots.txt answers.
         parsed: Posts found in responses, before filtering.
         items: Posts written.
         repolled: Of ``items``, posts seen before and re-polled for engagement.
@@ -45,6 +46,7 @@ class CrawlStats:
     finished_at: str = ""
     requests: int = 0
     responses: int = 0
+    robots_responses: int = 0
     parsed: int = 0
     items: int = 0
     repolled: int = 0

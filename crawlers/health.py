@@ -45,7 +45,7 @@ def judge(stats: CrawlStats, previous_runs: list[dict[str, Any]]) -> tuple[bool,
         stats: This run.
         previous_runs: Earlier runs of the same source + query, oldest first.
     """
-    good_responses = stats.responses - stats.errors
+    good_responses = stats.responses - stats.robots_responses - stats.errors
     if stats.requests and good_responses <= 0 and stats.errors:
         return False, f"source unreachable or failing: {stats.errors} errors, no good response"
     recent = [r.get("parsed", 0) for r in previous_runs[-RUNS_FOR_BASELINE:]]
@@ -93,6 +93,7 @@ class HealthExtension:
             finished_at=datetime.now(UTC).isoformat(),
             requests=int(scrapy_stats.get("downloader/request_count", 0)),
             responses=int(scrapy_stats.get("downloader/response_count", 0)),
+            robots_responses=int(scrapy_stats.get("robotstxt/response_count", 0)),
             parsed=ctx.parsed,
             items=ctx.items,
             repolled=ctx.repolled,

@@ -39,6 +39,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -155,6 +156,7 @@ class RecordingServer(ThreadingHTTPServer):
         self.base_url = f"http://{host}:{self.server_address[1]}"
         self.lock = threading.Lock()
         self.request_log: list[str] = []
+        self.request_times: list[float] = []  # time.monotonic() of each request, for timing tests
         # Index by (method, path): the benchmark corpus has hundreds of pages.
         self.index: dict[tuple[str, str], list[Interaction]] = {}
         for interaction in interactions:
@@ -169,6 +171,7 @@ class RecordingServer(ThreadingHTTPServer):
         candidates = [i for i in self.index.get((method, path), []) if i.matches(method, path, query)]
         with self.lock:
             self.request_log.append(f"{method} {raw_path}")
+            self.request_times.append(time.monotonic())
             if not candidates:
                 if path == "/robots.txt":
                     return _Response(404, [("Content-Type", "text/plain")], b"")

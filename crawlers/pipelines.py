@@ -241,7 +241,9 @@ class IncrementalPipeline(_Pipeline):
     def process_item(self, post: Post) -> Post:
         ctx = self.ctx
         state = ctx.state
-        known = state.recent.get(post.id)
+        horizon = ctx.now - timedelta(hours=REPOLL_HOURS)
+        in_window = post.created_at is None or post.created_at >= horizon
+        known = state.recent.get(post.id) if in_window else None
         cursor = ctx.start_cursor
         if known is None and cursor is not None and post.created_at is not None and post.created_at <= cursor:
             raise self.drop("already_seen")
@@ -253,8 +255,7 @@ class IncrementalPipeline(_Pipeline):
         post.engagement_history = [EngagementSnapshot.model_validate(s) for s in history]
         if known is not None:
             ctx.repolled += 1
-        horizon = ctx.now - timedelta(hours=REPOLL_HOURS)
-        if post.created_at is None or post.created_at >= horizon:
+        if in_window:
             created = post.created_at.isoformat() if post.created_at else ctx.now.isoformat()
             state.recent[post.id] = {"created_at": created, "snapshots": history}
         state.advance(post.created_at)

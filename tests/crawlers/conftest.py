@@ -30,6 +30,7 @@ def crawl(tmp_home: Path) -> Crawl:
         with running_server(path) as server:
             result = run_cli([*args, "--base-url", server.base_url], tmp_home, **kwargs)
             result.requests = list(server.request_log)
+            result.request_times = list(server.request_times)
         return result
 
     return run

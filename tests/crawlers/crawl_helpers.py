@@ -36,6 +36,13 @@ class CrawlResult:
     stderr: str
     elapsed: float
     requests: list[str] = field(default_factory=list)
+    request_times: list[float] = field(default_factory=list)
+
+    def gap(self, first: str, second: str) -> float:
+        """Seconds between the first request containing ``first`` and the next one containing ``second``."""
+        i = next(n for n, r in enumerate(self.requests) if first in r)
+        j = next(n for n, r in enumerate(self.requests) if n > i and second in r)
+        return self.request_times[j] - self.request_times[i]
 
     def by_native_id(self) -> dict[str, Post]:
         return {p.native_id: p for p in self.posts}
