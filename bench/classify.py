@@ -1,0 +1,98 @@
+"""Throughput of the shipped classifier against the raw encoder, on CPU.
+
+Usage::
+
+    .venv/bin/python bench/classify.py [--n 10000] [--threads 2] [--batch 64]
+
+Measures, over the same ``--n`` real tweets (TweetEval train texts, cycled if needed):
+
+* ``classifier``: ``Classifier.classify`` end to end (emoji words, tokenising, the
+  shared trunk + both top layers, heads, language detection, building every
+  ``Classification``);
+* ``raw encoder``: tokenising + a plain ``BertModel`` forward pass with mean pooling,
+  length-sorted batches of the same size (what embedding the posts alone costs).
+
+and prints both rates and their ratio (classifier / raw encoder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def raw_encoder_rate(texts: list[str], batch: int) -> float:
+    """Posts per second of tokenise + BertModel forward + mean pooling, length-sorted batches."""
+    from transformers import BertModel
+
+    from models.encoder import Tokenizer, base_model_dir, mean_pool
+
+    model = BertModel.from_pretrained(str(base_model_dir()), local_files_only=True, add_pooling_layer=False).eval()
+    tok = Tokenizer()
+
+    def run(sample: list[str]) -> None:
+        ids = tok.encode(sample)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        with torch.inference_mode():
+            for s in range(0, len(ids), batch):
+                b = tok.pad([ids[j] for j in order[s : s + batch]])
+                out = model(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state
+                mean_pool(out, b.attention_mask)
+
+    run(texts[:256])  # warm-up
+    t = time.perf_counter()
+    run(texts)
+    return len(texts) / (time.perf_counter() - t)
+
+
+def classifier_rate(texts: list[str], batch: int) -> float:
+    """Posts per second of ``Classifier.classify`` end to end."""
+    from models.classifier import load_classifier
+
+    clf = load_classifier()
+    clf.batch_size = batch
+    clf.classify(texts[:256])  # warm-up
+    t = time.perf_counter()
+    out = clf.classify(texts)
+    elapsed = time.perf_counter() - t
+    assert len(out) == len(texts)
+    return len(texts) / elapsed
+
+
+def main() -> int:
+    """Run the benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=10_000, help="posts to classify (default 10,000)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ["MOMENTS_THREADS"] = str(args.threads)
+
+    from models.data import load_tweeteval
+
+    pool = load_tweeteval("train").texts
+    texts = [pool[i % len(pool)] for i in range(args.n)]
+    mean_chars = sum(map(len, texts)) / len(texts)
+    print(f"{len(texts)} TweetEval train texts (mean {mean_chars:.0f} chars), batch {args.batch}, {args.threads} threads")
+    raw = raw_encoder_rate(texts, args.batch)
+    print(f"raw encoder (tokenise + forward + mean pool): {raw:8.1f} posts/s")
+    clf = classifier_rate(texts, args.batch)
+    print(f"classifier (Classifier.classify end to end):  {clf:8.1f} posts/s")
+    print(f"ratio classifier / raw encoder: {clf / raw:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

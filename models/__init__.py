@@ -1,0 +1,41 @@
+"""Models: sentiment, customer-journey touchpoint, and magic/misery moment for each post.
+
+Public surface:
+
+* :func:`load_classifier` -> :class:`Classifier`: load the shipped encoder heads once.
+* :meth:`Classifier.classify`: ``list[str] -> list[Classification]`` (batched).
+* :func:`classify_posts`: posts in, the same posts with ``classification`` set out.
+* :data:`TOUCHPOINTS`: ids of the default touchpoint taxonomy; :class:`Taxonomy` for custom ones.
+
+Heavy imports (torch, transformers) happen on first use, so ``moments --help`` and
+the other stages stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from models.taxonomy import DEFAULT_TAXONOMY, TOUCHPOINTS, Taxonomy, Touchpoint
+
+if TYPE_CHECKING:
+    from models.classifier import Classifier, classify_posts, load_classifier
+
+__all__ = [
+    "DEFAULT_TAXONOMY",
+    "TOUCHPOINTS",
+    "Classifier",
+    "Taxonomy",
+    "Touchpoint",
+    "classify_posts",
+    "load_classifier",
+]
+
+_LAZY = {"Classifier", "classify_posts", "load_classifier"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from models import classifier
+
+        return getattr(classifier, name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

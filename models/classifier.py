@@ -1,0 +1,289 @@
+"""The shipped classifier: sentiment, touchpoint, moment and severity for every post.
+
+One encoder pass per batch: the frozen trunk (lower MiniLM layers) runs once and
+feeds two top layers, the original one (sentence embeddings: touchpoint head and
+zero-shot custom labels) and the sentiment-tuned one (sentiment head).
+
+Moment and severity rule (documented in MODEL_CARD.md):
+
+* ``misery``: sentiment is negative and P(negative) >= ``misery_threshold``;
+* ``magic``: sentiment is positive and P(positive) >= ``magic_threshold``;
+* otherwise ``neutral``.
+* ``severity`` = 0.5 + 0.5 * P(negative) for misery, 0.5 * P(negative) otherwise, so
+  every misery post outranks every other post and, within a group, a more surely
+  negative post ranks higher.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from crawlers.schema import Classification, Post
+from models.encoder import SplitEncoder, Tokenizer, base_model_dir, mean_pool, set_threads
+from models.taxonomy import DEFAULT_TAXONOMY, Taxonomy
+from models.textprep import detect_language, has_letters, spell_emoji
+
+log = logging.getLogger("moments.models")
+
+ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
+SENTIMENTS = ("negative", "neutral", "positive")
+BATCH_SIZE = 64
+
+# Confidence multipliers for inputs the English encoder cannot judge well.
+FOREIGN_FACTOR = 0.5
+NO_LETTERS_FACTOR = 0.3
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax."""
+    z = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@dataclass
+class RawOutputs:
+    """What the networks say about a batch of texts, before any rule is applied."""
+
+    sentiment_logits: np.ndarray  # (N, 3)
+    embeddings: np.ndarray  # (N, H), L2-normalised base sentence embeddings
+
+
+class Classifier:
+    """Loads the encoder and the shipped heads once; :meth:`classify` is cheap to call repeatedly.
+
+    Args:
+        artifacts_dir: Folder with ``manifest.json`` and ``weights.safetensors``.
+        taxonomy: Touchpoint taxonomy; the default uses the trained head, any other is
+            scored zero/few-shot from label prototypes.
+        threads: torch CPU threads (default ``MOMENTS_THREADS`` or 2).
+    """
+
+    def __init__(
+        self, artifacts_dir: Path | None = None, taxonomy: Taxonomy | None = None, threads: int | None = None
+    ) -> None:
+        from safetensors.torch import load_file
+
+        set_threads(threads)
+        self.artifacts_dir = Path(artifacts_dir) if artifacts_dir else ARTIFACTS_DIR
+        manifest_path = self.artifacts_dir / MANIFEST
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"no model manifest at {manifest_path} (train one with `python -m models.train`)")
+        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
+        self.model_version: str = self.manifest["model_version"]
+        model_dir = base_model_dir()
+        self.encoder = SplitEncoder(model_dir, trunk_layers=int(self.manifest["trunk_layers"]))
+        self.tokenizer = Tokenizer(model_dir, max_tokens=int(self.manifest["max_tokens"]))
+        weights = load_file(str(self.artifacts_dir / WEIGHTS))
+
+        # The sentiment branch: a copy of the top layer(s) with the tuned weights.
+        import copy
+
+        self.sentiment_top: nn.ModuleList = copy.deepcopy(self.encoder.top)
+        top_state = {k[len("sentiment_top.") :]: v for k, v in weights.items() if k.startswith("sentiment_top.")}
+        self.sentiment_top.load_state_dict(top_state)
+        self.sentiment_top.eval()
+        self.sentiment_w = weights["sentiment_head.weight"].numpy()
+        self.sentiment_b = weights["sentiment_head.bias"].numpy()
+        sent = self.manifest["sentiment"]
+        self.sentiment_bias = np.asarray(sent.get("decision_bias", [0.0, 0.0, 0.0]), dtype=np.float32)
+
+        tp = self.manifest["touchpoint"]
+        self.head_labels: list[str] = list(tp["labels"])
+        self.touchpoint_w = weights["touchpoint_head.weight"].numpy()
+        self.touchpoint_b = weights["touchpoint_head.bias"].numpy()
+        self.centroids = weights["touchpoint_centroids"].numpy() if "touchpoint_centroids" in weights else None
+        self.temperature = float(tp.get("temperature", 0.05))
+        self.centroid_weight = float(tp.get("centroid_weight", 1.0))
+
+        moment = self.manifest["moment"]
+        self.misery_threshold = float(moment["misery_threshold"])
+        self.magic_threshold = float(moment["magic_threshold"])
+
+        self.batch_size = BATCH_SIZE
+        self.taxonomy = taxonomy or Taxonomy()
+        self.prototypes = self._prototypes(self.taxonomy)
+        self.use_head = self.taxonomy.is_default
+
+    # --- the network -----------------------------------------------------------------
+
+    def _pad(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(x) for x in ids)
+        input_ids = np.full((len(ids), width), self.tokenizer.pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        return torch.from_numpy(input_ids), torch.from_numpy(mask)
+
+    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> RawOutputs:
+        """Run the networks over ``texts`` in length-sorted batches; outputs are in input order."""
+        from models.encoder import Batch
+
+        batch_size = batch_size or self.batch_size
+        ids = self.tokenizer.encode([spell_emoji(t) for t in texts])
+        n = len(ids)
+        hidden = self.encoder.hidden_size
+        emb = np.zeros((n, hidden), dtype=np.float32)
+        pooled_sent = np.zeros((n, hidden), dtype=np.float32)
+        # Sorting by length keeps padding (wasted compute) small; results go back by index.
+        order = np.argsort(np.fromiter((len(x) for x in ids), dtype=np.int64, count=n), kind="stable")
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                input_ids, mask = self._pad([ids[j] for j in idx])
+                trunk = self.encoder.run_trunk(Batch(input_ids, mask))
+                base = mean_pool(self.encoder.run_top(trunk, mask), mask)
+                emb[idx] = nn.functional.normalize(base, dim=-1).numpy()
+                pooled_sent[idx] = mean_pool(self.encoder.run_top(trunk, mask, self.sentiment_top), mask).numpy()
+        logits = pooled_sent @ self.sentiment_w.T + self.sentiment_b
+        return RawOutputs(logits, emb)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised base sentence embeddings (the zero-shot space)."""
+        return self.encode(texts).embeddings
+
+    def _prototypes(self, taxonomy: Taxonomy) -> np.ndarray:
+        """One unit vector per label: mean of its description and examples, plus the
+        training-data centroid for default labels (so default labels stay strong when a
+        brand extends the taxonomy)."""
+        texts: list[str] = []
+        spans: list[tuple[int, int]] = []
+        for tp in taxonomy.touchpoints:
+            start = len(texts)
+            texts.extend(tp.prototype_texts())
+            spans.append((start, len(texts)))
+        emb = self.encode(texts).embeddings
+        defaults = {tp.id: tp for tp in DEFAULT_TAXONOMY}
+        protos = []
+        for tp, (s, e) in zip(taxonomy.touchpoints, spans, strict=True):
+            desc = emb[s]
+            vec = desc if e - s == 1 else 0.5 * desc + 0.5 * emb[s + 1 : e].mean(0)
+            if self.centroids is not None and tp.id in self.head_labels and defaults.get(tp.id) == tp:
+                vec = vec / np.linalg.norm(vec) + self.centroid_weight * self.centroids[self.head_labels.index(tp.id)]
+            protos.append(vec / np.linalg.norm(vec))
+        return np.stack(protos).astype(np.float32)
+
+    def touchpoint_probs(self, embeddings: np.ndarray) -> np.ndarray:
+        """Touchpoint probabilities in taxonomy order (trained head or prototypes)."""
+        if self.use_head:
+            return softmax(embeddings @ self.touchpoint_w.T + self.touchpoint_b)
+        return softmax(embeddings @ self.prototypes.T / self.temperature)
+
+    def sentiment_probs(self, logits: np.ndarray) -> np.ndarray:
+        """Sentiment probabilities with the validation-tuned decision biases applied."""
+        return softmax(logits + self.sentiment_bias)
+
+    # --- the public call -------------------------------------------------------------
+
+    def classify(self, texts: Sequence[str]) -> list[Classification]:
+        """Classify many texts at once (batched); one :class:`Classification` per text, in order."""
+        texts = [t.strip() if isinstance(t, str) else "" for t in texts]
+        if not texts:
+            return []
+        raw = self.encode(texts)
+        sent = self.sentiment_probs(raw.sentiment_logits)
+        tps = self.touchpoint_probs(raw.embeddings)
+        n_tp = tps.shape[1]
+        factor = np.ones(len(texts), dtype=np.float32)
+        langs: list[str | None] = []
+        for i, text in enumerate(texts):
+            if not text:
+                lang, foreign = None, False
+                factor[i] = 0.0
+            else:
+                lang, foreign = detect_language(text)
+                if foreign:
+                    factor[i] = FOREIGN_FACTOR
+                elif not has_letters(text):
+                    factor[i] = NO_LETTERS_FACTOR
+            langs.append(lang)
+        # Unsure inputs: pull the scores toward uniform (argmax is kept, severity and
+        # confidence drop) rather than passing on a loud guess.
+        shrink = factor[:, None]
+        sent = shrink * sent + (1 - shrink) / 3
+        tps = shrink * tps + (1 - shrink) / n_tp
+        empty = np.array([not t for t in texts])
+        if empty.any():
+            sent[empty] = np.array([0.0, 1.0, 0.0])
+            other = self.taxonomy.ids.index("other") if "other" in self.taxonomy.ids else None
+            tps[empty] = 1.0 / n_tp if other is None else np.eye(n_tp)[other]
+        s_idx = sent.argmax(1)
+        t_idx = tps.argmax(1)
+        moment, severity = self.moments(sent)
+        confidence = np.sqrt(sent.max(1) * tps.max(1)) * factor
+        ids = self.taxonomy.ids
+        out = []
+        for i in range(len(texts)):
+            out.append(
+                Classification(
+                    sentiment=SENTIMENTS[s_idx[i]],  # type: ignore[arg-type]
+                    sentiment_scores={k: round(float(v), 6) for k, v in zip(SENTIMENTS, sent[i], strict=True)},
+                    touchpoint=ids[t_idx[i]],
+                    touchpoint_scores={k: round(float(v), 6) for k, v in zip(ids, tps[i], strict=True)},
+                    moment=moment[i],  # type: ignore[arg-type]
+                    severity=round(float(severity[i]), 6),
+                    confidence=round(float(np.clip(confidence[i], 0.0, 1.0)), 6),
+                    lang=langs[i],
+                    model_version=self.model_version,
+                )
+            )
+        return out
+
+    def moments(self, sent: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Moment label and severity per row of sentiment probabilities (rule in the module docstring)."""
+        neg, pos = sent[:, 0], sent[:, 2]
+        arg = sent.argmax(1)
+        misery = (arg == 0) & (neg >= self.misery_threshold)
+        magic = (arg == 2) & (pos >= self.magic_threshold)
+        labels = np.where(misery, "misery", np.where(magic, "magic", "neutral")).tolist()
+        severity = np.where(misery, 0.5 + 0.5 * neg, 0.5 * neg)
+        return labels, np.clip(severity, 0.0, 1.0)
+
+
+def load_classifier(
+    artifacts_dir: str | Path | None = None, taxonomy: Taxonomy | dict[str, Any] | list[Any] | None = None
+) -> Classifier:
+    """Load the shipped classifier (once; reuse it for every batch).
+
+    Args:
+        artifacts_dir: Override the shipped ``models/artifacts`` folder.
+        taxonomy: A :class:`Taxonomy` or its config (mapping or list of touchpoints);
+            ``None`` for the default taxonomy.
+    """
+    if taxonomy is not None and not isinstance(taxonomy, Taxonomy):
+        taxonomy = Taxonomy.from_config(taxonomy)
+    return Classifier(Path(artifacts_dir) if artifacts_dir else None, taxonomy)
+
+
+def classify_posts(posts: Iterable[Post], classifier: Classifier, chunk_size: int = 1024) -> Iterator[Post]:
+    """Yield the posts with ``classification`` set (every other field untouched).
+
+    Posts are classified in chunks so a long stream is never held in memory at once.
+    """
+    chunk: list[Post] = []
+    for post in posts:
+        chunk.append(post)
+        if len(chunk) >= chunk_size:
+            yield from _classify_chunk(chunk, classifier)
+            chunk = []
+    if chunk:
+        yield from _classify_chunk(chunk, classifier)
+
+
+def _classify_chunk(posts: list[Post], classifier: Classifier) -> Iterator[Post]:
+    # The title carries meaning for reviews ("Never again"), so it is read with the text.
+    texts = [f"{p.title}. {p.text}" if p.title else p.text for p in posts]
+    for post, result in zip(posts, classifier.classify(texts), strict=True):
+        yield post.model_copy(update={"classification": result})

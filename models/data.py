@@ -1,0 +1,259 @@
+"""Dataset readers for training and evaluation.
+
+All public datasets live under ``../shared/datasets`` (relative to the repository
+root) unless ``--data`` or ``MOMENTS_DATASETS`` says otherwise; every folder there
+has a README with source, licence, format and checksums. TSVs are read with quoting
+disabled because many texts start with a double quote.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TOUCHPOINT_DIR = Path(__file__).resolve().parent / "data" / "touchpoints"
+SENTIMENTS = ("negative", "neutral", "positive")
+
+# TSV fields can be long (some reviews); the default 128 KiB limit is too small for safety.
+csv.field_size_limit(1 << 24)
+
+
+def datasets_dir(override: str | Path | None = None) -> Path:
+    """The shared datasets folder: ``override``, else ``$MOMENTS_DATASETS``, else ``<repo>/../shared/datasets``."""
+    if override:
+        return Path(override)
+    env = os.environ.get("MOMENTS_DATASETS")
+    if env:
+        return Path(env)
+    return REPO_ROOT.parent / "shared" / "datasets"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file (recorded in the artifact manifest for provenance)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Labelled:
+    """Parallel lists of texts and integer labels."""
+
+    texts: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def head(self, n: int) -> Labelled:
+        """The first ``n`` rows (fixed slices for tests)."""
+        return Labelled(self.texts[:n], self.labels[:n])
+
+
+def _read_tsv(path: Path, header: bool) -> list[list[str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return rows[1:] if header else rows
+
+
+def tweeteval_path(split: str, data: Path | None = None) -> Path:
+    """Path of a TweetEval sentiment split (``train``, ``val`` or ``test``)."""
+    return datasets_dir(data) / "tweeteval_sentiment" / f"{split}.tsv"
+
+
+def load_tweeteval(split: str, data: Path | None = None) -> Labelled:
+    """TweetEval sentiment: labels 0 negative, 1 neutral, 2 positive (same order as :data:`SENTIMENTS`)."""
+    rows = _read_tsv(tweeteval_path(split, data), header=True)
+    return Labelled([r[0] for r in rows], [int(r[1]) for r in rows])
+
+
+def goemotions_path(split: str, data: Path | None = None) -> Path:
+    """Path of a GoEmotions split (``train``, ``dev`` or ``test``)."""
+    return datasets_dir(data) / "goemotions" / f"{split}.tsv"
+
+
+def load_goemotions_sentiment(split: str, data: Path | None = None) -> Labelled:
+    """GoEmotions mapped to 3-class sentiment with the authors' ``sentiment_dict.json``.
+
+    A row keeps a label only when all its emotions agree on one group (positive,
+    negative, or neutral); rows with ``ambiguous`` emotions or mixed groups are
+    dropped, since forcing them into a class would teach noise.
+    """
+    root = datasets_dir(data) / "goemotions"
+    names = (root / "emotions.txt").read_text(encoding="utf-8").split()
+    groups = json.loads((root / "sentiment_dict.json").read_text(encoding="utf-8"))
+    group_of = {emo: grp for grp, emos in groups.items() for emo in emos}
+    group_of["neutral"] = "neutral"
+    # The file is CSV-quoted where texts contain quotes; csv's default quoting undoes that.
+    with goemotions_path(split, data).open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    texts: list[str] = []
+    labels: list[int] = []
+    for row in rows:
+        found = {group_of[names[int(i)]] for i in row[1].split(",") if i}
+        if len(found) != 1:
+            continue
+        (grp,) = found
+        if grp == "ambiguous":
+            continue
+        texts.append(row[0])
+        labels.append(SENTIMENTS.index(grp))
+    return Labelled(texts, labels)
+
+
+# BANKING77 intents that clearly belong to one touchpoint; the rest are left out
+# (account admin, top-ups, etc. fit none of the social-post touchpoints cleanly).
+BANKING77_TOUCHPOINTS: dict[str, str] = {
+    "card_arrival": "fulfilment",
+    "card_delivery_estimate": "fulfilment",
+    "transfer_not_received_by_recipient": "fulfilment",
+    "pending_transfer": "fulfilment",
+    "transfer_timing": "fulfilment",
+    "balance_not_updated_after_bank_transfer": "fulfilment",
+    "extra_charge_on_statement": "price_billing",
+    "card_payment_fee_charged": "price_billing",
+    "transfer_fee_charged": "price_billing",
+    "transaction_charged_twice": "price_billing",
+    "exchange_charge": "price_billing",
+    "cash_withdrawal_charge": "price_billing",
+    "top_up_by_card_charge": "price_billing",
+    "card_payment_wrong_exchange_rate": "price_billing",
+    "declined_card_payment": "price_billing",
+    "request_refund": "returns_recovery",
+    "Refund_not_showing_up": "returns_recovery",
+    "lost_or_stolen_card": "returns_recovery",
+    "order_physical_card": "purchase_booking",
+    "getting_spare_card": "purchase_booking",
+    "get_physical_card": "purchase_booking",
+    "card_not_working": "product_experience",
+    "contactless_not_working": "product_experience",
+    "card_swallowed": "product_experience",
+    "passcode_forgotten": "digital_experience",
+    "exchange_via_app": "digital_experience",
+    "unable_to_verify_identity": "digital_experience",
+    "apple_pay_or_google_pay": "digital_experience",
+}
+
+
+def load_banking77_touchpoints(split: str, data: Path | None = None) -> tuple[list[str], list[str]]:
+    """BANKING77 queries whose intent maps to a default touchpoint (CC BY 4.0)."""
+    path = datasets_dir(data) / "banking77" / f"{split}.csv"
+    texts: list[str] = []
+    labels: list[str] = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            tp = BANKING77_TOUCHPOINTS.get(row["category"])
+            if tp:
+                texts.append(row["text"])
+                labels.append(tp)
+    return texts, labels
+
+
+# SemEval-2014 restaurant aspect categories -> touchpoints. Research-only licence:
+# used for evaluation experiments only, never shipped (not in artifacts or examples).
+SEMEVAL_TOUCHPOINTS = {"food": "product_experience", "service": "staff_interaction", "price": "price_billing"}
+
+
+def load_semeval_touchpoints(split: str, data: Path | None = None) -> tuple[list[str], list[str]]:
+    """SemEval-2014 sentences with exactly one mappable aspect category (evaluation only)."""
+    name = "train_aspect_categories.tsv" if split == "train" else "test_aspect_categories.tsv"
+    rows = _read_tsv(datasets_dir(data) / "semeval14_restaurants" / name, header=True)
+    cats: dict[str, set[str]] = defaultdict(set)
+    text_of: dict[str, str] = {}
+    for sid, text, cat, _pol in rows:
+        cats[sid].add(cat)
+        text_of[sid] = text
+    texts, labels = [], []
+    for sid, found in cats.items():
+        if len(found) == 1 and (cat := next(iter(found))) in SEMEVAL_TOUCHPOINTS:
+            texts.append(text_of[sid])
+            labels.append(SEMEVAL_TOUCHPOINTS[cat])
+    return texts, labels
+
+
+# --- our labelled touchpoint posts -------------------------------------------------
+
+
+def read_jsonl(path: Path) -> list[dict[str, object]]:
+    """Every JSON object line of a file (blank lines skipped)."""
+    out = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                out.append(json.loads(line))
+    return out
+
+
+def _norm_text(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def make_touchpoint_split(
+    raw_dir: Path = TOUCHPOINT_DIR / "raw",
+    out_dir: Path = TOUCHPOINT_DIR,
+    dev_share: float = 0.25,
+    seed: int = 13,
+    valid_touchpoints: Iterable[str] | None = None,
+) -> dict[str, int]:
+    """Build the deterministic train/dev split of our touchpoint posts.
+
+    Rows are deduplicated on whitespace/case-normalised text (first occurrence in
+    sorted file order wins; a text labelled two ways is dropped as ambiguous), then
+    split per touchpoint with a fixed seed so every class has ~``dev_share`` in dev.
+
+    Returns:
+        Row counts: ``train``, ``dev``, ``dropped_duplicates``, ``dropped_conflicts``, ``dropped_invalid``.
+    """
+    valid = set(valid_touchpoints) if valid_touchpoints is not None else None
+    seen: dict[str, dict[str, object]] = {}
+    labels_of: dict[str, set[str]] = defaultdict(set)
+    stats = {"dropped_duplicates": 0, "dropped_conflicts": 0, "dropped_invalid": 0}
+    for path in sorted(raw_dir.glob("*.jsonl")):
+        for row in read_jsonl(path):
+            text = str(row.get("text") or "").strip()
+            tp = str(row.get("touchpoint") or "")
+            if not text or (valid is not None and tp not in valid):
+                stats["dropped_invalid"] += 1
+                continue
+            key = _norm_text(text)
+            labels_of[key].add(tp)
+            if key in seen:
+                stats["dropped_duplicates"] += 1
+                continue
+            seen[key] = {**row, "text": text}
+    by_tp: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for key, row in seen.items():
+        if len(labels_of[key]) > 1:
+            stats["dropped_conflicts"] += 1
+            continue
+        by_tp[str(row["touchpoint"])].append(row)
+    rng = random.Random(seed)
+    train: list[dict[str, object]] = []
+    dev: list[dict[str, object]] = []
+    for tp in sorted(by_tp):
+        rows = sorted(by_tp[tp], key=lambda r: str(r["text"]))
+        rng.shuffle(rows)
+        n_dev = round(len(rows) * dev_share)
+        dev.extend(rows[:n_dev])
+        train.extend(rows[n_dev:])
+    for name, rows in (("train", train), ("dev", dev)):
+        rows.sort(key=lambda r: (str(r["touchpoint"]), str(r["text"])))
+        with (out_dir / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+    return {"train": len(train), "dev": len(dev), **stats}
+
+
+def load_touchpoints(split: str, root: Path = TOUCHPOINT_DIR) -> list[dict[str, object]]:
+    """Our labelled touchpoint posts (``train`` or ``dev``), as dicts with text/touchpoint/sentiment/moment."""
+    return read_jsonl(root / f"{split}.jsonl")

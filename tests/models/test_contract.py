@@ -1,0 +1,118 @@
+"""The output contract: every Classification is complete, consistent and in the taxonomy."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from crawlers.schema import Classification, Post
+from models import TOUCHPOINTS, classify_posts
+
+TEXTS = [
+    "Two hours on hold and nobody could tell me where my refund is. Never again.",
+    "The crew on my flight to Lisbon were wonderful, thank you!",
+    "Store opens at 9 tomorrow.",
+    "the app logs me out every time I try to pay",
+]
+
+
+def _post(native_id: str, text: str, **extra: object) -> Post:
+    return Post(
+        id=f"test:{native_id}",
+        source="test",
+        native_id=native_id,
+        text=text,
+        crawled_at=datetime(2026, 1, 1, tzinfo=UTC),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_fields_and_scores(classifier) -> None:  # type: ignore[no-untyped-def]
+    results = classifier.classify(TEXTS)
+    assert len(results) == len(TEXTS)
+    for result in results:
+        assert isinstance(result, Classification)
+        assert set(result.sentiment_scores) == {"negative", "neutral", "positive"}
+        assert math.isclose(sum(result.sentiment_scores.values()), 1.0, abs_tol=1e-4)
+        assert set(result.touchpoint_scores) == set(TOUCHPOINTS)
+        assert math.isclose(sum(result.touchpoint_scores.values()), 1.0, abs_tol=1e-4)
+        assert result.touchpoint in TOUCHPOINTS
+        assert result.sentiment == max(result.sentiment_scores, key=result.sentiment_scores.__getitem__)
+        assert result.touchpoint == max(result.touchpoint_scores, key=result.touchpoint_scores.__getitem__)
+        assert result.moment in ("misery", "magic", "neutral")
+        assert 0.0 <= result.severity <= 1.0
+        assert result.confidence is not None and 0.0 <= result.confidence <= 1.0
+        assert result.model_version == classifier.model_version
+        # misery only on negative posts, magic only on positive ones
+        if result.moment == "misery":
+            assert result.sentiment == "negative"
+        if result.moment == "magic":
+            assert result.sentiment == "positive"
+
+
+def test_obvious_cases(classifier) -> None:  # type: ignore[no-untyped-def]
+    neg, pos = classifier.classify(TEXTS[:2])
+    assert neg.sentiment == "negative"
+    assert pos.sentiment == "positive"
+    assert neg.severity > pos.severity
+
+
+def test_batch_order_is_input_order(classifier) -> None:  # type: ignore[no-untyped-def]
+    # Length bucketing sorts internally; results must come back in input order.
+    texts = [*TEXTS, "ok", "a much longer post " * 20]
+    together = classifier.classify(texts)
+    alone = [classifier.classify([t])[0] for t in texts]
+    for a, b in zip(together, alone, strict=True):
+        assert a.sentiment == b.sentiment
+        assert a.touchpoint == b.touchpoint
+        assert a.sentiment_scores["negative"] == pytest.approx(b.sentiment_scores["negative"], abs=1e-3)
+
+
+def test_classify_posts_keeps_fields(classifier) -> None:  # type: ignore[no-untyped-def]
+    posts = [
+        _post("1", TEXTS[0], brand=["northwind"], title="Awful", extra={"k": [1, 2]}, urls=["https://x.example"]),
+        _post("2", TEXTS[1], lang="en"),
+    ]
+    out = list(classify_posts(posts, classifier))
+    assert [p.id for p in out] == ["test:1", "test:2"]
+    for before, after in zip(posts, out, strict=True):
+        assert after.classification is not None
+        dumped = after.model_dump()
+        dumped.pop("classification")
+        original = before.model_dump()
+        original.pop("classification")
+        assert dumped == original
+
+
+def test_cli_classify_keeps_every_field_and_reports_bad_lines(tmp_path: Path, capsys, caplog) -> None:  # type: ignore[no-untyped-def]
+    from flows.cli import main
+
+    good = _post("7", TEXTS[0], brand=["northwind"], extra={"nested": {"a": 1}}, mentions=["@northwind"])
+    src = tmp_path / "posts.jsonl"
+    src.write_text(good.to_json() + "\n{not json\n" + _post("8", "").to_json() + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["classify", str(src), "-o", str(out)]) == 0
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    expected = json.loads(good.to_json())
+    for key, value in expected.items():
+        if key != "classification":
+            assert first[key] == value, key
+    assert first["classification"]["touchpoint"] in TOUCHPOINTS
+    assert json.loads(lines[1])["classification"]["confidence"] == 0.0  # empty text
+    err = capsys.readouterr().err
+    assert "2 classified" in err and "1 malformed" in err
+    assert any("line 2" in rec.getMessage() for rec in caplog.records)
+
+
+def test_cli_text(capsys) -> None:  # type: ignore[no-untyped-def]
+    from flows.cli import main
+
+    assert main(["classify", "--text", "my luggage never arrived and no one answers the phone"]) == 0
+    result = Classification.model_validate_json(capsys.readouterr().out)
+    assert result.sentiment == "negative"
