@@ -314,7 +314,7 @@ class Server:
         path = Path(self.console_log)
         if not path.is_file():
             return "(no output)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(no output yet)"
 
 
 def _free_port() -> int:
