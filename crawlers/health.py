@@ -65,7 +65,7 @@ def write_health(state_dir: Path, stats: CrawlStats) -> None:
     data[f"{stats.source}:{stats.query}"] = stats.to_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.write(json.dumps(data, indent=1, sort_keys=True))
     os.replace(handle.name, path)
 
 

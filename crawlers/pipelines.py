@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections import defaultdict
+from collections import defaultdict, deque
 from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any
 
@@ -197,11 +197,14 @@ class DuplicatePipeline(_Pipeline):
 
     MIN_WORDS = 5
     THRESHOLD = 0.8
+    # Only the most recent posts of a band are compared: reposts follow their
+    # original closely, and an unbounded bucket makes the check quadratic.
+    BUCKET = 16
 
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
         self.exact: dict[str, str] = {}
-        self.bands: dict[tuple[int, int], list[tuple[str, set[str]]]] = defaultdict(list)
+        self.bands: dict[int, deque[tuple[str, set[str]]]] = defaultdict(lambda: deque(maxlen=self.BUCKET))
 
     def process_item(self, post: Post) -> Post:
         if post.duplicate_of:
@@ -213,12 +216,18 @@ class DuplicatePipeline(_Pipeline):
         if original is None:
             grams = shingles(key)
             bands = minhash_bands(grams)
-            for band in bands:
-                for candidate_id, candidate in self.bands.get(band, ()):
-                    if candidate_id != post.id and jaccard(grams, candidate) >= self.THRESHOLD:
-                        original = candidate_id
-                        break
-                if original:
+            size = len(grams)
+            checked: set[str] = set()
+            for candidate_id, candidate in (c for band in bands for c in self.bands.get(band, ())):
+                # Sets whose sizes differ by more than the threshold cannot be that similar.
+                if (
+                    candidate_id in checked
+                    or not self.THRESHOLD * size <= len(candidate) * 1.0 <= size / self.THRESHOLD
+                ):
+                    continue
+                checked.add(candidate_id)
+                if candidate_id != post.id and jaccard(grams, candidate) >= self.THRESHOLD:
+                    original = candidate_id
                     break
             if original is None:
                 self.exact[key] = post.id

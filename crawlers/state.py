@@ -20,7 +20,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -124,8 +124,16 @@ class CrawlState:
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.runs = self.runs[-MAX_RUNS_KEPT:]
-        data = asdict(self)
-        data.pop("path")
+        # Not dataclasses.asdict: it deep-copies every snapshot of every recent post.
+        data = {
+            "source": self.source,
+            "query": self.query,
+            "cursor": self.cursor,
+            "recent": self.recent,
+            "runs": self.runs,
+            "last_success": self.last_success,
+        }
         with tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False, suffix=".tmp") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
+            # Compact: the re-poll window can hold tens of thousands of posts.
+            handle.write(json.dumps(data, separators=(",", ":")))  # dumps: the C encoder; dump is not
         os.replace(handle.name, self.path)

@@ -7,10 +7,8 @@ import html
 import itertools
 import re
 from datetime import UTC, date, datetime
-from html.parser import HTMLParser
 from typing import Any
 
-_BLOCK_TAGS = frozenset({"p", "br", "div", "li", "ul", "ol", "blockquote", "h1", "h2", "h3", "h4", "tr", "pre"})
 _URL = re.compile(r"https?://[^\s<>\"')\]]+", re.IGNORECASE)
 _MENTION = re.compile(r"(?<![\w/])@([A-Za-z0-9_.\-]+(?:@[A-Za-z0-9.\-]+\.[A-Za-z]{2,})?)")
 _SPACES = re.compile(r"[ \t\u00a0]+")
@@ -18,37 +16,25 @@ _NEWLINES = re.compile(r"\s*\n\s*")
 _LOOKS_HTML = re.compile(r"<(?:/?[a-zA-Z][a-zA-Z0-9]*)(?:\s[^<>]*)?/?>")
 
 
-class _TextExtractor(HTMLParser):
-    """Collect visible text, and the links' targets, from an HTML fragment."""
+# Regular expressions rather than an HTML parser: post bodies are small, well-formed
+# fragments, and html.parser costs ~10x more per post (see bench/crawl.py).
+_SKIP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
+_BLOCK = re.compile(r"</?(?:p|br|div|li|ul|ol|blockquote|h[1-6]|tr|pre)\b[^>]*>", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]*>")
+_ANCHOR = re.compile(r"<a\s([^>]*)>", re.IGNORECASE)
+_ATTR = re.compile(r"""([\w:-]+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""")
+# Mastodon marks mention and hashtag links; those are not shared URLs.
+_NOT_SHARED = frozenset({"mention", "hashtag", "u-url"})
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.hrefs: list[str] = []
-        self._skip = 0
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
-            self._skip += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-        if tag == "a":
-            attributes = dict(attrs)
-            href = attributes.get("href")
-            # Mastodon marks mention and hashtag links; those are not shared URLs.
-            classes = (attributes.get("class") or "").split()
-            if href and not {"mention", "hashtag", "u-url"} & set(classes):
-                self.hrefs.append(href)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style"):
-            self._skip = max(0, self._skip - 1)
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
+def _hrefs(markup: str) -> list[str]:
+    hrefs = []
+    for attributes in _ANCHOR.findall(markup):
+        attrs = {m[0].lower(): m[1] or m[2] or m[3] for m in _ATTR.findall(attributes)}
+        href = attrs.get("href")
+        if href and not _NOT_SHARED & set(attrs.get("class", "").split()):
+            hrefs.append(html.unescape(href))
+    return hrefs
 
 
 def _tidy(text: str) -> str:
@@ -65,10 +51,9 @@ def html_to_text(markup: str) -> tuple[str, list[str]]:
     if not _LOOKS_HTML.search(markup):
         # Plain text may still carry entities ("&amp;"), and is far cheaper this way.
         return _tidy(html.unescape(markup)), []
-    parser = _TextExtractor()
-    parser.feed(markup)
-    parser.close()
-    return _tidy(html.unescape("".join(parser.parts))), parser.hrefs
+    hrefs = _hrefs(markup) if "<a" in markup or "<A" in markup else []
+    text = _TAG.sub("", _BLOCK.sub("\n", _SKIP.sub("", markup)))
+    return _tidy(html.unescape(text)), hrefs
 
 
 def extract_urls(text: str, extra: list[str] | None = None) -> list[str]:
@@ -92,6 +77,7 @@ def extract_mentions(text: str, extra: list[str] | None = None) -> list[str]:
 
 
 _langid: Any = None
+_NOT_LETTER = re.compile(r"[\W\d_]+")
 MIN_LANG_CHARS = 25
 
 
@@ -99,7 +85,7 @@ def detect_language(text: str) -> str | None:
     """ISO 639-1 code of the text's language, or ``None`` when it is too short to tell."""
     global _langid
     letters = _URL.sub("", text)
-    if sum(ch.isalpha() for ch in letters) < MIN_LANG_CHARS or len(letters.split()) < 4:
+    if len(_NOT_LETTER.sub("", letters)) < MIN_LANG_CHARS or len(letters.split()) < 4:
         return None
     if _langid is None:
         # Import on first use: the model takes a moment to load.
@@ -171,17 +157,18 @@ def shingles(key: str) -> set[str]:
     return {f"{a} {b}" for a, b in itertools.pairwise(words)}
 
 
-_SEEDS = (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1, 0xD3A2646C)
+BOTTOM_K = 3
 
 
-def minhash_bands(grams: set[str]) -> list[tuple[int, int]]:
-    """MinHash signature, one value per band: near-identical sets share at least one band.
+def minhash_bands(grams: set[str]) -> list[int]:
+    """A bottom-k sketch: the k smallest shingle hashes. Near-identical sets share at least one.
 
-    Uses Python's ``hash``, so signatures are only comparable within one process
-    (which is all the per-run duplicate check needs).
+    Cheaper than k independent MinHash permutations (one hash per shingle and a
+    sort, all in C), and only used to find candidates, which are then checked
+    with :func:`jaccard`. Uses Python's ``hash``, so sketches compare only
+    within one process (all the per-run duplicate check needs).
     """
-    hashes = [hash(g) for g in grams]
-    return [(band, min(h ^ seed for h in hashes)) for band, seed in enumerate(_SEEDS)]
+    return sorted(map(hash, grams))[:BOTTOM_K]
 
 
 def jaccard(a: set[str], b: set[str]) -> float:

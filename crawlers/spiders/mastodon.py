@@ -57,10 +57,11 @@ class MastodonSpider(MomentsSpider):
         if not isinstance(statuses, list):
             self.layout_changed(response, "an array of statuses")
             return
-        yield from self._page(response, statuses)
+        # Ask for the next page first, so its download overlaps this page's processing.
         next_url = link_header(response, "next")
         if next_url and statuses and not self._reached_stop(statuses):
             yield self.request(next_url, self.parse)
+        yield from self._page(response, statuses)
 
     def parse_search(self, response: Response) -> Iterator[Any]:
         data = self.load_json(response)

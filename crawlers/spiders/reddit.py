@@ -90,18 +90,17 @@ class RedditSpider(MomentsSpider):
         if not isinstance(children, list):
             self.layout_changed(response, "a Listing with data.children")
             return
-        reached_stop = False
+        reached_stop = any(self.past_stop(parse_timestamp(dig(c, "data", "created_utc"))) for c in children)
+        after = dig(data, "data", "after")
+        # Next page first: its download overlaps this page's processing.
+        if after and children and not reached_stop:
+            yield self.listing_request(str(after))
         for child in children:
             link = dig(child, "data")
             if not isinstance(link, dict) or not link.get("id"):
                 self.ctx.drop("unexpected_layout", f"listing child without data.id at {response.url}")
                 continue
-            if self.past_stop(parse_timestamp(link.get("created_utc"))):
-                reached_stop = True
             yield self.link_to_post(link, dig(child, "kind", default="t3"))
-        after = dig(data, "data", "after")
-        if after and children and not reached_stop:
-            yield self.listing_request(str(after))
 
     def link_to_post(self, link: dict[str, Any], kind: str) -> dict[str, Any]:
         """Map one Listing child (a link, or a comment) to a raw post."""
