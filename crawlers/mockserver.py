@@ -22,7 +22,9 @@ Recording format: JSON files, each ``{"interactions": [...]}``::
 * Matching: method and path exact; every recorded query parameter must equal
   the request's (a list value matches a repeated parameter); extra request
   parameters are ignored; the most specific interaction (most recorded
-  parameters) wins; no match is a 404 JSON error.
+  parameters) wins; no match is a 404 JSON error. A request may also record
+  ``"headers"`` (e.g. ``{"Authorization": "Bearer t"}``) that must be sent,
+  names case-insensitive, to test authenticated calls.
 * The literal ``{base_url}`` in header values and body/json strings becomes the
   server's root, so recorded ``Link`` headers and URLs point back here.
 * ``/robots.txt`` is served from a recording if there is one, else 404 (which
@@ -68,12 +70,18 @@ class Interaction:
     path: str
     query: dict[str, list[str]]
     responses: list[dict[str, Any]]
+    headers: dict[str, str] = field(default_factory=dict)
     served: int = 0
     rendered: list[_Response] = field(default_factory=list)
 
-    def matches(self, method: str, path: str, query: dict[str, list[str]]) -> bool:
+    def matches(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str] | None = None
+    ) -> bool:
         """Whether a request is answered by this interaction."""
         if method != self.method or path != self.path:
+            return False
+        sent = headers or {}
+        if any(sent.get(name) != value for name, value in self.headers.items()):
             return False
         return all(query.get(key) == values for key, values in self.query.items())
 
@@ -140,6 +148,7 @@ def load_interactions(sources: Iterable[Path]) -> list[Interaction]:
                         path=unquote(request["path"]),
                         query=_as_query(request.get("query")),
                         responses=responses,
+                        headers={k.lower(): str(v) for k, v in (request.get("headers") or {}).items()},
                     )
                 )
     return interactions
@@ -163,12 +172,12 @@ class RecordingServer(ThreadingHTTPServer):
             interaction.rendered = [_render(spec, self.base_url) for spec in interaction.responses]
             self.index.setdefault((interaction.method, interaction.path), []).append(interaction)
 
-    def answer(self, method: str, raw_path: str) -> _Response:
+    def answer(self, method: str, raw_path: str, headers: dict[str, str] | None = None) -> _Response:
         """Find the response for a request (404 JSON when nothing was recorded)."""
         parts = urlsplit(raw_path)
         path = unquote(parts.path)
         query = parse_qs(parts.query, keep_blank_values=True)
-        candidates = [i for i in self.index.get((method, path), []) if i.matches(method, path, query)]
+        candidates = [i for i in self.index.get((method, path), []) if i.matches(method, path, query, headers)]
         with self.lock:
             self.request_log.append(f"{method} {raw_path}")
             self.request_times.append(time.monotonic())
@@ -177,7 +186,7 @@ class RecordingServer(ThreadingHTTPServer):
                     return _Response(404, [("Content-Type", "text/plain")], b"")
                 body = json.dumps({"error": "no recorded response", "method": method, "path": raw_path})
                 return _Response(404, [("Content-Type", "application/json")], body.encode())
-            best = max(candidates, key=lambda i: len(i.query))
+            best = max(candidates, key=lambda i: len(i.query) + len(i.headers))
             response = best.rendered[min(best.served, len(best.rendered) - 1)]
             best.served += 1
             return response
@@ -194,7 +203,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
-        response = self.server.answer(self.command, self.path)
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        response = self.server.answer(self.command, self.path, headers)
         self.send_response(response.status)
         for name, value in response.headers:
             self.send_header(name, value)

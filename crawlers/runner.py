@@ -9,9 +9,11 @@ runs in it; any later call transparently runs in a fresh child process
 
 Politeness defaults (robots.txt obeyed, AutoThrottle, 2 concurrent requests
 per domain, a 1 s download delay, backoff on 429/5xx) can be switched to
-"as fast as possible" for tests and benchmarks with ``MOMENTS_CRAWL_FAST=1``
-or ``settings={"MOMENTS_CRAWL_FAST": True}`` (robots.txt is still obeyed and
-``Retry-After`` still honoured, capped at a few seconds).
+"as fast as possible" with ``MOMENTS_CRAWL_FAST=1`` or
+``settings={"MOMENTS_CRAWL_FAST": True}`` (robots.txt is still obeyed and
+``Retry-After`` still honoured, capped at a few seconds). Crawls that only
+reach loopback servers or local files (tests, the offline demo) are fast
+unless ``settings`` says ``MOMENTS_CRAWL_FAST: False``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from crawlers.config import SOURCES, CrawlConfig, load_config
 from crawlers.context import CrawlStats, RunContext
@@ -165,6 +168,15 @@ def state_key(job: CrawlJob) -> str:
     return f"{job.query}@{job.country.lower()}" if job.source == "appstore" else job.query
 
 
+def _is_local(job: CrawlJob) -> bool:
+    """Whether a job only talks to this machine (loopback server or a local file)."""
+    if job.source == "import" and not job.base_url and not job.query.startswith(("http://", "https://")):
+        return True
+    target = job.base_url or (job.query if job.query.startswith(("http://", "https://")) else None)
+    host = urlsplit(target).hostname if target else None
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
 def _reactor_used() -> bool:
     # Importing twisted.internet.reactor would install one; only look if it exists.
     reactor = sys.modules.get("twisted.internet.reactor")
@@ -225,6 +237,10 @@ def crawl_many(
         unhealthy and does not stop the others.
     """
     loaded = _as_config(config)
+    if all(_is_local(job) for job in jobs) and "MOMENTS_CRAWL_FAST" not in (settings or {}):
+        # Politeness protects other people's servers; a recorded corpus on
+        # loopback (the demo, tests) or a local file needs none of the delays.
+        settings = {**(settings or {}), "MOMENTS_CRAWL_FAST": True}
     if _reactor_used():
         return _crawl_in_child(jobs, loaded, as_of, state_dir, settings)
     return _crawl_here(jobs, loaded, as_of, state_dir, settings)
