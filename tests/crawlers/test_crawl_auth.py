@@ -35,7 +35,7 @@ def test_mastodon_token_adds_v2_search(crawl: Crawl, tmp_path: Path) -> None:
             },
         },
     ]
-    config = _config(tmp_path, "  mastodon: {token: \"${TEST_MASTODON_TOKEN}\"}")
+    config = _config(tmp_path, '  mastodon: {token: "${TEST_MASTODON_TOKEN}"}')
     result = crawl(
         write_recording(tmp_path / "m" / "rec.json", interactions),
         "mastodon",
