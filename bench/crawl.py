@@ -41,55 +41,28 @@ TAG = "benchair"
 PATH = f"/api/v1/timelines/tag/{TAG}"
 AS_OF = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
-_WORDS = [
-    "flight",
-    "delayed",
-    "again",
-    "lost",
-    "bag",
-    "crew",
-    "lovely",
-    "seat",
-    "upgrade",
-    "refund",
-    "gate",
-    "boarding",
-    "lounge",
-    "coffee",
-    "cancelled",
-    "connection",
-    "missed",
-    "thanks",
-    "great",
-    "awful",
-    "queue",
-    "app",
-    "check-in",
-    "luggage",
-    "pilot",
-    "landing",
-    "smooth",
-    "rough",
-    "weather",
-    "staff",
-    "helpful",
-    "rude",
-    "voucher",
-    "hotel",
-    "night",
-    "airport",
-    "security",
-    "fast",
-    "slow",
-    "meal",
-    "vegetarian",
-    "window",
-    "aisle",
-]
+_TOPIC = [
+    "flight", "delayed", "lost", "bag", "crew", "seat", "upgrade", "refund", "gate", "boarding", "lounge",
+    "cancelled", "connection", "missed", "thanks", "queue", "app", "check-in", "luggage", "pilot", "staff",
+    "voucher", "hotel", "airport", "security", "meal", "window", "aisle",
+]  # fmt: skip
 
 
-def _status(n: int, rng: random.Random) -> dict[str, Any]:
-    words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(8, 40)))
+def _vocabulary(rng: random.Random, size: int = 3000) -> list[str]:
+    """Pseudo-words plus airline terms: real posts do not share a 30-word vocabulary."""
+    letters = "etaoinshrdlcumwfgypbvk"
+    made = {"".join(rng.choice(letters) for _ in range(rng.randint(2, 9))) for _ in range(size)}
+    return _TOPIC + sorted(made)
+
+
+def _words(rng: random.Random, vocabulary: list[str], count: int) -> str:
+    # Zipf-like: a few words are very common, most are rare, as in real text.
+    size = len(vocabulary)
+    return " ".join(vocabulary[int(size ** rng.random()) - 1] for _ in range(count))
+
+
+def _status(n: int, rng: random.Random, vocabulary: list[str]) -> dict[str, Any]:
+    words = _words(rng, vocabulary, rng.randint(8, 40))
     created = AS_OF - timedelta(seconds=30 * n)
     return {
         "id": str(10_000_000 + 100_000 - n),
@@ -128,7 +101,9 @@ def _status(n: int, rng: random.Random) -> dict[str, Any]:
 def generate(directory: Path, posts: int) -> None:
     """Write the corpus as one recording file: ``posts / 40`` linked timeline pages."""
     rng = random.Random(42)
-    statuses = [_status(n, rng) for n in range(posts)]
+    vocabulary = _vocabulary(rng)
+    rng.shuffle(vocabulary)
+    statuses = [_status(n, rng, vocabulary) for n in range(posts)]
     interactions = []
     pages = [statuses[i : i + PAGE_SIZE] for i in range(0, posts, PAGE_SIZE)]
     for index, page in enumerate(pages):

@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -112,7 +113,7 @@ class CrawlJob:
 def user_agent(config: CrawlConfig | None) -> str:
     """A User-Agent naming the project and how to reach whoever runs it."""
     contact = (config.contact_url if config else None) or os.environ.get("MOMENTS_CONTACT_URL")
-    contact = contact or "https://github.com/search?q=moments+brand+monitoring"
+    contact = contact or "https://github.com/moments-oss/moments"
     return f"Moments/{VERSION} (+{contact}; public-post monitoring for customer care)"
 
 
@@ -285,7 +286,8 @@ def _crawl_here(
         contexts.append(ctx)
         deferred = process.crawl(spider_class(job.source), ctx=ctx, base_url=job.base_url, query=job.query)
         deferred.addErrback(_record_failure, ctx)
-    process.start()
+    # Signal handlers can only be installed from the main thread (Prefect runs tasks in workers).
+    process.start(install_signal_handlers=threading.current_thread() is threading.main_thread())
     results = []
     for ctx in contexts:
         if ctx.stats is None:
