@@ -113,6 +113,9 @@ class CleanPipeline(_Pipeline):
             title = html_to_text(title)[0] or None
         if not text and not title:
             raise self.drop("empty_text", native_id)
+        if not text:
+            # A link post is all title; downstream stages read ``text``.
+            text = title
         raw_created = item.get("created_at")
         created_at = parse_timestamp(raw_created)
         if raw_created and created_at is None:
@@ -129,13 +132,16 @@ class CleanPipeline(_Pipeline):
             with contextlib.suppress(TypeError, ValueError):
                 engagement["upvote_ratio"] = min(1.0, max(0.0, float(raw_engagement["upvote_ratio"])))
         author = dict(item.get("author") or {})
+        for key in ("handle", "display_name"):
+            if author.get(key) is not None:
+                author[key] = str(author[key])
         if "followers" in author:
             followers = _int(author["followers"])
             author["followers"] = followers if followers is None or followers >= 0 else None
         lang = item.get("lang") or None
         if isinstance(lang, str):
             lang = lang.split("-")[0].lower() or None
-        body_for_lang = f"{title}. {text}" if title else text
+        body_for_lang = f"{title}. {text}" if title and title != text else text
         if lang is None:
             lang = detect_language(body_for_lang)
         rating = item.get("rating")

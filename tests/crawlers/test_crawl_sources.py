@@ -57,7 +57,9 @@ def test_reddit_search_pages_with_after(crawl: Crawl) -> None:
     assert (lost.engagement.score, lost.engagement.replies, lost.engagement.upvote_ratio) == (152, 48, 0.95)
     assert lost.url == "https://www.reddit.com/r/travel/comments/1abc01/slug/"
     assert lost.created_at == datetime(2026, 11, 20, 10, 50, tzinfo=UTC)
-    assert posts["t3_1abc02"].urls == ["https://northwind.example/lounge"]
+    link_post = posts["t3_1abc02"]
+    assert link_post.urls == ["https://northwind.example/lounge"]
+    assert link_post.text == link_post.title == "Northwind Air new lounge at LHR is great"  # a link post: title only
 
 
 def test_reddit_subreddit_listing(crawl: Crawl) -> None:
