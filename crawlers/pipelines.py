@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any
 
@@ -197,51 +197,62 @@ class DuplicatePipeline(_Pipeline):
     """Mark near-duplicate reposts: same text once links, mentions and "RT" are gone.
 
     The first post seen with a text is the original; later ones get
-    ``duplicate_of`` pointing at it. Texts under five words are never marked
-    ("thank you!" is not a repost).
+    ``duplicate_of`` pointing at it. Exact copies are found among every post
+    of the run; near copies (word-pair Jaccard >= 0.8) among the last
+    :attr:`WINDOW` originals, since reposts follow their original closely and
+    keeping every post's shingles would grow memory with the crawl. Texts
+    under five words are never marked ("thank you!" is not a repost).
     """
 
     MIN_WORDS = 5
     THRESHOLD = 0.8
-    # Only the most recent posts of a band are compared: reposts follow their
-    # original closely, and an unbounded bucket makes the check quadratic.
+    WINDOW = 5000
+    # Candidates per sketch value: an unbounded bucket makes the check quadratic.
     BUCKET = 16
 
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
-        self.exact: dict[str, str] = {}
-        self.bands: dict[int, deque[tuple[str, set[str]]]] = defaultdict(lambda: deque(maxlen=self.BUCKET))
+        self.exact: dict[int, str] = {}
+        self.recent: OrderedDict[str, set[str]] = OrderedDict()
+        self.bands: dict[int, deque[str]] = defaultdict(lambda: deque(maxlen=self.BUCKET))
 
     def process_item(self, post: Post) -> Post:
         if post.duplicate_of:
             return post
         key = shingle_key(post.text)
-        if len(key.split()) < self.MIN_WORDS:
+        if key.count(" ") + 1 < self.MIN_WORDS:
             return post
-        original = self.exact.get(key)
+        digest = hash(key)
+        original = self.exact.get(digest)
         if original is None:
             grams = shingles(key)
             bands = minhash_bands(grams)
-            size = len(grams)
-            checked: set[str] = set()
-            for candidate_id, candidate in (c for band in bands for c in self.bands.get(band, ())):
-                # Sets whose sizes differ by more than the threshold cannot be that similar.
-                if (
-                    candidate_id in checked
-                    or not self.THRESHOLD * size <= len(candidate) * 1.0 <= size / self.THRESHOLD
-                ):
-                    continue
-                checked.add(candidate_id)
-                if candidate_id != post.id and jaccard(grams, candidate) >= self.THRESHOLD:
-                    original = candidate_id
-                    break
+            original = self._near(post.id, grams, bands)
             if original is None:
-                self.exact[key] = post.id
+                self.exact[digest] = post.id
+                self.recent[post.id] = grams
+                if len(self.recent) > self.WINDOW:
+                    self.recent.popitem(last=False)
                 for band in bands:
-                    self.bands[band].append((post.id, grams))
+                    self.bands[band].append(post.id)
         if original is not None and original != post.id:
             post.duplicate_of = original
         return post
+
+    def _near(self, post_id: str, grams: set[str], bands: list[int]) -> str | None:
+        size = len(grams)
+        checked: set[str] = set()
+        for candidate_id in (c for band in bands for c in self.bands.get(band, ())):
+            candidate = self.recent.get(candidate_id)
+            if candidate is None or candidate_id in checked or candidate_id == post_id:
+                continue
+            checked.add(candidate_id)
+            # Sets whose sizes differ by more than the threshold cannot be that similar.
+            if self.THRESHOLD * size <= len(candidate) <= size / self.THRESHOLD and (
+                jaccard(grams, candidate) >= self.THRESHOLD
+            ):
+                return candidate_id
+        return None
 
 
 def _snapshot(post: Post) -> dict[str, Any]:
