@@ -10,6 +10,7 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.demo import AS_OF, BRAND, CONFIG_TEMPLATE, CORPUS
+import flows.flows
 from flows.flows import pipeline
 from search import open_store
 from crawlers.mockserver import serve_recordings
@@ -73,6 +74,8 @@ def test_a_source_that_is_down_does_not_stop_the_others(
     tmp_path: Path, corpus_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MOMENTS_HOME", str(tmp_path / "home"))
+    # The real task retries three times with 10-40 s backoff; one attempt proves the point faster.
+    monkeypatch.setattr(flows.flows, "crawl_source", flows.flows.crawl_source.with_options(retries=0))
     dead = f"http://127.0.0.1:{_closed_port()}"
     extra = (
         "  - name: Unreachable Co\n"
