@@ -10,7 +10,8 @@ https://docs.bsky.app/docs/api/app-bsky-actor-get-profiles):
   ``followersCount``: posts of a page wait for their authors' profiles.
 * With an app password configured (``credentials.bluesky.identifier`` and
   ``app_password``), ``POST /xrpc/com.atproto.server.createSession`` first and
-  send ``Authorization: Bearer <accessJwt>``.
+  send ``Authorization: Bearer <accessJwt>``; against the real service both go
+  to the PDS (``https://bsky.social``, or ``credentials.bluesky.service``).
 
 PostView fields used: ``uri``, ``cid``, ``author.{did,handle,displayName}``,
 ``record.{text,createdAt,langs,facets}``, ``likeCount``, ``repostCount``,
@@ -30,6 +31,7 @@ from crawlers.spiders.base import MomentsSpider, dig
 from crawlers.text import parse_timestamp
 
 PAGE_SIZE = 100
+PDS_BASE_URL = "https://bsky.social"
 PROFILES_BATCH = 25
 
 
@@ -44,6 +46,9 @@ class BlueskySpider(MomentsSpider):
         creds = self.ctx.config.credentials_for("bluesky") if self.ctx.config else {}
         self.identifier = creds.get("identifier")
         self.app_password = creds.get("app_password")
+        if self.identifier and self.app_password and self.base_url.rstrip("/") == self.default_base_url:
+            # Sessions live on the user's PDS; bsky.social proxies the AppView calls.
+            self.base_url = (creds.get("service") or PDS_BASE_URL).rstrip("/") + "/"
         self.headers: dict[str, str] = {}
         self.followers: dict[str, int | None] = {}
 

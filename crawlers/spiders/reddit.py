@@ -14,8 +14,10 @@ Link fields used: ``id``, ``name``, ``title``, ``selftext``, ``author``,
 OAuth (``credentials.reddit.client_id`` / ``client_secret``): an
 application-only token from ``POST /api/v1/access_token``
 (``grant_type=client_credentials``, HTTP basic auth) then
-``Authorization: bearer <token>`` on every call (against
-``https://oauth.reddit.com`` in production: set ``base_url`` accordingly).
+``Authorization: bearer <token>`` on every call. Against the real service the
+token comes from ``www.reddit.com`` and API calls then go to
+``https://oauth.reddit.com`` (or ``credentials.reddit.api_base``); against
+any other base URL (a local recording server) both use the base URL.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from crawlers.spiders.base import MomentsSpider, dig
 from crawlers.text import parse_timestamp
 
 PAGE_SIZE = 100
+OAUTH_BASE_URL = "https://oauth.reddit.com"
 
 
 class RedditSpider(MomentsSpider):
@@ -47,6 +50,7 @@ class RedditSpider(MomentsSpider):
         creds = self.ctx.config.credentials_for("reddit") if self.ctx.config else {}
         self.client_id = creds.get("client_id")
         self.client_secret = creds.get("client_secret")
+        self.api_base = creds.get("api_base")
         self.headers: dict[str, str] = {}
         query = self.query.strip()
         self.subreddit = query[2:].strip("/") if query.lower().startswith("r/") else None
@@ -69,6 +73,11 @@ class RedditSpider(MomentsSpider):
         token = dig(self.load_json(response), "access_token")
         if token:
             self.headers = {"Authorization": f"bearer {token}"}
+            # Authenticated calls are served from a different host than the token.
+            if self.api_base:
+                self.base_url = self.api_base.rstrip("/") + "/"
+            elif self.base_url.rstrip("/") == self.default_base_url:
+                self.base_url = OAUTH_BASE_URL + "/"
         else:
             self.ctx.error("reddit OAuth gave no access_token; crawling anonymously")
         yield self.listing_request(None)
