@@ -22,13 +22,23 @@ def _parse_time(value: str) -> datetime:
     return parsed
 
 
-def _quiet_prefect(verbose: int) -> None:
+def _prepare_prefect(verbose: int) -> None:
+    """Settings for a local Prefect run; a user's own PREFECT_* environment wins.
+
+    Without PREFECT_API_URL, Prefect starts a temporary local API server whose
+    database lives in PREFECT_HOME; we keep that under $MOMENTS_HOME so a demo
+    is self-contained. Its first start migrates the database, which can take
+    well over Prefect's default 20 s on a busy two-core machine.
+    """
+    from search import default_home
+
+    prefect_home = (default_home() / "prefect").resolve()
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(prefect_home))
     # Prefect talks a lot at INFO; keep a user's terminal for our own output unless asked.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from search import default_home
-
-    os.environ.setdefault("PREFECT_HOME", str((default_home() / "prefect").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def _cmd_flag(args: argparse.Namespace) -> int:
@@ -57,7 +67,7 @@ def _cmd_flags(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    _quiet_prefect(args.verbose)
+    _prepare_prefect(args.verbose)
     from flows.cli import CommandError
     from flows.flows import pipeline
 
@@ -75,7 +85,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    _quiet_prefect(args.verbose)
+    _prepare_prefect(args.verbose)
     from flows.demo import run_demo
 
     return run_demo(verbose=args.verbose)
