@@ -9,7 +9,9 @@ from pathlib import Path
 
 from crawlers.schema import utc_now
 
-STORE_HELP = "Elasticsearch URL (http://127.0.0.1:9200) or SQLite path; default $MOMENTS_STORE, else $MOMENTS_HOME/moments.db"
+STORE_HELP = (
+    "Elasticsearch URL (http://127.0.0.1:9200) or SQLite path; default $MOMENTS_STORE, else $MOMENTS_HOME/moments.db"
+)
 
 
 def _parse_time(value: str) -> datetime:

@@ -40,7 +40,9 @@ def run_demo(verbose: int = 0) -> int:
     with serve_recordings(CORPUS) as base_url:
         config = home / "demo-brands.yaml"
         config.write_text(CONFIG_TEMPLATE.read_text(encoding="utf-8").replace("{base_url}", base_url), encoding="utf-8")
-        console.print(f"[bold]Moments demo[/]: replaying {CORPUS.name}/ as of {AS_OF:%Y-%m-%d %H:%M} UTC from {base_url}")
+        console.print(
+            f"[bold]Moments demo[/]: replaying {CORPUS.name}/ as of {AS_OF:%Y-%m-%d %H:%M} UTC from {base_url}"
+        )
         summary = pipeline(config, store_url=str(store_path), as_of=AS_OF)
 
     with open_store(str(store_path)) as store:

@@ -122,8 +122,13 @@ def test_thresholds_are_configurable() -> None:
 def test_merge_keeps_agent_status_and_first_flag_time() -> None:
     earlier = NOW - timedelta(hours=5)
     acknowledged = Flag(
-        status="acknowledged", priority="P3", score=1.0, reasons=["x"], velocity_per_hour=30,
-        flagged_at=earlier, rule_version="v0",
+        status="acknowledged",
+        priority="P3",
+        score=1.0,
+        reasons=["x"],
+        velocity_per_hour=30,
+        flagged_at=earlier,
+        rule_version="v0",
     )
     fresh = evaluate(_post(likes=3000, age_hours=1), NOW)
     assert fresh is not None

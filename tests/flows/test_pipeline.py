@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.demo import AS_OF, BRAND, CONFIG_TEMPLATE, CORPUS
 import flows.flows
+from crawlers.mockserver import serve_recordings
+from flows.demo import AS_OF, BRAND, CONFIG_TEMPLATE, CORPUS
 from flows.flows import pipeline
 from search import open_store
-from crawlers.mockserver import serve_recordings
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,7 +42,9 @@ def _closed_port() -> int:
 
 
 @pytest.mark.slow
-def test_pipeline_flow_run_into_sqlite_is_idempotent(tmp_path: Path, corpus_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pipeline_flow_run_into_sqlite_is_idempotent(
+    tmp_path: Path, corpus_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MOMENTS_HOME", str(tmp_path / "home"))
     config = _config(tmp_path, corpus_url)
     store_url = str(tmp_path / "store.db")
@@ -81,7 +83,7 @@ def test_a_source_that_is_down_does_not_stop_the_others(
         "  - name: Unreachable Co\n"
         "    names: [Unreachable]\n"
         "    sources:\n"
-        f"      - {{source: mastodon, query: unreachable, base_url: \"{dead}\"}}\n"
+        f'      - {{source: mastodon, query: unreachable, base_url: "{dead}"}}\n'
     )
     config = _config(tmp_path, corpus_url, extra)
     summary = pipeline(config, store_url=str(tmp_path / "store.db"), as_of=AS_OF, run_dir=tmp_path / "run")
@@ -94,7 +96,9 @@ def test_a_source_that_is_down_does_not_stop_the_others(
 
 @pytest.mark.elasticsearch
 @pytest.mark.slow
-def test_pipeline_flow_run_into_elasticsearch(tmp_path: Path, corpus_url: str, es_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pipeline_flow_run_into_elasticsearch(
+    tmp_path: Path, corpus_url: str, es_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MOMENTS_HOME", str(tmp_path / "home"))
     summary = pipeline(_config(tmp_path, corpus_url), store_url=es_url, as_of=AS_OF, run_dir=tmp_path / "run")
     assert summary.failed_sources == []
