@@ -15,11 +15,11 @@ NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
 def _classification(sentiment: str = "negative", moment: str = "misery", negative: float = 0.9) -> Classification:
     rest = (1 - negative) / 2
     return Classification(
-        sentiment=sentiment,  # type: ignore[arg-type]
+        sentiment=sentiment,
         sentiment_scores={"negative": negative, "neutral": rest, "positive": rest},
         touchpoint="fulfilment",
         touchpoint_scores={"fulfilment": 0.8, "other": 0.2},
-        moment=moment,  # type: ignore[arg-type]
+        moment=moment,
         severity=0.8,
         model_version="test",
     )
