@@ -26,10 +26,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Busy-waiting OpenMP threads crawl on a shared CPU; set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 
 def raw_encoder_rate(texts: list[str], batch: int) -> float:
@@ -85,7 +87,9 @@ def main() -> int:
     pool = load_tweeteval("train").texts
     texts = [pool[i % len(pool)] for i in range(args.n)]
     mean_chars = sum(map(len, texts)) / len(texts)
-    print(f"{len(texts)} TweetEval train texts (mean {mean_chars:.0f} chars), batch {args.batch}, {args.threads} threads")
+    print(
+        f"{len(texts)} TweetEval train texts (mean {mean_chars:.0f} chars), batch {args.batch}, {args.threads} threads"
+    )
     raw = raw_encoder_rate(texts, args.batch)
     print(f"raw encoder (tokenise + forward + mean pool): {raw:8.1f} posts/s")
     clf = classifier_rate(texts, args.batch)

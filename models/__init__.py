@@ -13,6 +13,13 @@ the other stages stay fast.
 
 from __future__ import annotations
 
+import os
+
+# On a shared, oversubscribed CPU, OpenMP's default busy-waiting makes torch with 2
+# threads ~5x slower (measured: 1.3 s vs 0.22 s per training step). Passive waiting
+# must be chosen before torch is first imported, so it is set here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from typing import TYPE_CHECKING, Any
 
 from models.taxonomy import DEFAULT_TAXONOMY, TOUCHPOINTS, Taxonomy, Touchpoint

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from torch import nn
 
 from crawlers.schema import Classification, Post
 from models.encoder import SplitEncoder, Tokenizer, base_model_dir, mean_pool, set_threads
+from models.lexical import Lexical
 from models.taxonomy import DEFAULT_TAXONOMY, Taxonomy
 from models.textprep import detect_language, has_letters, spell_emoji
 
@@ -58,13 +60,16 @@ class RawOutputs:
 
     sentiment_logits: np.ndarray  # (N, 3)
     embeddings: np.ndarray  # (N, H), L2-normalised base sentence embeddings
+    features: np.ndarray  # (N, H * (len(feature_layers) + 1)), touchpoint head input
+    sentiment_pooled: np.ndarray  # (N, H), mean-pooled output of the sentiment-tuned top layer
 
 
 class Classifier:
     """Loads the encoder and the shipped heads once; :meth:`classify` is cheap to call repeatedly.
 
     Args:
-        artifacts_dir: Folder with ``manifest.json`` and ``weights.safetensors``.
+        artifacts_dir: Folder with ``manifest.json`` and ``weights.safetensors``
+            (default: ``$MOMENTS_ARTIFACTS``, else the shipped ``models/artifacts``).
         taxonomy: Touchpoint taxonomy; the default uses the trained head, any other is
             scored zero/few-shot from label prototypes.
         threads: torch CPU threads (default ``MOMENTS_THREADS`` or 2).
@@ -76,7 +81,8 @@ class Classifier:
         from safetensors.torch import load_file
 
         set_threads(threads)
-        self.artifacts_dir = Path(artifacts_dir) if artifacts_dir else ARTIFACTS_DIR
+        env_dir = os.environ.get("MOMENTS_ARTIFACTS")
+        self.artifacts_dir = Path(artifacts_dir) if artifacts_dir else Path(env_dir) if env_dir else ARTIFACTS_DIR
         manifest_path = self.artifacts_dir / MANIFEST
         if not manifest_path.is_file():
             raise FileNotFoundError(f"no model manifest at {manifest_path} (train one with `python -m models.train`)")
@@ -101,15 +107,28 @@ class Classifier:
 
         tp = self.manifest["touchpoint"]
         self.head_labels: list[str] = list(tp["labels"])
+        self.feature_layers: list[int] = [int(i) for i in tp.get("feature_layers", [])]
         self.touchpoint_w = weights["touchpoint_head.weight"].numpy()
         self.touchpoint_b = weights["touchpoint_head.bias"].numpy()
         self.centroids = weights["touchpoint_centroids"].numpy() if "touchpoint_centroids" in weights else None
         self.temperature = float(tp.get("temperature", 0.05))
+        self.lexical_share = float(tp.get("lexical_share", 0.0))
+        self.lexical: Lexical | None = None
+        vocab_path = self.artifacts_dir / "lexical_vocab.json"
+        if self.lexical_share > 0 and vocab_path.is_file():
+            self.lexical = Lexical(
+                json.loads(vocab_path.read_text(encoding="utf-8")),
+                weights["lexical.idf"].numpy(),
+                weights["lexical.weight"].numpy(),
+                weights["lexical.bias"].numpy(),
+            )
         self.centroid_weight = float(tp.get("centroid_weight", 1.0))
 
         moment = self.manifest["moment"]
         self.misery_threshold = float(moment["misery_threshold"])
         self.magic_threshold = float(moment["magic_threshold"])
+        self.moment_w = weights["moment_head.weight"].numpy() if "moment_head.weight" in weights else None
+        self.moment_b = weights["moment_head.bias"].numpy() if "moment_head.bias" in weights else None
 
         self.batch_size = BATCH_SIZE
         self.taxonomy = taxonomy or Taxonomy()
@@ -137,18 +156,21 @@ class Classifier:
         hidden = self.encoder.hidden_size
         emb = np.zeros((n, hidden), dtype=np.float32)
         pooled_sent = np.zeros((n, hidden), dtype=np.float32)
+        feats = np.zeros((n, hidden * len(self.feature_layers)), dtype=np.float32)
         # Sorting by length keeps padding (wasted compute) small; results go back by index.
         order = np.argsort(np.fromiter((len(x) for x in ids), dtype=np.int64, count=n), kind="stable")
         with torch.inference_mode():
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 input_ids, mask = self._pad([ids[j] for j in idx])
-                trunk = self.encoder.run_trunk(Batch(input_ids, mask))
+                trunk, pools = self.encoder.run_trunk_pooled(Batch(input_ids, mask), self.feature_layers)
                 base = mean_pool(self.encoder.run_top(trunk, mask), mask)
                 emb[idx] = nn.functional.normalize(base, dim=-1).numpy()
+                if pools:
+                    feats[idx] = torch.cat(pools, dim=1).numpy()
                 pooled_sent[idx] = mean_pool(self.encoder.run_top(trunk, mask, self.sentiment_top), mask).numpy()
         logits = pooled_sent @ self.sentiment_w.T + self.sentiment_b
-        return RawOutputs(logits, emb)
+        return RawOutputs(logits, emb, np.concatenate([feats, emb], axis=1), pooled_sent)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised base sentence embeddings (the zero-shot space)."""
@@ -175,11 +197,18 @@ class Classifier:
             protos.append(vec / np.linalg.norm(vec))
         return np.stack(protos).astype(np.float32)
 
-    def touchpoint_probs(self, embeddings: np.ndarray) -> np.ndarray:
-        """Touchpoint probabilities in taxonomy order (trained head or prototypes)."""
+    def touchpoint_probs(self, raw: RawOutputs, texts: Sequence[str]) -> np.ndarray:
+        """Touchpoint probabilities in taxonomy order.
+
+        Default taxonomy: the trained head, averaged with the lexical model when one
+        ships. Custom taxonomy: softmax over cosine similarity to label prototypes.
+        """
         if self.use_head:
-            return softmax(embeddings @ self.touchpoint_w.T + self.touchpoint_b)
-        return softmax(embeddings @ self.prototypes.T / self.temperature)
+            probs = softmax(raw.features @ self.touchpoint_w.T + self.touchpoint_b)
+            if self.lexical is not None:
+                probs = (1 - self.lexical_share) * probs + self.lexical_share * softmax(self.lexical.logits(texts))
+            return probs
+        return softmax(raw.embeddings @ self.prototypes.T / self.temperature)
 
     def sentiment_probs(self, logits: np.ndarray) -> np.ndarray:
         """Sentiment probabilities with the validation-tuned decision biases applied."""
@@ -194,7 +223,7 @@ class Classifier:
             return []
         raw = self.encode(texts)
         sent = self.sentiment_probs(raw.sentiment_logits)
-        tps = self.touchpoint_probs(raw.embeddings)
+        tps = self.touchpoint_probs(raw, texts)
         n_tp = tps.shape[1]
         factor = np.ones(len(texts), dtype=np.float32)
         langs: list[str | None] = []
@@ -221,18 +250,18 @@ class Classifier:
             tps[empty] = 1.0 / n_tp if other is None else np.eye(n_tp)[other]
         s_idx = sent.argmax(1)
         t_idx = tps.argmax(1)
-        moment, severity = self.moments(sent)
+        moment, severity = self.moments(sent, raw, unsure=factor < 1.0)
         confidence = np.sqrt(sent.max(1) * tps.max(1)) * factor
         ids = self.taxonomy.ids
         out = []
         for i in range(len(texts)):
             out.append(
                 Classification(
-                    sentiment=SENTIMENTS[s_idx[i]],  # type: ignore[arg-type]
+                    sentiment=SENTIMENTS[s_idx[i]],
                     sentiment_scores={k: round(float(v), 6) for k, v in zip(SENTIMENTS, sent[i], strict=True)},
                     touchpoint=ids[t_idx[i]],
                     touchpoint_scores={k: round(float(v), 6) for k, v in zip(ids, tps[i], strict=True)},
-                    moment=moment[i],  # type: ignore[arg-type]
+                    moment=moment[i],
                     severity=round(float(severity[i]), 6),
                     confidence=round(float(np.clip(confidence[i], 0.0, 1.0)), 6),
                     lang=langs[i],
@@ -241,12 +270,29 @@ class Classifier:
             )
         return out
 
-    def moments(self, sent: np.ndarray) -> tuple[list[str], np.ndarray]:
-        """Moment label and severity per row of sentiment probabilities (rule in the module docstring)."""
+    def moments(
+        self, sent: np.ndarray, raw: RawOutputs | None = None, unsure: np.ndarray | None = None
+    ) -> tuple[list[str], np.ndarray]:
+        """Moment label and severity per row (rule in the module docstring).
+
+        With a trained moment head (the shipped model has one), a post is misery/magic
+        when the head says so *and* the sentiment agrees (negative/positive); without
+        one, or without network outputs, the probability thresholds decide.
+        """
         neg, pos = sent[:, 0], sent[:, 2]
         arg = sent.argmax(1)
-        misery = (arg == 0) & (neg >= self.misery_threshold)
-        magic = (arg == 2) & (pos >= self.magic_threshold)
+        if self.moment_w is not None and self.moment_b is not None and raw is not None:
+            x = np.concatenate([raw.sentiment_pooled, raw.embeddings], axis=1)
+            head = (x @ self.moment_w.T + self.moment_b).argmax(1)  # 0 misery, 1 neutral, 2 magic
+            misery = (arg == 0) & (head == 0)
+            magic = (arg == 2) & (head == 2)
+        else:
+            misery = (arg == 0) & (neg >= self.misery_threshold)
+            magic = (arg == 2) & (pos >= self.magic_threshold)
+        if raw is not None and unsure is not None:
+            # Inputs the encoder cannot read well never become a loud moment.
+            misery &= ~unsure
+            magic &= ~unsure
         labels = np.where(misery, "misery", np.where(magic, "magic", "neutral")).tolist()
         severity = np.where(misery, 0.5 + 0.5 * neg, 0.5 * neg)
         return labels, np.clip(severity, 0.0, 1.0)

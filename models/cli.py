@@ -49,7 +49,7 @@ Examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``classify`` and ``eval`` to the ``moments`` command line."""
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(

@@ -68,7 +68,7 @@ def touchpoint_report(classifier: Classifier, rows: list[dict[str, Any]] | None 
     keep = [r for r in rows if r["touchpoint"] in labels]
     texts = [str(r["text"]) for r in keep]
     y = np.array([labels.index(str(r["touchpoint"])) for r in keep])
-    pred = classifier.touchpoint_probs(classifier.encode(texts).embeddings).argmax(1)
+    pred = classifier.touchpoint_probs(classifier.encode(texts), texts).argmax(1)
     f1 = per_class_f1(y, pred, len(labels))
     return TouchpointReport(
         n=len(y),

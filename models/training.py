@@ -279,3 +279,21 @@ def timed(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def linear_probe(branch: SentimentBranch, cache: TrunkCache, seed: int = 13, c: float = 1.0) -> None:
+    """Initialise the branch's head with a class-balanced logistic regression on its (frozen) features.
+
+    Linear probing before fine-tuning (LP-FT) keeps the first fine-tuning steps from
+    wrecking the pretrained top layer with a random head's gradients, and on its own
+    is the cheap fallback model (``--epochs 0``).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = branch_pooled(branch.top, cache)
+    y = cache.labels.numpy()
+    model = LogisticRegression(C=c, max_iter=1000, class_weight="balanced", random_state=seed)
+    model.fit(x, y)
+    with torch.no_grad():
+        branch.head.weight.copy_(torch.from_numpy(model.coef_).float())
+        branch.head.bias.copy_(torch.from_numpy(model.intercept_).float())

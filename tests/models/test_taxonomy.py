@@ -11,12 +11,24 @@ from models import TOUCHPOINTS, Taxonomy, load_classifier
 CUSTOM = {
     "mode": "replace",
     "touchpoints": [
-        {"id": "loyalty", "label": "Loyalty program", "description": "points, miles, status tiers, member rewards",
-         "examples": ["my miles never posted to my account", "gold status perks are great"]},
-        {"id": "wifi", "label": "Onboard wifi", "description": "internet connection on the plane or in the hotel",
-         "examples": ["the wifi kept dropping", "paid for wifi that never worked"]},
-        {"id": "food", "label": "Food", "description": "meals, snacks, drinks, taste of the food",
-         "examples": ["the pasta was cold", "best breakfast buffet ever"]},
+        {
+            "id": "loyalty",
+            "label": "Loyalty program",
+            "description": "points, miles, status tiers, member rewards",
+            "examples": ["my miles never posted to my account", "gold status perks are great"],
+        },
+        {
+            "id": "wifi",
+            "label": "Onboard wifi",
+            "description": "internet connection on the plane or in the hotel",
+            "examples": ["the wifi kept dropping", "paid for wifi that never worked"],
+        },
+        {
+            "id": "food",
+            "label": "Food",
+            "description": "meals, snacks, drinks, taste of the food",
+            "examples": ["the pasta was cold", "best breakfast buffet ever"],
+        },
     ],
 }
 
