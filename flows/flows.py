@@ -30,7 +30,35 @@ class PipelineSummary:
     indexed: int = 0
     dropped: int = 0
     flagged: int = 0
+    recovered: int = 0
     failed_sources: list[str] = field(default_factory=list)
+
+
+#: Marks a run directory whose crawled posts have all been indexed.
+RUN_DONE = ".indexed"
+
+
+def unfinished_crawls(runs_root: Path, *, current: Path) -> list[Path]:
+    """Crawl files of earlier runs that never reached the index, oldest first.
+
+    A run directory without the :data:`RUN_DONE` marker died (or was killed) after
+    crawling; its finished ``crawl-*.jsonl`` files and any ``.partial`` one the
+    spider was still writing hold posts the store has not seen. Re-indexing them
+    is safe because upserts are idempotent.
+    """
+    if not runs_root.is_dir():
+        return []
+    found: list[Path] = []
+    for run in sorted(p for p in runs_root.iterdir() if p.is_dir() and p != current):
+        if (run / RUN_DONE).exists():
+            continue
+        found += sorted(run.glob("crawl-*.jsonl")) + sorted(run.glob("crawl-*.jsonl.partial"))
+    return found
+
+
+def _count_lines(path: Path) -> int:
+    with path.open(encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
 
 
 def sources_from_config(config_path: Path) -> list[SourceSpec]:
@@ -73,7 +101,13 @@ def pipeline(
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = PipelineSummary(run_dir=run_dir)
 
-    crawled: list[StageResult] = []
+    # Posts crawled by an earlier run that died before indexing them: the cursor has
+    # moved past them, so this run is their only way into the store.
+    recovered = unfinished_crawls(run_dir.parent, current=run_dir)
+    if recovered:
+        logger.warning("recovering %d crawl files from unfinished runs", len(recovered))
+    crawled: list[StageResult] = [StageResult(path, _count_lines(path)) for path in recovered]
+    summary.recovered = sum(r.count for r in crawled)
     for spec in sources_from_config(config_path):
         state = crawl_source(spec, run_dir, config_path=config_path, as_of=as_of, return_state=True)
         if state.is_completed():
@@ -88,12 +122,15 @@ def pipeline(
     for result in crawled:
         if result.path is None or result.count == 0:
             continue
-        classified = classify_file(result.path, run_dir)
+        classified = classify_file(result.path, result.path.parent)
         summary.classified += classified.count
         summary.dropped += classified.dropped
         if classified.path is not None:
             indexed = index_file(classified.path, store_url)
             summary.indexed += indexed.count
+
+    for finished in {run_dir, *(path.parent for path in recovered)}:
+        (finished / RUN_DONE).touch()
 
     flagged = flag_store(store_url, as_of or utc_now())
     summary.flagged = flagged.count

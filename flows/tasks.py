@@ -111,14 +111,15 @@ def _classifier() -> Any:
 
 
 @task(name="classify")
-def classify_file(source: Path, run_dir: Path) -> StageResult:
-    """Classify every post in ``source`` into ``run_dir/classified-<name>``.
+def classify_file(source: Path, out_dir: Path) -> StageResult:
+    """Classify every post in ``source`` into ``out_dir/classified-<name>.jsonl``.
 
     Malformed lines are logged with their line number and skipped.
     """
     from models import classify_posts
 
-    out = run_dir / f"classified-{source.name.removeprefix('crawl-')}"
+    name = source.name.removeprefix("crawl-").removesuffix(".partial")
+    out = out_dir / f"classified-{name}"
     partial = _atomic_jsonl(out)
     report = ReadReport()
     with partial.open("w", encoding="utf-8") as handle:

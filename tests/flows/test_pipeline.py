@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,8 +11,9 @@ from prefect.testing.utilities import prefect_test_harness
 
 import flows.flows
 from crawlers.mockserver import serve_recordings
+from crawlers.schema import Post
 from flows.demo import AS_OF, BRAND, CONFIG_TEMPLATE, CORPUS
-from flows.flows import pipeline
+from flows.flows import RUN_DONE, pipeline
 from search import open_store
 
 
@@ -108,3 +109,33 @@ def test_pipeline_flow_run_into_elasticsearch(
         assert len(flagged) >= 1
         assert all(p.flag is not None and p.flag.flagged_at == AS_OF for p in flagged)
         assert store.search("delay", brand=BRAND)
+
+
+@pytest.mark.slow
+def test_posts_crawled_by_a_run_that_died_are_indexed_by_the_next(
+    tmp_path: Path, make_post: Callable[..., Post], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOMENTS_HOME", str(tmp_path / "home"))
+    runs = tmp_path / "runs"
+    died = runs / "20261120T170000Z-died"
+    died.mkdir(parents=True)
+    survivor = make_post(source="mastodon", native_id="died-1", text="My bag never arrived, three days now")
+    # The spider was killed mid-write: one whole record, then half a line.
+    (died / "crawl-northwind-mastodon.jsonl.partial").write_text(survivor.to_json() + '\n{"id": "mastodon:died-2", "te')
+    config = tmp_path / "brands.yaml"
+    config.write_text("brands:\n  - name: Northwind Air\n", encoding="utf-8")
+    store_url = str(tmp_path / "store.db")
+
+    summary = pipeline(config, store_url=store_url, as_of=AS_OF, run_dir=runs / "20261120T180000Z-next")
+
+    assert summary.recovered == 2
+    assert summary.classified == 1
+    assert summary.dropped == 1
+    with open_store(store_url) as store:
+        recovered = store.get(survivor.id)
+        assert recovered is not None
+        assert recovered.classification is not None
+    assert (died / RUN_DONE).exists()
+    # Once indexed, the recovered run is not replayed again.
+    again = pipeline(config, store_url=store_url, as_of=AS_OF, run_dir=runs / "20261120T190000Z-again")
+    assert again.recovered == 0
