@@ -21,24 +21,23 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections import OrderedDict, defaultdict, deque
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from scrapy.exceptions import DropItem
 
-from crawlers.schema import Author, Engagement, EngagementSnapshot, Post, post_id
+from crawlers.schema import Post, post_id
 from crawlers.state import REPOLL_HOURS
 from crawlers.text import (
+    bottom_k,
     detect_language,
     extract_mentions,
     extract_urls,
     html_to_text,
-    jaccard,
-    minhash_bands,
     parse_timestamp,
+    shingle_hashes,
     shingle_key,
-    shingles,
 )
 
 if TYPE_CHECKING:
@@ -74,8 +73,13 @@ class _Pipeline:
         return DropItem(f"{reason}: {detail}" if detail else reason, log_level="DEBUG")
 
 
+_EXACT = 2**53  # ints up to this size survive a float round trip unchanged
+
+
 def _int(value: Any) -> int | None:
     """Counters arrive as ints, strings or garbage; garbage is unknown, not zero."""
+    if type(value) is int and -_EXACT <= value <= _EXACT:
+        return value  # what int(float(value)) gives, without the round trip
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -150,24 +154,28 @@ class CleanPipeline(_Pipeline):
         except (TypeError, ValueError):
             rating = None
         try:
-            post = Post(
-                id=post_id(source, native_id),
-                source=source,
-                native_id=native_id,
-                url=item.get("url") or None,
-                brand=[],
-                author=Author(**author),
-                text=text,
-                title=title or None,
-                lang=lang,
-                rating=rating,
-                created_at=created_at,
-                crawled_at=ctx.now,
-                engagement=Engagement(**engagement),
-                urls=extract_urls(body_for_lang, [*(item.get("urls") or []), *hrefs]),
-                mentions=extract_mentions(text, item.get("mentions") or []),
-                duplicate_of=item.get("duplicate_of") or None,
-                extra=item.get("extra") or {},
+            # One validation of the whole record, nested author and engagement included
+            # (building Author and Engagement first would validate three times).
+            post = Post.model_validate(
+                {
+                    "id": post_id(source, native_id),
+                    "source": source,
+                    "native_id": native_id,
+                    "url": item.get("url") or None,
+                    "brand": [],
+                    "author": author,
+                    "text": text,
+                    "title": title or None,
+                    "lang": lang,
+                    "rating": rating,
+                    "created_at": created_at,
+                    "crawled_at": ctx.now,
+                    "engagement": engagement,
+                    "urls": extract_urls(body_for_lang, [*(item.get("urls") or []), *hrefs]),
+                    "mentions": extract_mentions(text, item.get("mentions") or []),
+                    "duplicate_of": item.get("duplicate_of") or None,
+                    "extra": item.get("extra") or {},
+                }
             )
         except (ValidationError, TypeError) as exc:
             reason = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": ("record",), "msg": str(exc)}
@@ -213,7 +221,8 @@ class DuplicatePipeline(_Pipeline):
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
         self.exact: dict[int, str] = {}
-        self.recent: OrderedDict[str, set[str]] = OrderedDict()
+        # Shingles as hashes of word pairs (see shingle_hashes): cheaper to build and compare.
+        self.recent: OrderedDict[str, set[int]] = OrderedDict()
         self.bands: dict[int, deque[str]] = defaultdict(lambda: deque(maxlen=self.BUCKET))
 
     def process_item(self, post: Post) -> Post:
@@ -225,66 +234,100 @@ class DuplicatePipeline(_Pipeline):
         digest = hash(key)
         original = self.exact.get(digest)
         if original is None:
-            grams = shingles(key)
-            bands = minhash_bands(grams)
+            grams = shingle_hashes(key)
+            bands = bottom_k(grams)
             original = self._near(post.id, grams, bands)
             if original is None:
                 self.exact[digest] = post.id
-                self.recent[post.id] = grams
-                if len(self.recent) > self.WINDOW:
-                    self.recent.popitem(last=False)
+                recent = self.recent
+                recent[post.id] = grams
+                if len(recent) > self.WINDOW:
+                    recent.popitem(last=False)
                 for band in bands:
                     self.bands[band].append(post.id)
         if original is not None and original != post.id:
             post.duplicate_of = original
         return post
 
-    def _near(self, post_id: str, grams: set[str], bands: list[int]) -> str | None:
+    def _near(self, post_id: str, grams: set[int], bands: list[int]) -> str | None:
         size = len(grams)
-        checked: set[str] = set()
-        for candidate_id in (c for band in bands for c in self.bands.get(band, ())):
-            candidate = self.recent.get(candidate_id)
-            if candidate is None or candidate_id in checked or candidate_id == post_id:
+        threshold = self.THRESHOLD
+        # Sets whose sizes differ by more than the threshold cannot be that similar.
+        low, high = threshold * size, size / threshold
+        recent = self.recent
+        buckets = self.bands
+        checked: set[str] = {post_id}
+        for band in bands:
+            bucket = buckets.get(band)
+            if not bucket:
                 continue
-            checked.add(candidate_id)
-            # Sets whose sizes differ by more than the threshold cannot be that similar.
-            if self.THRESHOLD * size <= len(candidate) <= size / self.THRESHOLD and (
-                jaccard(grams, candidate) >= self.THRESHOLD
-            ):
-                return candidate_id
+            for candidate_id in bucket:
+                if candidate_id in checked:
+                    continue
+                checked.add(candidate_id)
+                candidate = recent.get(candidate_id)
+                if candidate is None or not low <= len(candidate) <= high:
+                    continue
+                common = len(grams & candidate)
+                # jaccard(grams, candidate), without building the union.
+                if common / (size + len(candidate) - common) >= threshold:
+                    return candidate_id
         return None
 
 
-def _snapshot(post: Post) -> dict[str, Any]:
-    snap = {k: getattr(post.engagement, k) for k in _SNAPSHOT_FIELDS}
-    snap["at"] = post.crawled_at.isoformat()
+def _snapshot(post: Post, at: str | None = None) -> dict[str, Any]:
+    engagement = post.engagement
+    snap = {k: getattr(engagement, k) for k in _SNAPSHOT_FIELDS}
+    snap["at"] = at if at is not None else post.crawled_at.isoformat()
     return snap
 
 
 class IncrementalPipeline(_Pipeline):
-    """Only new posts, plus recent ones re-polled with an engagement snapshot each time."""
+    """Only new posts, plus recent ones re-polled with an engagement snapshot each time.
+
+    The state is changed in memory only; :class:`crawlers.health.HealthExtension`
+    saves it (atomically) when the spider closes. Saving mid-run would be wrong,
+    not just slow: pages come newest first, so the cursor jumps to the newest
+    post at once, and a crash after such a save would make the next run skip
+    the older posts this run never reached.
+    """
+
+    def __init__(self, crawler: Crawler) -> None:
+        super().__init__(crawler)
+        # Per-run constants, worked out once (the run clock does not move within a run).
+        self._now: datetime | None = None
+        self._horizon: datetime | None = None
+        self._now_iso = ""
 
     def process_item(self, post: Post) -> Post:
         ctx = self.ctx
         state = ctx.state
-        horizon = ctx.now - timedelta(hours=REPOLL_HOURS)
-        in_window = post.created_at is None or post.created_at >= horizon
+        if self._now is not ctx.now:
+            self._now = ctx.now
+            self._horizon = ctx.now - timedelta(hours=REPOLL_HOURS)
+            self._now_iso = ctx.now.isoformat()
+        horizon = self._horizon
+        assert horizon is not None
+        created_at = post.created_at
+        in_window = created_at is None or created_at >= horizon
         known = state.recent.get(post.id) if in_window else None
         cursor = ctx.start_cursor
-        if known is None and cursor is not None and post.created_at is not None and post.created_at <= cursor:
+        if known is None and cursor is not None and created_at is not None and created_at <= cursor:
             raise self.drop("already_seen")
         history = list(known.get("snapshots", [])) if known else []
         # One snapshot per poll time: replaying the same as-of twice must not double it.
-        snap = _snapshot(post)
+        crawled_at = post.crawled_at
+        snap = _snapshot(post, self._now_iso if crawled_at == self._now else crawled_at.isoformat())
         if not history or history[-1].get("at") != snap["at"]:
             history.append(snap)
-        post.engagement_history = [EngagementSnapshot.model_validate(s) for s in history]
+        # One validation of the whole list (validate_assignment turns the dicts into snapshots).
+        post.engagement_history = history
         if known is not None:
             ctx.repolled += 1
         if in_window:
-            created = post.created_at.isoformat() if post.created_at else ctx.now.isoformat()
+            created = created_at.isoformat() if created_at else self._now_iso
             state.recent[post.id] = {"created_at": created, "snapshots": history}
-        state.advance(post.created_at)
+        state.advance(created_at)
         return post
 
 

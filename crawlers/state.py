@@ -83,6 +83,10 @@ class CrawlState:
     runs: list[dict[str, Any]] = field(default_factory=list)
     last_success: str | None = None
     path: Path | None = None
+    # (cursor, cursor parsed): advance() reads the cursor once per post.
+    _parsed_cursor: tuple[str | None, datetime | None] = field(
+        default=(None, None), init=False, repr=False, compare=False
+    )
 
     @classmethod
     def load(cls, state_dir: Path, source: str, query: str) -> CrawlState:
@@ -109,9 +113,14 @@ class CrawlState:
         """Move the cursor forward to a newer ``created_at``."""
         if created_at is None:
             return
-        current = self.cursor_time
+        # Called once per post: parse the cursor string only when it changed.
+        cursor = self.cursor
+        if cursor != self._parsed_cursor[0]:
+            self._parsed_cursor = (cursor, parse_timestamp(cursor))
+        current = self._parsed_cursor[1]
         if current is None or created_at > current:
             self.cursor = created_at.isoformat()
+            self._parsed_cursor = (self.cursor, created_at)
 
     def prune(self, now: datetime) -> None:
         """Forget posts that have left the re-poll window."""

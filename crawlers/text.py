@@ -157,6 +157,20 @@ def shingles(key: str) -> set[str]:
     return {f"{a} {b}" for a, b in itertools.pairwise(words)}
 
 
+def shingle_hashes(key: str) -> set[int]:
+    """:func:`shingles` as Python hashes of the word pairs: what the duplicate check keeps.
+
+    Hashing the ``(word, word)`` tuples is cheaper than building a string per
+    pair, and integer sets intersect faster and take less memory than string
+    sets. Two different pairs colliding in 64 bits is negligible. Like
+    :func:`minhash_bands`, the values only compare within one process.
+    """
+    words = key.split()
+    if len(words) < 2:
+        return {hash((w,)) for w in words}
+    return set(map(hash, itertools.pairwise(words)))
+
+
 BOTTOM_K = 3
 
 
@@ -171,8 +185,15 @@ def minhash_bands(grams: set[str]) -> list[int]:
     return sorted(map(hash, grams))[:BOTTOM_K]
 
 
-def jaccard(a: set[str], b: set[str]) -> float:
+def bottom_k(hashes: set[int]) -> list[int]:
+    """:func:`minhash_bands` of a :func:`shingle_hashes` set (already hashes: no second hash)."""
+    return sorted(hashes)[:BOTTOM_K]
+
+
+def jaccard(a: set[Any], b: set[Any]) -> float:
     """Overlap of two shingle sets, 0..1."""
     if not a and not b:
         return 1.0
-    return len(a & b) / len(a | b)
+    # |a | b| = |a| + |b| - |a & b|: one set operation instead of two.
+    common = len(a & b)
+    return common / (len(a) + len(b) - common)

@@ -82,6 +82,8 @@ class MastodonSpider(MomentsSpider):
             )
 
     def _reached_stop(self, statuses: list[Any]) -> bool:
+        if self.ctx.stop_at is None:
+            return False  # a first run takes everything: no timestamps to parse
         return any(self.past_stop(parse_timestamp(dig(s, "created_at"))) for s in statuses)
 
     def _page(self, response: Response, statuses: list[Any]) -> Iterator[dict[str, Any]]:
