@@ -111,7 +111,12 @@ class SplitEncoder(nn.Module):
     def __init__(self, model_dir: Path | None = None, trunk_layers: int = 5) -> None:
         super().__init__()
         from transformers import BertModel
+        from transformers.utils import logging as hf_logging
 
+        # The base checkpoint carries an unused pooler; transformers would print a load
+        # report and a progress bar about it on every start, which is noise for a CLI.
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         model_dir = model_dir or base_model_dir()
         # eager attention: the additive mask we pass is what it expects, and it has
         # no dependency on a particular sdpa kernel being available.
