@@ -62,8 +62,8 @@ class Author(_Record):
     followers: int | None = Field(default=None, ge=0)
 
 
-class Engagement(_Record):
-    """Engagement counters where the source exposes them; ``None`` means unknown, not zero."""
+class _Counters(_Record):
+    """The engagement counters every source may expose; ``None`` means unknown, not zero."""
 
     likes: int | None = Field(default=None, ge=0)
     shares: int | None = Field(default=None, ge=0)
@@ -71,7 +71,6 @@ class Engagement(_Record):
     views: int | None = Field(default=None, ge=0)
     quotes: int | None = Field(default=None, ge=0)
     score: int | None = None
-    upvote_ratio: float | None = Field(default=None, ge=0, le=1)
 
     def total(self) -> int:
         """Interactions that spread a post: likes, shares, replies and quotes (unknown counts as 0).
@@ -79,31 +78,20 @@ class Engagement(_Record):
         Vote-based sources (Reddit, Hacker News, Lemmy) have a net ``score`` instead
         of likes; a positive score stands in for likes there.
         """
-        return interaction_total(self.likes, self.shares, self.replies, self.quotes, self.score)
+        likes_or_votes = self.likes if self.likes is not None else max(self.score or 0, 0)
+        return likes_or_votes + (self.shares or 0) + (self.replies or 0) + (self.quotes or 0)
 
 
-def interaction_total(
-    likes: int | None, shares: int | None, replies: int | None, quotes: int | None, score: int | None
-) -> int:
-    """Sum of spreading interactions; a positive vote ``score`` stands in for unknown likes."""
-    likes_or_votes = likes if likes is not None else max(score or 0, 0)
-    return likes_or_votes + (shares or 0) + (replies or 0) + (quotes or 0)
+class Engagement(_Counters):
+    """Engagement counters where the source exposes them, as last seen."""
+
+    upvote_ratio: float | None = Field(default=None, ge=0, le=1)
 
 
-class EngagementSnapshot(_Record):
+class EngagementSnapshot(_Counters):
     """Engagement as seen at one poll; successive snapshots give velocity."""
 
     at: UtcDatetime
-    likes: int | None = Field(default=None, ge=0)
-    shares: int | None = Field(default=None, ge=0)
-    replies: int | None = Field(default=None, ge=0)
-    views: int | None = Field(default=None, ge=0)
-    quotes: int | None = Field(default=None, ge=0)
-    score: int | None = None
-
-    def total(self) -> int:
-        """Spreading interactions at this poll (see :meth:`Engagement.total`)."""
-        return interaction_total(self.likes, self.shares, self.replies, self.quotes, self.score)
 
 
 class Classification(_Record):
