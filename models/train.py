@@ -22,7 +22,7 @@ CPU floating-point nondeterminism):
    ``--out`` (default ``models/artifacts``).
 
 TweetEval test is never read here; ``moments eval`` measures the shipped model.
-The shipped model: ``python -m models.train --epochs 2 --lr 1e-4``.
+The shipped model: ``python -m models.train --epochs 3 --lr 1e-4``.
 """
 
 from __future__ import annotations
