@@ -8,10 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from crawlers.schema import utc_now
-
-STORE_HELP = (
-    "Elasticsearch URL (http://127.0.0.1:9200) or SQLite path; default $MOMENTS_STORE, else $MOMENTS_HOME/moments.db"
-)
+from search.cli import STORE_HELP
 
 
 def _parse_time(value: str) -> datetime:

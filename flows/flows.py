@@ -16,7 +16,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from crawlers.schema import utc_now
-from flows.tasks import SourceSpec, StageResult, classify_file, crawl_source, flag_store, index_file
+from flows.tasks import SourceSpec, StageResult, classify_file, count_jsonl_lines, crawl_source, flag_store, index_file
 from search import default_home
 
 
@@ -54,11 +54,6 @@ def unfinished_crawls(runs_root: Path, *, current: Path) -> list[Path]:
             continue
         found += sorted(run.glob("crawl-*.jsonl")) + sorted(run.glob("crawl-*.jsonl.partial"))
     return found
-
-
-def _count_lines(path: Path) -> int:
-    with path.open(encoding="utf-8") as handle:
-        return sum(1 for line in handle if line.strip())
 
 
 def sources_from_config(config_path: Path) -> list[SourceSpec]:
@@ -106,7 +101,7 @@ def pipeline(
     recovered = unfinished_crawls(run_dir.parent, current=run_dir)
     if recovered:
         logger.warning("recovering %d crawl files from unfinished runs", len(recovered))
-    crawled: list[StageResult] = [StageResult(path, _count_lines(path)) for path in recovered]
+    crawled: list[StageResult] = [StageResult(path, count_jsonl_lines(path)) for path in recovered]
     summary.recovered = sum(r.count for r in crawled)
     for spec in sources_from_config(config_path):
         state = crawl_source(spec, run_dir, config_path=config_path, as_of=as_of, return_state=True)

@@ -57,6 +57,12 @@ def _atomic_jsonl(path: Path) -> Path:
     return path.with_suffix(path.suffix + ".partial")
 
 
+def count_jsonl_lines(path: Path) -> int:
+    """Non-blank lines of a JSONL file (records, valid or not)."""
+    with path.open(encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
 @task(name="crawl", retries=2, retry_delay_seconds=_BACKOFF, tags=["crawl"])
 def crawl_source(
     spec: SourceSpec, run_dir: Path, *, config_path: Path | None = None, as_of: datetime | None = None
@@ -92,7 +98,7 @@ def crawl_source(
         tail = (completed.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise RuntimeError(f"crawl {spec.source} {spec.query!r} failed: {tail}")
     partial.replace(out)
-    count = sum(1 for line in out.open(encoding="utf-8") if line.strip())
+    count = count_jsonl_lines(out)
     logger.info("crawled %d posts from %s (%s)", count, spec.source, spec.query)
     return StageResult(out, count, detail=completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "")
 
