@@ -26,6 +26,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no load report for the pooler we drop
 # Busy-waiting OpenMP threads crawl on a shared CPU; set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,6 +38,9 @@ import torch
 def raw_encoder_rate(texts: list[str], batch: int) -> float:
     """Posts per second of tokenise + BertModel forward + mean pooling, length-sorted batches."""
     from transformers import BertModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     from models.encoder import Tokenizer, base_model_dir, mean_pool
 

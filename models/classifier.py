@@ -1,8 +1,10 @@
 """The shipped classifier: sentiment, touchpoint, moment and severity for every post.
 
 One encoder pass per batch: the frozen trunk (lower MiniLM layers) runs once and
-feeds two top layers, the original one (sentence embeddings: touchpoint head and
-zero-shot custom labels) and the sentiment-tuned one (sentiment head).
+feeds two stacks of top layers, the original one (sentence embeddings: touchpoint head and
+zero-shot custom labels) and the sentiment-tuned one (sentiment head). Two small
+TF-IDF models (plain arrays, see :mod:`models.lexical`) are mixed in: one with the
+touchpoint head, one with the sentiment head.
 
 Moment and severity rule (documented in MODEL_CARD.md):
 
@@ -30,7 +32,7 @@ from torch import nn
 
 from crawlers.schema import Classification, Post
 from models.encoder import SplitEncoder, Tokenizer, base_model_dir, mean_pool, set_threads
-from models.lexical import Lexical
+from models.lexical import SENTIMENT_VOCAB, Lexical
 from models.taxonomy import DEFAULT_TAXONOMY, Taxonomy
 from models.textprep import detect_language, has_letters, spell_emoji
 
@@ -54,6 +56,12 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable log-softmax."""
+    z = x - x.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
 @dataclass
 class RawOutputs:
     """What the networks say about a batch of texts, before any rule is applied."""
@@ -61,7 +69,7 @@ class RawOutputs:
     sentiment_logits: np.ndarray  # (N, 3)
     embeddings: np.ndarray  # (N, H), L2-normalised base sentence embeddings
     features: np.ndarray  # (N, H * (len(feature_layers) + 1)), touchpoint head input
-    sentiment_pooled: np.ndarray  # (N, H), mean-pooled output of the sentiment-tuned top layer
+    sentiment_pooled: np.ndarray  # (N, H), mean-pooled output of the sentiment-tuned top layers
 
 
 class Classifier:
@@ -104,6 +112,18 @@ class Classifier:
         self.sentiment_b = weights["sentiment_head.bias"].numpy()
         sent = self.manifest["sentiment"]
         self.sentiment_bias = np.asarray(sent.get("decision_bias", [0.0, 0.0, 0.0]), dtype=np.float32)
+        self.sentiment_lexical_share = float(sent.get("lexical_share", 0.0))
+        self.sentiment_lexical: Lexical | None = None
+        sent_vocab = self.artifacts_dir / SENTIMENT_VOCAB
+        if self.sentiment_lexical_share > 0:
+            if not sent_vocab.is_file():
+                raise FileNotFoundError(f"the manifest mixes in a lexical sentiment model but {sent_vocab} is missing")
+            self.sentiment_lexical = Lexical.from_arrays(
+                json.loads(sent_vocab.read_text(encoding="utf-8")),
+                weights["sentiment_lexical.idf"].numpy(),
+                weights["sentiment_lexical.weight"].numpy(),
+                weights["sentiment_lexical.bias"].numpy(),
+            )
 
         tp = self.manifest["touchpoint"]
         self.head_labels: list[str] = list(tp["labels"])
@@ -116,7 +136,7 @@ class Classifier:
         self.lexical: Lexical | None = None
         vocab_path = self.artifacts_dir / "lexical_vocab.json"
         if self.lexical_share > 0 and vocab_path.is_file():
-            self.lexical = Lexical(
+            self.lexical = Lexical.from_arrays(
                 json.loads(vocab_path.read_text(encoding="utf-8")),
                 weights["lexical.idf"].numpy(),
                 weights["lexical.weight"].numpy(),
@@ -164,7 +184,9 @@ class Classifier:
                 idx = order[start : start + batch_size]
                 input_ids, mask = self._pad([ids[j] for j in idx])
                 trunk, pools = self.encoder.run_trunk_pooled(Batch(input_ids, mask), self.feature_layers)
-                base = mean_pool(self.encoder.run_top(trunk, mask), mask)
+                top, top_pools = self.encoder.run_top_pooled(trunk, mask, self.feature_layers)
+                pools += top_pools
+                base = mean_pool(top, mask)
                 emb[idx] = nn.functional.normalize(base, dim=-1).numpy()
                 if pools:
                     feats[idx] = torch.cat(pools, dim=1).numpy()
@@ -210,9 +232,14 @@ class Classifier:
             return probs
         return softmax(raw.embeddings @ self.prototypes.T / self.temperature)
 
-    def sentiment_probs(self, logits: np.ndarray) -> np.ndarray:
-        """Sentiment probabilities with the validation-tuned decision biases applied."""
-        return softmax(logits + self.sentiment_bias)
+    def sentiment_probs(self, raw: RawOutputs, texts: Sequence[str]) -> np.ndarray:
+        """Sentiment probabilities: the encoder head's log-probabilities, mixed with the
+        lexical model's when one ships, plus the validation-tuned decision biases."""
+        scores = log_softmax(raw.sentiment_logits)
+        if self.sentiment_lexical is not None:
+            share = self.sentiment_lexical_share
+            scores = (1 - share) * scores + share * log_softmax(self.sentiment_lexical.logits(texts))
+        return softmax(scores + self.sentiment_bias)
 
     # --- the public call -------------------------------------------------------------
 
@@ -222,7 +249,7 @@ class Classifier:
         if not texts:
             return []
         raw = self.encode(texts)
-        sent = self.sentiment_probs(raw.sentiment_logits)
+        sent = self.sentiment_probs(raw, texts)
         tps = self.touchpoint_probs(raw, texts)
         n_tp = tps.shape[1]
         factor = np.ones(len(texts), dtype=np.float32)

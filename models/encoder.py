@@ -165,6 +165,19 @@ class SplitEncoder(nn.Module):
             hidden = layer(hidden, mask)
         return hidden
 
+    def run_top_pooled(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, layers: Sequence[int]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Original top layers' output plus the L2-normalised mean pools of those of ``layers``
+        (0-based, counted from the bottom of the whole encoder) that lie in the top."""
+        mask = extended_mask(attention_mask, hidden.dtype)
+        pools: list[torch.Tensor] = []
+        for i, layer in enumerate(self.top, start=self.trunk_layers):
+            hidden = layer(hidden, mask)
+            if i in layers:
+                pools.append(nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1))
+        return hidden, pools
+
     def embed(self, batch: Batch) -> torch.Tensor:
         """L2-normalised sentence embeddings of the unmodified encoder, shape (B, H)."""
         hidden = self.run_top(self.run_trunk(batch), batch.attention_mask)

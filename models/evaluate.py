@@ -40,7 +40,7 @@ class TouchpointReport:
 def sentiment_report(classifier: Classifier, texts: list[str], labels: list[int]) -> SentimentReport:
     """Sentiment metrics of the classifier's decision (with its tuned biases) on labelled texts."""
     raw = classifier.encode(texts)
-    pred = classifier.sentiment_probs(raw.sentiment_logits).argmax(1)
+    pred = classifier.sentiment_probs(raw, [t.strip() for t in texts]).argmax(1)
     y = np.asarray(labels)
     return SentimentReport(
         n=len(y),

@@ -1,22 +1,79 @@
-"""A small lexical (TF-IDF) touchpoint model, ensembled with the embedding head.
+"""Small lexical (TF-IDF + linear) models, ensembled with the encoder's heads.
 
-Why: touchpoints are largely *about words* ("refund", "queue", "app", "crew"), and on
-our dev split a TF-IDF logistic regression averaged with the embedding head beat the
-embedding head alone. The transform is re-implemented here (sklearn's default word
-tokeniser, uni+bigrams, sublinear tf, idf, L2 norm) so the shipped artifact is plain
-arrays, not a pickle; :func:`check_matches_sklearn` proves the equivalence at train time.
+Why: touchpoints are largely *about words* ("refund", "queue", "app", "crew"), and
+sentiment on tweets rides on spellings the uncased WordPiece encoder blurs ("sooo",
+"#fail", "smh", ":("). On our validation data a TF-IDF logistic regression averaged
+with the encoder head beat the head alone for both tasks.
+
+The transforms are re-implemented here (sklearn's word tokeniser and its ``char_wb``
+analyser, sublinear tf, idf, L2 norm per analyser block) so the shipped artifact is
+plain arrays plus a vocabulary, not a pickle; :func:`check_matches_sklearn` proves the
+equivalence at train time.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any, Literal
 
 import numpy as np
 from scipy import sparse
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
+_WHITE_SPACES = re.compile(r"\s\s+")
+
+
+@dataclass(frozen=True)
+class Analyzer:
+    """How a text becomes terms: sklearn's ``word`` or ``char_wb`` analyser over an n-gram range."""
+
+    kind: Literal["word", "char_wb"]
+    min_n: int
+    max_n: int
+
+    def terms(self, text: str) -> list[str]:
+        """The text's terms, in sklearn's order (lower-cased)."""
+        text = text.lower()
+        if self.kind == "word":
+            words = _TOKEN.findall(text)
+            grams = list(words) if self.min_n <= 1 else []
+            for n in range(max(2, self.min_n), self.max_n + 1):
+                grams.extend(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+            return grams
+        grams = []
+        for word in _WHITE_SPACES.sub(" ", text).split():
+            padded = f" {word} "
+            for n in range(self.min_n, self.max_n + 1):
+                if len(padded) <= n:  # a short word counts once, whole
+                    grams.append(padded)
+                    break
+                grams.extend(padded[i : i + n] for i in range(len(padded) - n + 1))
+        return grams
+
+    def sklearn_vectorizer(self, min_df: int = 1) -> Any:
+        """The sklearn ``TfidfVectorizer`` this analyser re-implements."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        return TfidfVectorizer(
+            analyzer=self.kind, ngram_range=(self.min_n, self.max_n), sublinear_tf=True, min_df=min_df, dtype=np.float32
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"analyzer": self.kind, "ngram_range": [self.min_n, self.max_n]}
+
+
+MAX_CHARS = 640
+"""What the lexical models read of a post: about the encoder's 128 tokens, so both judge the same
+opening of a long review (and a huge post costs no more than a long one)."""
+
+SENTIMENT_VOCAB = "sentiment_lexical_vocab.json"
+"""Artifact file of the sentiment lexical model's vocabulary (the touchpoint one is ``lexical_vocab.json``)."""
+
+WORD_1_2 = Analyzer("word", 1, 2)
+CHAR_WB_2_5 = Analyzer("char_wb", 2, 5)
 
 
 def ngrams(text: str) -> list[str]:
@@ -25,33 +82,75 @@ def ngrams(text: str) -> list[str]:
     return words + [f"{a} {b}" for a, b in pairwise(words)]
 
 
-class Lexical:
-    """TF-IDF features + a linear layer (weights fitted by :func:`fit_lexical`)."""
+@dataclass
+class Block:
+    """One analyser's slice of the feature space: columns ``offset .. offset + len(vocab)``."""
 
-    def __init__(self, vocab: Sequence[str], idf: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> None:
-        self.index = {term: i for i, term in enumerate(vocab)}
+    analyzer: Analyzer
+    vocab: list[str]
+    offset: int
+
+    def __post_init__(self) -> None:
+        self.index = {term: self.offset + i for i, term in enumerate(self.vocab)}
+
+
+class Lexical:
+    """TF-IDF features (one or more analyser blocks) + a linear layer.
+
+    Args:
+        vocab: Terms in column order; with several ``analyzers``, their vocabularies
+            concatenated in the same order.
+        idf: Inverse document frequency per column.
+        weight: (classes, columns) linear weights.
+        bias: (classes,) intercepts.
+        analyzers: ``(analyzer, vocabulary size)`` per block; default one word 1-2 gram block.
+    """
+
+    def __init__(
+        self,
+        vocab: Sequence[str],
+        idf: np.ndarray,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        analyzers: Sequence[tuple[Analyzer, int]] | None = None,
+    ) -> None:
         self.vocab = list(vocab)
-        self.idf = idf.astype(np.float32)
-        self.weight = weight.astype(np.float32)
-        self.bias = bias.astype(np.float32)
+        layout = list(analyzers) if analyzers else [(WORD_1_2, len(self.vocab))]
+        if sum(size for _, size in layout) != len(self.vocab):
+            raise ValueError("analyzer block sizes do not add up to the vocabulary size")
+        self.blocks: list[Block] = []
+        offset = 0
+        for analyzer, size in layout:
+            self.blocks.append(Block(analyzer, self.vocab[offset : offset + size], offset))
+            offset += size
+        self.idf = np.ascontiguousarray(idf, dtype=np.float32)
+        self.weight = np.ascontiguousarray(weight, dtype=np.float32)
+        self.bias = np.ascontiguousarray(bias, dtype=np.float32)
+
+    @property
+    def index(self) -> dict[str, int]:
+        """Term → column of the first block (the word block of a touchpoint model)."""
+        return self.blocks[0].index
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
-        """L2-normalised sublinear TF-IDF rows."""
+        """Sublinear TF-IDF rows, each analyser block L2-normalised on its own (as sklearn's ``hstack``)."""
         indptr = [0]
         indices: list[int] = []
         data: list[float] = []
         for text in texts:
-            counts: dict[int, int] = {}
-            for gram in ngrams(text):
-                j = self.index.get(gram)
-                if j is not None:
-                    counts[j] = counts.get(j, 0) + 1
-            if counts:
-                cols = np.fromiter(counts.keys(), dtype=np.int64)
-                vals = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64))) * self.idf[cols]
-                vals /= np.linalg.norm(vals)
-                indices.extend(cols.tolist())
-                data.extend(vals.tolist())
+            for block in self.blocks:
+                counts: dict[int, int] = {}
+                lookup = block.index.get
+                for term in block.analyzer.terms(text):
+                    j = lookup(term)
+                    if j is not None:
+                        counts[j] = counts.get(j, 0) + 1
+                if counts:
+                    cols = np.fromiter(counts.keys(), dtype=np.int64)
+                    vals = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64))) * self.idf[cols]
+                    vals /= np.linalg.norm(vals)
+                    indices.extend(cols.tolist())
+                    data.extend(vals.tolist())
             indptr.append(len(indices))
         return sparse.csr_matrix(
             (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int64), np.asarray(indptr)),
@@ -59,20 +158,59 @@ class Lexical:
         )
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """Class scores (N, C)."""
-        return np.asarray(self.transform(texts) @ self.weight.T) + self.bias
+        """Class scores (N, C) of each text's first :data:`MAX_CHARS` characters."""
+        return np.asarray(self.transform([t[:MAX_CHARS] for t in texts]) @ self.weight.T) + self.bias
+
+    def vocab_json(self) -> Any:
+        """What ``*_vocab.json`` holds: a plain term list for one word block, else blocks + terms."""
+        if len(self.blocks) == 1 and self.blocks[0].analyzer == WORD_1_2:
+            return self.vocab
+        return {
+            "blocks": [{**b.analyzer.to_json(), "size": len(b.vocab)} for b in self.blocks],
+            "vocab": self.vocab,
+        }
+
+    @classmethod
+    def from_arrays(cls, vocab_json: Any, idf: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> Lexical:
+        """Rebuild from :meth:`vocab_json` output and the stored arrays."""
+        if isinstance(vocab_json, list):
+            return cls(vocab_json, idf, weight, bias)
+        layout = [
+            (Analyzer(b["analyzer"], int(b["ngram_range"][0]), int(b["ngram_range"][1])), int(b["size"]))
+            for b in vocab_json["blocks"]
+        ]
+        return cls(vocab_json["vocab"], idf, weight, bias, layout)
 
 
 def fit_vectorizer(texts: Sequence[str]) -> tuple[list[str], np.ndarray, sparse.csr_matrix]:
-    """Fit sklearn's TF-IDF on ``texts``; returns (vocabulary in column order, idf, matrix)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    """Fit sklearn's word 1-2 gram TF-IDF on ``texts``; returns (vocabulary in column order, idf, matrix)."""
+    vocab, idf, x, _ = fit_blocks(texts, [(WORD_1_2, 1)])
+    return vocab, idf, x
 
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, dtype=np.float32)
-    x = vec.fit_transform(texts)
-    vocab = [""] * len(vec.vocabulary_)
-    for term, j in vec.vocabulary_.items():
-        vocab[j] = term
-    return vocab, vec.idf_.astype(np.float32), x.tocsr()
+
+def fit_blocks(
+    texts: Sequence[str], analyzers: Sequence[tuple[Analyzer, int]]
+) -> tuple[list[str], np.ndarray, sparse.csr_matrix, list[tuple[Analyzer, int]]]:
+    """Fit one sklearn TF-IDF vectoriser per ``(analyzer, min_df)`` and stack them.
+
+    Returns:
+        ``(vocabulary in column order, idf, matrix, layout)``; ``layout`` is the
+        ``(analyzer, size)`` list :class:`Lexical` takes.
+    """
+    vocab: list[str] = []
+    idfs: list[np.ndarray] = []
+    mats: list[sparse.csr_matrix] = []
+    layout: list[tuple[Analyzer, int]] = []
+    for analyzer, min_df in analyzers:
+        vec = analyzer.sklearn_vectorizer(min_df)
+        mats.append(vec.fit_transform(texts))
+        terms = [""] * len(vec.vocabulary_)
+        for term, j in vec.vocabulary_.items():
+            terms[j] = term
+        vocab.extend(terms)
+        idfs.append(vec.idf_.astype(np.float32))
+        layout.append((analyzer, len(terms)))
+    return vocab, np.concatenate(idfs), sparse.hstack(mats).tocsr().astype(np.float32), layout
 
 
 def check_matches_sklearn(lex: Lexical, texts: Sequence[str], reference: sparse.csr_matrix) -> None:

@@ -11,29 +11,32 @@ CPU floating-point nondeterminism):
 3. Linear probe (class-balanced logistic regression) to initialise the sentiment
    head, then fine-tunes a copy of the top encoder layer + head with a logit-adjusted
    loss (targets balanced recall), checks TweetEval val after each epoch, then tunes
-   per-class decision biases on TweetEval val only.
+   per-class decision biases on TweetEval val only. Unless ``--no-sentiment-lexical``:
+   a word + char n-gram TF-IDF logistic regression whose log-probabilities are
+   mixed with the encoder head's (its C, the share and the biases chosen on val).
 4. Touchpoints: logistic regression on mean pools of trunk layers 1-4 + the sentence
    embedding, averaged with a TF-IDF logistic regression; Cs and the mixing share are
    chosen on validation data (train CV + our dev split). Also the class centroids
    (few-shot prototypes) and the zero-shot temperature (on train).
 5. Moments: a logistic-regression moment head on our train split's moment labels
    (and fallback probability thresholds).
-6. Writes ``weights.safetensors``, ``lexical_vocab.json`` and ``manifest.json`` to
-   ``--out`` (default ``models/artifacts``).
+6. Writes ``weights.safetensors``, ``lexical_vocab.json``, ``sentiment_lexical_vocab.json``
+   and ``manifest.json`` to ``--out`` (default ``models/artifacts``).
 
 TweetEval test is never read here; ``moments eval`` measures the shipped model.
-The shipped model: ``python -m models.train --epochs 3 --lr 1e-4``.
+The defaults are the shipped configuration: ``python -m models.train`` rebuilds it.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,13 +48,22 @@ import torch
 
 from models import data as D
 from models.encoder import MAX_TOKENS, SplitEncoder, Tokenizer, base_model_dir, set_threads
-from models.lexical import Lexical, check_matches_sklearn, fit_vectorizer
+from models.lexical import (
+    CHAR_WB_2_5,
+    SENTIMENT_VOCAB,
+    WORD_1_2,
+    Lexical,
+    check_matches_sklearn,
+    fit_blocks,
+    fit_vectorizer,
+)
 from models.taxonomy import DEFAULT_TAXONOMY, TOUCHPOINTS
 from models.textprep import spell_emoji
 from models.training import (
     FitConfig,
     SentimentBranch,
     TrunkCache,
+    biases_generalise,
     branch_logits,
     branch_pooled,
     build_trunk_cache,
@@ -148,7 +160,9 @@ def embed_texts(
             idx = order[s : s + batch_size]
             batch = tokenizer.pad([ids[j] for j in idx])
             trunk, pools = encoder.run_trunk_pooled(batch, FEATURE_LAYERS)
-            base = mean_pool(encoder.run_top(trunk, batch.attention_mask), batch.attention_mask)
+            top, top_pools = encoder.run_top_pooled(trunk, batch.attention_mask, FEATURE_LAYERS)
+            pools += top_pools
+            base = mean_pool(top, batch.attention_mask)
             pools.append(torch.nn.functional.normalize(base, dim=-1))
             feats[idx] = torch.cat(pools, dim=1).numpy()
     return feats, feats[:, -h:].copy()
@@ -200,9 +214,13 @@ def moment_thresholds(sent_probs: np.ndarray, moments: list[str]) -> tuple[float
     return best
 
 
+SENTIMENT_LEXICAL_BLOCKS = ((WORD_1_2, 2), (CHAR_WB_2_5, 3))
+"""The sentiment TF-IDF model's analysers and their min_df: word 1-2 grams and in-word char 2-5 grams."""
+
+
 @dataclass
 class SentimentResult:
-    """The trained sentiment branch and what validation said about it."""
+    """The trained sentiment branch (plus the optional lexical model) and what validation said about it."""
 
     branch: SentimentBranch
     bias: np.ndarray
@@ -211,6 +229,108 @@ class SentimentResult:
     val_macro_recall_tuned: float
     rows: int
     fit: dict[str, Any]
+    lexical: Lexical | None = None
+    lexical_share: float = 0.0
+    lexical_c: float = 0.0
+    lexical_report: dict[str, float] | None = None
+
+    def scores(self, logits: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """Decision scores before the biases, as the classifier computes them (log-probability mix)."""
+        return sentiment_scores(logits, self.lexical, self.lexical_share, texts)
+
+    def probs(self, logits: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """Final sentiment probabilities (mix + validation-tuned biases)."""
+        return _softmax(self.scores(logits, texts) + self.bias)
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def sentiment_scores(logits: np.ndarray, lexical: Lexical | None, share: float, texts: Sequence[str]) -> np.ndarray:
+    """``(1 - share) * log p_encoder + share * log p_lexical`` (the encoder alone when there is no lexical model)."""
+    scores = _log_softmax(logits)
+    if lexical is not None and share > 0:
+        scores = (1 - share) * scores + share * _log_softmax(lexical.logits(texts))
+    return scores
+
+
+def decision_biases(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
+    """Per-class decision biases on TweetEval val, kept only if they help held-out halves of val.
+
+    Returns:
+        ``(biases, val macro-recall of the final decision, check report)``.
+    """
+
+    def recall(yy: np.ndarray, p: np.ndarray) -> float:
+        return macro_recall(yy, p, 3)
+
+    keep, held_with, held_without = biases_generalise(scores, y, recall)
+    bias, tuned = tune_biases(scores, y, recall)
+    check = {"held_out_with_biases": held_with, "held_out_without": held_without, "kept": float(keep)}
+    log.info(
+        "decision biases %s: held-out val %.4f with, %.4f without -> %s",
+        bias.round(2).tolist(),
+        held_with,
+        held_without,
+        "kept" if keep else "dropped",
+    )
+    if not keep:
+        bias, tuned = np.zeros(scores.shape[1], dtype=np.float32), recall(y, scores.argmax(1))
+    return bias, tuned, check
+
+
+def fit_sentiment_lexical(
+    train_texts: list[str],
+    train_y: np.ndarray,
+    val_texts: list[str],
+    val_y: np.ndarray,
+    val_logits: np.ndarray,
+) -> tuple[Lexical, float, float, np.ndarray, dict[str, float]]:
+    """Fit the TF-IDF sentiment model and choose how much it counts.
+
+    C and the share of the log-probability mix are chosen together on TweetEval val,
+    by the macro-recall of the *mix* (the decision that ships), like the encoder's
+    epochs; then the decision biases (:func:`decision_biases`). Why not C by
+    cross-validation on train: CV scores the lexical model alone and favours a
+    smoother model than the mix wants. TweetEval test is never read.
+
+    Returns:
+        ``(lexical, C, share, biases, report)``; share 0 means the encoder alone won.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    def recall(y: np.ndarray, p: np.ndarray) -> float:
+        return macro_recall(y, p, 3)
+
+    vocab, idf, x, layout = fit_blocks(train_texts, SENTIMENT_LEXICAL_BLOCKS)
+    encoder_scores = _log_softmax(val_logits)
+    best: tuple[float, float, float, Lexical | None] = (-1.0, 0.0, 0.0, None)
+    for c in (0.5, 1.0, 2.0, 4.0):
+        model = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(x, train_y)
+        lexical = Lexical(vocab, idf, model.coef_, model.intercept_, layout)
+        lex_scores = _log_softmax(lexical.logits(val_texts))
+        for share in np.round(np.arange(0.0, 0.81, 0.05), 2):
+            score = recall(val_y, ((1 - share) * encoder_scores + share * lex_scores).argmax(1))
+            if score > best[0] + 1e-9:
+                best = (score, c, float(share), lexical)
+        log.info("sentiment lexical C=%s: val macro-recall alone %.4f", c, recall(val_y, lex_scores.argmax(1)))
+    mixed_score, c, share, chosen = best
+    if chosen is None:
+        raise RuntimeError("no lexical sentiment model was fitted")
+    lexical = chosen
+    check_matches_sklearn(lexical, train_texts[:2000], x[:2000])
+    lex_scores = _log_softmax(lexical.logits(val_texts))
+    bias, final, check = decision_biases((1 - share) * encoder_scores + share * lex_scores, val_y)
+    report = {
+        "val_macro_recall_lexical_alone": recall(val_y, lex_scores.argmax(1)),
+        "val_macro_recall_mixed": mixed_score,
+        "val_macro_recall_final": final,
+        **{f"bias_check_{k}": v for k, v in check.items()},
+    }
+    log.info("sentiment lexical: C=%s, share %.2f, biases %s; %s", c, share, bias.round(2).tolist(), report)
+    return lexical, c, share, bias, report
 
 
 def train_sentiment(
@@ -247,10 +367,15 @@ def train_sentiment(
             train_cache = _subset(train_cache, pick)
         rows = len(train_cache)
 
+        best: dict[str, Any] = {"score": -1.0}
+
         def on_epoch(epoch: int) -> None:
             lg = branch_logits(branch, val_cache)
-            history.append({"epoch": epoch, "val_macro_recall": macro_recall(yv, lg.argmax(1), 3)})
-            log.info("epoch %d: TweetEval val macro-recall %.4f", epoch, history[-1]["val_macro_recall"])
+            score = macro_recall(yv, lg.argmax(1), 3)
+            history.append({"epoch": epoch, "val_macro_recall": score})
+            log.info("epoch %d: TweetEval val macro-recall %.4f", epoch, score)
+            if args.best_epoch and score > best["score"]:
+                best.update(score=score, epoch=epoch, state=copy.deepcopy(branch.state_dict()))
 
         linear_probe(branch, train_cache, args.seed)
         on_epoch(0)
@@ -258,13 +383,25 @@ def train_sentiment(
             steps = int(len(train_cache) * args.epochs)
             fit_sentiment(branch, train_cache, cfg, progress=task("sentiment fine-tune", steps), on_epoch=on_epoch)
         fit = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+        if args.best_epoch and "state" in best:
+            branch.load_state_dict(best["state"])
+            fit["kept_epoch"] = best["epoch"]
+            log.info("kept epoch %d (best TweetEval val macro-recall %.4f)", best["epoch"], best["score"])
     val_logits = branch_logits(branch, val_cache)
-    bias, val_tuned = tune_biases(val_logits, yv, lambda y, p: macro_recall(y, p, 3))
     val_plain = macro_recall(yv, val_logits.argmax(1), 3)
-    log.info(
-        "TweetEval val macro-recall %.4f; with tuned biases %s: %.4f", val_plain, bias.round(2).tolist(), val_tuned
-    )
-    return SentimentResult(branch, bias, history, val_plain, val_tuned, rows, fit)
+    bias, val_tuned, _ = decision_biases(_log_softmax(val_logits), yv)
+    log.info("TweetEval val macro-recall %.4f; final decision (biases %s): %.4f", val_plain, bias.tolist(), val_tuned)
+    result = SentimentResult(branch, bias, history, val_plain, val_tuned, rows, fit)
+    if args.sentiment_lexical:
+        tw_train = D.load_tweeteval("train", args.data)
+        lexical, c, share, lex_bias, report = fit_sentiment_lexical(
+            tw_train.texts, np.asarray(tw_train.labels), tw_val.texts, yv, val_logits
+        )
+        if share > 0:
+            result.lexical, result.lexical_c, result.lexical_share = lexical, c, share
+            result.bias, result.lexical_report = lex_bias, report
+            result.val_macro_recall_tuned = report["val_macro_recall_final"]
+    return result
 
 
 def _load_branch(branch: SentimentBranch, artifacts: Path) -> None:
@@ -460,11 +597,11 @@ def _moment_inputs(
     texts = [spell_emoji(str(r["text"])) for r in rows]
     cache = build_trunk_cache(encoder, tokenizer, texts, [0] * len(texts))
     pooled = branch_pooled(sent.branch.top, cache)
-    logits = pooled @ sent.branch.head.weight.detach().numpy().T + sent.branch.head.bias.detach().numpy() + sent.bias
-    z = np.exp(logits - logits.max(1, keepdims=True))
+    logits = pooled @ sent.branch.head.weight.detach().numpy().T + sent.branch.head.bias.detach().numpy()
+    probs = sent.probs(logits, [str(r["text"]).strip() for r in rows])
     _, emb = embed_texts(encoder, tokenizer, [str(r["text"]) for r in rows])
     y = np.array([MOMENTS.index(str(r["moment"])) for r in rows])
-    return np.concatenate([pooled, emb], axis=1), z / z.sum(1, keepdims=True), y
+    return np.concatenate([pooled, emb], axis=1), probs, y
 
 
 def _moment_pred(head: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -530,12 +667,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cache-dir", type=Path, default=D.REPO_ROOT / "var" / "cache" / "models", help="trunk cache")
     parser.add_argument(
-        "--epochs", type=float, default=2.0, help="sentiment fine-tune epochs (default 2; 0 = linear probe only)"
+        "--epochs", type=float, default=3.0, help="sentiment fine-tune epochs (default 3; 0 = linear probe only)"
+    )
+    parser.add_argument(
+        "--trunk-layers",
+        type=int,
+        default=4,
+        help="frozen lower layers shared by every head; the sentiment branch tunes a copy of the rest (default 4)",
     )
     parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the tuned top layer (default 1e-4)")
     parser.add_argument("--logit-adjust", type=float, default=1.0, help="tau of the logit-adjusted loss (0 = plain CE)")
     parser.add_argument(
         "--goemotions", action="store_true", help="add GoEmotions train (mapped to sentiment) to TweetEval train"
+    )
+    parser.add_argument(
+        "--no-sentiment-lexical",
+        dest="sentiment_lexical",
+        action="store_false",
+        help="encoder head alone for sentiment (default: mixed with a word + char n-gram TF-IDF model)",
     )
     parser.add_argument(
         "--banking77",
@@ -544,6 +693,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--sentiment-from", type=Path, help="reuse the sentiment branch of these artifacts (retrain the rest only)"
+    )
+    parser.add_argument(
+        "--best-epoch",
+        action="store_true",
+        help="keep the sentiment epoch with the best TweetEval val macro-recall (default: the last)",
     )
     parser.add_argument("--limit", type=int, help="use only N sentiment training rows (smoke runs)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2: the machine is shared)")
@@ -564,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     tp_train = D.load_touchpoints("train")
     tp_dev = D.load_touchpoints("dev")
 
-    encoder = SplitEncoder(trunk_layers=5)
+    encoder = SplitEncoder(trunk_layers=args.trunk_layers)
     tokenizer = Tokenizer()
     with progress_bar(sys.stderr.isatty()) as task:
         sent = train_sentiment(args, encoder, tokenizer, task)  # 2 + 3
@@ -578,7 +732,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     branch = sent.branch
-    tensors = {f"sentiment_top.{k}": v.detach().float().contiguous() for k, v in branch.top.state_dict().items()}
+    # The tuned layers are stored as float16 (half the bytes, well within the ~20 MB budget);
+    # load_state_dict casts them back to the float32 parameters they run as.
+    tensors = {f"sentiment_top.{k}": v.detach().half().contiguous() for k, v in branch.top.state_dict().items()}
     tensors["sentiment_head.weight"] = branch.head.weight.detach().float().contiguous()
     tensors["sentiment_head.bias"] = branch.head.bias.detach().float().contiguous()
     tensors["touchpoint_head.weight"] = torch.from_numpy(tp.weight).float()
@@ -591,6 +747,13 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "lexical_vocab.json").write_text(json.dumps(tp.lexical.vocab, ensure_ascii=False) + "\n")
     else:
         (args.out / "lexical_vocab.json").unlink(missing_ok=True)
+    if sent.lexical is not None:
+        tensors["sentiment_lexical.idf"] = torch.from_numpy(np.ascontiguousarray(sent.lexical.idf)).float()
+        tensors["sentiment_lexical.weight"] = torch.from_numpy(np.ascontiguousarray(sent.lexical.weight)).float()
+        tensors["sentiment_lexical.bias"] = torch.from_numpy(np.ascontiguousarray(sent.lexical.bias)).float()
+        (args.out / SENTIMENT_VOCAB).write_text(json.dumps(sent.lexical.vocab_json(), ensure_ascii=False) + "\n")
+    else:
+        (args.out / SENTIMENT_VOCAB).unlink(missing_ok=True)
     tensors["moment_head.weight"] = torch.from_numpy(moment.weight).float()
     tensors["moment_head.bias"] = torch.from_numpy(moment.bias).float()
     save_file(tensors, str(args.out / "weights.safetensors"))
@@ -617,6 +780,14 @@ def main(argv: list[str] | None = None) -> int:
             "val_macro_recall": sent.val_macro_recall,
             "val_macro_recall_tuned": sent.val_macro_recall_tuned,
             "reused_from": str(args.sentiment_from) if args.sentiment_from else None,
+            "lexical_share": sent.lexical_share,
+            "lexical": (
+                f"TF-IDF word 1-2 grams (min_df 2) + char_wb 2-5 grams (min_df 3), class-balanced logistic "
+                f"regression (C={sent.lexical_c}); log-probabilities mixed with the encoder head's"
+                if sent.lexical is not None
+                else None
+            ),
+            "lexical_report": sent.lexical_report,
         },
         "touchpoint": {
             "labels": list(TOUCHPOINTS),

@@ -116,3 +116,29 @@ def test_cli_text(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["classify", "--text", "my luggage never arrived and no one answers the phone"]) == 0
     result = Classification.model_validate_json(capsys.readouterr().out)
     assert result.sentiment == "negative"
+
+
+def test_sentiment_mixes_the_shipped_lexical_model(classifier) -> None:  # type: ignore[no-untyped-def]
+    # The manifest's share must reach the decision: recompute the mix by hand.
+    from models.classifier import log_softmax, softmax
+
+    assert classifier.sentiment_lexical is not None and 0 < classifier.sentiment_lexical_share < 1
+    raw = classifier.encode(TEXTS)
+    share = classifier.sentiment_lexical_share
+    lexical = log_softmax(classifier.sentiment_lexical.logits(TEXTS))
+    expected = softmax((1 - share) * log_softmax(raw.sentiment_logits) + share * lexical + classifier.sentiment_bias)
+    assert (abs(classifier.sentiment_probs(raw, TEXTS) - expected) < 1e-5).all()
+    encoder_only = softmax(raw.sentiment_logits + classifier.sentiment_bias)
+    assert (abs(expected - encoder_only) > 1e-3).any()
+
+
+def test_missing_lexical_vocabulary_is_a_clear_error(tmp_path: Path) -> None:
+    import shutil
+
+    from models.classifier import ARTIFACTS_DIR, Classifier
+    from models.lexical import SENTIMENT_VOCAB
+
+    shutil.copytree(ARTIFACTS_DIR, tmp_path / "artifacts")
+    (tmp_path / "artifacts" / SENTIMENT_VOCAB).unlink()
+    with pytest.raises(FileNotFoundError, match=SENTIMENT_VOCAB):
+        Classifier(tmp_path / "artifacts")

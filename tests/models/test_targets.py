@@ -14,9 +14,9 @@ from models.evaluate import touchpoint_report, tweeteval_report
 
 # First 2,000 rows of TweetEval sentiment test: measured macro-recall minus a margin.
 TWEETEVAL_SLICE = 2000
-TWEETEVAL_SLICE_MIN_MACRO_RECALL = 0.66  # measured 0.684 (model c)
+TWEETEVAL_SLICE_MIN_MACRO_RECALL = 0.67  # measured 0.689 (model g)
 # Our dev split, the whole of it (the issue's target).
-TOUCHPOINT_DEV_MIN_MACRO_F1 = 0.75  # the issue target; measured 0.775 (model c)
+TOUCHPOINT_DEV_MIN_MACRO_F1 = 0.75  # the issue target; measured 0.775 (model g)
 
 
 @pytest.mark.slow
