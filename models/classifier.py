@@ -62,6 +62,18 @@ def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
+def mix_log_probs(encoder_logits: np.ndarray, lexical_logits: np.ndarray | None, share: float) -> np.ndarray:
+    """Sentiment decision scores: ``(1 - share) * log p_encoder + share * log p_lexical``.
+
+    The encoder's alone when there is no lexical model. Training and inference both call
+    this, so the mix chosen on validation data is the one that ships.
+    """
+    scores = log_softmax(encoder_logits)
+    if lexical_logits is None or share <= 0:
+        return scores
+    return (1 - share) * scores + share * log_softmax(lexical_logits)
+
+
 @dataclass
 class RawOutputs:
     """What the networks say about a batch of texts, before any rule is applied."""
@@ -235,11 +247,8 @@ class Classifier:
     def sentiment_probs(self, raw: RawOutputs, texts: Sequence[str]) -> np.ndarray:
         """Sentiment probabilities: the encoder head's log-probabilities, mixed with the
         lexical model's when one ships, plus the validation-tuned decision biases."""
-        scores = log_softmax(raw.sentiment_logits)
-        if self.sentiment_lexical is not None:
-            share = self.sentiment_lexical_share
-            scores = (1 - share) * scores + share * log_softmax(self.sentiment_lexical.logits(texts))
-        return softmax(scores + self.sentiment_bias)
+        lexical = self.sentiment_lexical.logits(texts) if self.sentiment_lexical is not None else None
+        return softmax(mix_log_probs(raw.sentiment_logits, lexical, self.sentiment_lexical_share) + self.sentiment_bias)
 
     # --- the public call -------------------------------------------------------------
 

@@ -127,11 +127,6 @@ class Lexical:
         self.weight = np.ascontiguousarray(weight, dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
 
-    @property
-    def index(self) -> dict[str, int]:
-        """Term → column of the first block (the word block of a touchpoint model)."""
-        return self.blocks[0].index
-
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """Sublinear TF-IDF rows, each analyser block L2-normalised on its own (as sklearn's ``hstack``)."""
         indptr = [0]

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from models import data as D
+from models.classifier import log_softmax, mix_log_probs, softmax
 from models.encoder import MAX_TOKENS, SplitEncoder, Tokenizer, base_model_dir, set_threads
 from models.lexical import (
     CHAR_WB_2_5,
@@ -236,24 +237,12 @@ class SentimentResult:
 
     def scores(self, logits: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """Decision scores before the biases, as the classifier computes them (log-probability mix)."""
-        return sentiment_scores(logits, self.lexical, self.lexical_share, texts)
+        lexical = self.lexical.logits(texts) if self.lexical is not None else None
+        return mix_log_probs(logits, lexical, self.lexical_share)
 
     def probs(self, logits: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """Final sentiment probabilities (mix + validation-tuned biases)."""
-        return _softmax(self.scores(logits, texts) + self.bias)
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    return z - np.log(np.exp(z).sum(1, keepdims=True))
-
-
-def sentiment_scores(logits: np.ndarray, lexical: Lexical | None, share: float, texts: Sequence[str]) -> np.ndarray:
-    """``(1 - share) * log p_encoder + share * log p_lexical`` (the encoder alone when there is no lexical model)."""
-    scores = _log_softmax(logits)
-    if lexical is not None and share > 0:
-        scores = (1 - share) * scores + share * _log_softmax(lexical.logits(texts))
-    return scores
+        return softmax(self.scores(logits, texts) + self.bias)
 
 
 def decision_biases(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
@@ -305,26 +294,25 @@ def fit_sentiment_lexical(
         return macro_recall(y, p, 3)
 
     vocab, idf, x, layout = fit_blocks(train_texts, SENTIMENT_LEXICAL_BLOCKS)
-    encoder_scores = _log_softmax(val_logits)
     best: tuple[float, float, float, Lexical | None] = (-1.0, 0.0, 0.0, None)
     for c in (0.5, 1.0, 2.0, 4.0):
         model = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(x, train_y)
         lexical = Lexical(vocab, idf, model.coef_, model.intercept_, layout)
-        lex_scores = _log_softmax(lexical.logits(val_texts))
+        lex_logits = lexical.logits(val_texts)
         for share in np.round(np.arange(0.0, 0.81, 0.05), 2):
-            score = recall(val_y, ((1 - share) * encoder_scores + share * lex_scores).argmax(1))
+            score = recall(val_y, mix_log_probs(val_logits, lex_logits, share).argmax(1))
             if score > best[0] + 1e-9:
                 best = (score, c, float(share), lexical)
-        log.info("sentiment lexical C=%s: val macro-recall alone %.4f", c, recall(val_y, lex_scores.argmax(1)))
+        log.info("sentiment lexical C=%s: val macro-recall alone %.4f", c, recall(val_y, lex_logits.argmax(1)))
     mixed_score, c, share, chosen = best
     if chosen is None:
         raise RuntimeError("no lexical sentiment model was fitted")
     lexical = chosen
     check_matches_sklearn(lexical, train_texts[:2000], x[:2000])
-    lex_scores = _log_softmax(lexical.logits(val_texts))
-    bias, final, check = decision_biases((1 - share) * encoder_scores + share * lex_scores, val_y)
+    lex_logits = lexical.logits(val_texts)
+    bias, final, check = decision_biases(mix_log_probs(val_logits, lex_logits, share), val_y)
     report = {
-        "val_macro_recall_lexical_alone": recall(val_y, lex_scores.argmax(1)),
+        "val_macro_recall_lexical_alone": recall(val_y, lex_logits.argmax(1)),
         "val_macro_recall_mixed": mixed_score,
         "val_macro_recall_final": final,
         **{f"bias_check_{k}": v for k, v in check.items()},
@@ -389,7 +377,7 @@ def train_sentiment(
             log.info("kept epoch %d (best TweetEval val macro-recall %.4f)", best["epoch"], best["score"])
     val_logits = branch_logits(branch, val_cache)
     val_plain = macro_recall(yv, val_logits.argmax(1), 3)
-    bias, val_tuned, _ = decision_biases(_log_softmax(val_logits), yv)
+    bias, val_tuned, _ = decision_biases(log_softmax(val_logits), yv)
     log.info("TweetEval val macro-recall %.4f; final decision (biases %s): %.4f", val_plain, bias.tolist(), val_tuned)
     result = SentimentResult(branch, bias, history, val_plain, val_tuned, rows, fit)
     if args.sentiment_lexical:
@@ -476,7 +464,7 @@ def train_touchpoints(
     temperature, zs_f1 = zero_shot_temperature(own_emb, tp_y, np.stack(protos))
     dev_f1 = float("nan")
     if len(dev_y):
-        probs = (1 - share) * _softmax(dev_feats @ tw.T + tb) + share * _softmax(lexical.logits(dev_texts))
+        probs = (1 - share) * softmax(dev_feats @ tw.T + tb) + share * softmax(lexical.logits(dev_texts))
         dev_f1 = macro_f1(dev_y, probs.argmax(1), len(TOUCHPOINTS))
     log.info(
         "touchpoint head C=%s + lexical (C=%s, share %.2f): CV macro-F1 %.4f, dev %.4f; zero-shot temperature %.3f",
@@ -490,11 +478,6 @@ def train_touchpoints(
     return TouchpointResult(
         tw, tb, c, centroids, temperature, zs_f1, dev_f1, len(tp_texts), lexical, share, lex_c, cv_f1
     )
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
 
 
 def fit_lexical_ensemble(
@@ -526,12 +509,12 @@ def fit_lexical_ensemble(
         vocab, idf, x_tr = fit_vectorizer([texts[i] for i in tr])
         lex_x = Lexical(vocab, idf, np.zeros((n, len(vocab))), np.zeros(n)).transform([texts[i] for i in te])
         lex_ps = {
-            c: _softmax(LogisticRegression(C=c, max_iter=3000).fit(x_tr, y[tr]).decision_function(lex_x))
+            c: softmax(LogisticRegression(C=c, max_iter=3000).fit(x_tr, y[tr]).decision_function(lex_x))
             for c in (16.0, 64.0)
         }
         for emb_c in (2.0, 4.0, 16.0):
             model = LogisticRegression(C=emb_c, max_iter=2000).fit(feats[tr], y[tr])
-            emb_p = _softmax(model.decision_function(feats[te]))
+            emb_p = softmax(model.decision_function(feats[te]))
             for c, lex_p in lex_ps.items():
                 for share in shares:
                     pred = ((1 - share) * emb_p + share * lex_p).argmax(1)
@@ -543,11 +526,11 @@ def fit_lexical_ensemble(
         vocab, idf, x_all = fit_vectorizer(texts)
         dev_x = Lexical(vocab, idf, np.zeros((n, len(vocab))), np.zeros(n)).transform(dev_texts)
         dev_lex = {
-            c: _softmax(LogisticRegression(C=c, max_iter=3000).fit(x_all, y).decision_function(dev_x))
+            c: softmax(LogisticRegression(C=c, max_iter=3000).fit(x_all, y).decision_function(dev_x))
             for c in (16.0, 64.0)
         }
         for emb_c in (2.0, 4.0, 16.0):
-            emb_p = _softmax(LogisticRegression(C=emb_c, max_iter=2000).fit(feats, y).decision_function(dev_feats))
+            emb_p = softmax(LogisticRegression(C=emb_c, max_iter=2000).fit(feats, y).decision_function(dev_feats))
             for c, lex_p in dev_lex.items():
                 for share in shares:
                     f1 = macro_f1(dev_y, ((1 - share) * emb_p + share * lex_p).argmax(1), n)

@@ -35,3 +35,26 @@ def test_biases_that_only_fit_noise_are_dropped() -> None:
     assert tuned >= _recall(y, logits.argmax(1))  # on the data it was tuned on, it always "helps"
     keep, held_with, held_without = biases_generalise(logits, y, _recall, repeats=3)
     assert not keep and held_with <= held_without
+
+
+def test_sentiment_lexical_mix_is_chosen_on_val_and_ships_as_scored() -> None:
+    from models.classifier import mix_log_probs
+    from models.data import load_tweeteval
+    from models.lexical import CHAR_WB_2_5, WORD_1_2
+    from models.train import fit_sentiment_lexical
+
+    train, val = load_tweeteval("train").head(1500), load_tweeteval("val").head(400)
+    y_val = np.asarray(val.labels)
+    # A weak stand-in for the encoder head: right 45% of the time, so the lexical model has room to help.
+    rng = np.random.default_rng(1)
+    encoder_logits = rng.normal(size=(len(y_val), 3))
+    encoder_logits[np.arange(len(y_val)), np.where(rng.random(len(y_val)) < 0.45, y_val, 0)] += 1.5
+    lexical, c, share, bias, report = fit_sentiment_lexical(
+        train.texts, np.asarray(train.labels), val.texts, y_val, encoder_logits
+    )
+    assert [b.analyzer for b in lexical.blocks] == [WORD_1_2, CHAR_WB_2_5]
+    assert c in (0.5, 1.0, 2.0, 4.0) and 0.0 < share <= 0.8
+    assert report["val_macro_recall_mixed"] > _recall(y_val, encoder_logits.argmax(1))
+    # The reported val figure is the decision the classifier will make with these parts.
+    final = mix_log_probs(encoder_logits, lexical.logits(val.texts), share) + bias
+    assert abs(_recall(y_val, final.argmax(1)) - report["val_macro_recall_final"]) < 1e-9
