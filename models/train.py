@@ -324,7 +324,7 @@ def fit_sentiment_lexical(
 def train_sentiment(
     args: argparse.Namespace, encoder: SplitEncoder, tokenizer: Tokenizer, task: TaskFactory
 ) -> SentimentResult:
-    """Linear probe, then fine-tune the top layer copy; decision biases tuned on TweetEval val."""
+    """Linear probe, then fine-tune the copy of the top layers; the TF-IDF mix and decision biases on TweetEval val."""
     tw_val = D.load_tweeteval("val", args.data)
     val_cache = cached_trunk(
         "tweeteval-val", [spell_emoji(t) for t in tw_val.texts], tw_val.labels, encoder, tokenizer, args.cache_dir, task
@@ -658,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         default=4,
         help="frozen lower layers shared by every head; the sentiment branch tunes a copy of the rest (default 4)",
     )
-    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the tuned top layer (default 1e-4)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the tuned top layers (default 1e-4)")
     parser.add_argument("--logit-adjust", type=float, default=1.0, help="tau of the logit-adjusted loss (0 = plain CE)")
     parser.add_argument(
         "--goemotions", action="store_true", help="add GoEmotions train (mapped to sentiment) to TweetEval train"
