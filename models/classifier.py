@@ -32,7 +32,7 @@ from torch import nn
 
 from crawlers.schema import Classification, Post
 from models.encoder import SplitEncoder, Tokenizer, base_model_dir, mean_pool, set_threads
-from models.lexical import SENTIMENT_VOCAB, Lexical
+from models.lexical import ARRAYS, SENTIMENT_VOCAB, TOUCHPOINT_VOCAB, Lexical
 from models.taxonomy import DEFAULT_TAXONOMY, Taxonomy
 from models.textprep import detect_language, has_letters, spell_emoji
 
@@ -72,6 +72,12 @@ def mix_log_probs(encoder_logits: np.ndarray, lexical_logits: np.ndarray | None,
     if lexical_logits is None or share <= 0:
         return scores
     return (1 - share) * scores + share * log_softmax(lexical_logits)
+
+
+def _load_lexical(weights: dict[str, torch.Tensor], prefix: str, vocab_path: Path) -> Lexical:
+    """A lexical model from its vocabulary file and its arrays in the loaded weights."""
+    vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    return Lexical.from_arrays(vocab, *(weights[f"{prefix}.{name}"].numpy() for name in ARRAYS))
 
 
 @dataclass
@@ -130,12 +136,7 @@ class Classifier:
         if self.sentiment_lexical_share > 0:
             if not sent_vocab.is_file():
                 raise FileNotFoundError(f"the manifest mixes in a lexical sentiment model but {sent_vocab} is missing")
-            self.sentiment_lexical = Lexical.from_arrays(
-                json.loads(sent_vocab.read_text(encoding="utf-8")),
-                weights["sentiment_lexical.idf"].numpy(),
-                weights["sentiment_lexical.weight"].numpy(),
-                weights["sentiment_lexical.bias"].numpy(),
-            )
+            self.sentiment_lexical = _load_lexical(weights, "sentiment_lexical", sent_vocab)
 
         tp = self.manifest["touchpoint"]
         self.head_labels: list[str] = list(tp["labels"])
@@ -146,14 +147,9 @@ class Classifier:
         self.temperature = float(tp.get("temperature", 0.05))
         self.lexical_share = float(tp.get("lexical_share", 0.0))
         self.lexical: Lexical | None = None
-        vocab_path = self.artifacts_dir / "lexical_vocab.json"
+        vocab_path = self.artifacts_dir / TOUCHPOINT_VOCAB
         if self.lexical_share > 0 and vocab_path.is_file():
-            self.lexical = Lexical.from_arrays(
-                json.loads(vocab_path.read_text(encoding="utf-8")),
-                weights["lexical.idf"].numpy(),
-                weights["lexical.weight"].numpy(),
-                weights["lexical.bias"].numpy(),
-            )
+            self.lexical = _load_lexical(weights, "lexical", vocab_path)
         self.centroid_weight = float(tp.get("centroid_weight", 1.0))
 
         moment = self.manifest["moment"]

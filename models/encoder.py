@@ -15,7 +15,7 @@ layers twice (two extra layers, about +1/3 of the encoder).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,13 +134,27 @@ class SplitEncoder(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
 
+    @staticmethod
+    def _run_stack(
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor,
+        stack: Iterable[nn.Module],
+        first: int = 0,
+        pool_layers: Sequence[int] = (),
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run ``stack`` (whose first layer is encoder layer ``first``); also return the
+        L2-normalised mean pools of the layers named in ``pool_layers``."""
+        mask = extended_mask(attention_mask, hidden.dtype)
+        pools: list[torch.Tensor] = []
+        for i, layer in enumerate(stack, start=first):
+            hidden = layer(hidden, mask)
+            if i in pool_layers:
+                pools.append(nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1))
+        return hidden, pools
+
     def run_trunk(self, batch: Batch) -> torch.Tensor:
         """Hidden states after the trunk, shape (B, L, H)."""
-        hidden = self.embeddings(input_ids=batch.input_ids, token_type_ids=torch.zeros_like(batch.input_ids))
-        mask = extended_mask(batch.attention_mask, hidden.dtype)
-        for layer in self.trunk:
-            hidden = layer(hidden, mask)
-        return hidden
+        return self.run_trunk_pooled(batch, ())[0]
 
     def run_trunk_pooled(self, batch: Batch, layers: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Trunk output plus the L2-normalised mean-pooled outputs of the given trunk layers (0-based).
@@ -149,35 +163,20 @@ class SplitEncoder(nn.Module):
         the touchpoint head reads them too (it lifted dev macro-F1 by ~0.03).
         """
         hidden = self.embeddings(input_ids=batch.input_ids, token_type_ids=torch.zeros_like(batch.input_ids))
-        mask = extended_mask(batch.attention_mask, hidden.dtype)
-        pools: list[torch.Tensor] = []
-        for i, layer in enumerate(self.trunk):
-            hidden = layer(hidden, mask)
-            if i in layers:
-                pools.append(nn.functional.normalize(mean_pool(hidden, batch.attention_mask), dim=-1))
-        return hidden, pools
+        return self._run_stack(hidden, batch.attention_mask, self.trunk, 0, layers)
 
     def run_top(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, top: nn.ModuleList | None = None
     ) -> torch.Tensor:
         """Hidden states after the (given or original) top layers, shape (B, L, H)."""
-        mask = extended_mask(attention_mask, hidden.dtype)
-        for layer in top if top is not None else self.top:
-            hidden = layer(hidden, mask)
-        return hidden
+        return self._run_stack(hidden, attention_mask, top if top is not None else self.top)[0]
 
     def run_top_pooled(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, layers: Sequence[int]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Original top layers' output plus the L2-normalised mean pools of those of ``layers``
         (0-based, counted from the bottom of the whole encoder) that lie in the top."""
-        mask = extended_mask(attention_mask, hidden.dtype)
-        pools: list[torch.Tensor] = []
-        for i, layer in enumerate(self.top, start=self.trunk_layers):
-            hidden = layer(hidden, mask)
-            if i in layers:
-                pools.append(nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1))
-        return hidden, pools
+        return self._run_stack(hidden, attention_mask, self.top, self.trunk_layers, layers)
 
     def embed(self, batch: Batch) -> torch.Tensor:
         """L2-normalised sentence embeddings of the unmodified encoder, shape (B, H)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
@@ -69,8 +68,13 @@ MAX_CHARS = 640
 """What the lexical models read of a post: about the encoder's 128 tokens, so both judge the same
 opening of a long review (and a huge post costs no more than a long one)."""
 
+TOUCHPOINT_VOCAB = "lexical_vocab.json"
 SENTIMENT_VOCAB = "sentiment_lexical_vocab.json"
-"""Artifact file of the sentiment lexical model's vocabulary (the touchpoint one is ``lexical_vocab.json``)."""
+"""Artifact files of the lexical models' vocabularies; their arrays live in ``weights.safetensors``
+under the prefixes ``lexical.`` (touchpoint) and ``sentiment_lexical.``."""
+
+ARRAYS = ("idf", "weight", "bias")
+"""The arrays a :class:`Lexical` stores under its prefix, in constructor order."""
 
 WORD_1_2 = Analyzer("word", 1, 2)
 CHAR_WB_2_5 = Analyzer("char_wb", 2, 5)
@@ -78,8 +82,7 @@ CHAR_WB_2_5 = Analyzer("char_wb", 2, 5)
 
 def ngrams(text: str) -> list[str]:
     """Lower-cased word unigrams and bigrams, as sklearn's ``TfidfVectorizer(ngram_range=(1, 2))``."""
-    words = _TOKEN.findall(text.lower())
-    return words + [f"{a} {b}" for a, b in pairwise(words)]
+    return WORD_1_2.terms(text)
 
 
 @dataclass
@@ -164,6 +167,10 @@ class Lexical:
             "blocks": [{**b.analyzer.to_json(), "size": len(b.vocab)} for b in self.blocks],
             "vocab": self.vocab,
         }
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """The arrays to store, keyed ``{prefix}.{name}`` (float32, contiguous)."""
+        return {f"{prefix}.{name}": getattr(self, name) for name in ARRAYS}
 
     @classmethod
     def from_arrays(cls, vocab_json: Any, idf: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> Lexical:

@@ -52,6 +52,7 @@ from models.encoder import MAX_TOKENS, SplitEncoder, Tokenizer, base_model_dir, 
 from models.lexical import (
     CHAR_WB_2_5,
     SENTIMENT_VOCAB,
+    TOUCHPOINT_VOCAB,
     WORD_1_2,
     Lexical,
     check_matches_sklearn,
@@ -235,14 +236,10 @@ class SentimentResult:
     lexical_c: float = 0.0
     lexical_report: dict[str, float] | None = None
 
-    def scores(self, logits: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        """Decision scores before the biases, as the classifier computes them (log-probability mix)."""
-        lexical = self.lexical.logits(texts) if self.lexical is not None else None
-        return mix_log_probs(logits, lexical, self.lexical_share)
-
     def probs(self, logits: np.ndarray, texts: Sequence[str]) -> np.ndarray:
-        """Final sentiment probabilities (mix + validation-tuned biases)."""
-        return softmax(self.scores(logits, texts) + self.bias)
+        """Final sentiment probabilities, as the classifier computes them (mix + validation-tuned biases)."""
+        lexical = self.lexical.logits(texts) if self.lexical is not None else None
+        return softmax(mix_log_probs(logits, lexical, self.lexical_share) + self.bias)
 
 
 def decision_biases(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
@@ -723,20 +720,8 @@ def main(argv: list[str] | None = None) -> int:
     tensors["touchpoint_head.weight"] = torch.from_numpy(tp.weight).float()
     tensors["touchpoint_head.bias"] = torch.from_numpy(tp.bias).float()
     tensors["touchpoint_centroids"] = torch.from_numpy(tp.centroids).float()
-    if tp.lexical is not None and tp.lexical_share > 0:
-        tensors["lexical.idf"] = torch.from_numpy(tp.lexical.idf).float()
-        tensors["lexical.weight"] = torch.from_numpy(tp.lexical.weight).float()
-        tensors["lexical.bias"] = torch.from_numpy(tp.lexical.bias).float()
-        (args.out / "lexical_vocab.json").write_text(json.dumps(tp.lexical.vocab, ensure_ascii=False) + "\n")
-    else:
-        (args.out / "lexical_vocab.json").unlink(missing_ok=True)
-    if sent.lexical is not None:
-        tensors["sentiment_lexical.idf"] = torch.from_numpy(np.ascontiguousarray(sent.lexical.idf)).float()
-        tensors["sentiment_lexical.weight"] = torch.from_numpy(np.ascontiguousarray(sent.lexical.weight)).float()
-        tensors["sentiment_lexical.bias"] = torch.from_numpy(np.ascontiguousarray(sent.lexical.bias)).float()
-        (args.out / SENTIMENT_VOCAB).write_text(json.dumps(sent.lexical.vocab_json(), ensure_ascii=False) + "\n")
-    else:
-        (args.out / SENTIMENT_VOCAB).unlink(missing_ok=True)
+    _store_lexical(tensors, args.out / TOUCHPOINT_VOCAB, "lexical", tp.lexical if tp.lexical_share > 0 else None)
+    _store_lexical(tensors, args.out / SENTIMENT_VOCAB, "sentiment_lexical", sent.lexical)
     tensors["moment_head.weight"] = torch.from_numpy(moment.weight).float()
     tensors["moment_head.bias"] = torch.from_numpy(moment.bias).float()
     save_file(tensors, str(args.out / "weights.safetensors"))
@@ -818,6 +803,15 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     log.info("wrote %s (%.1f min)", args.out, (time.perf_counter() - started) / 60)
     return 0
+
+
+def _store_lexical(tensors: dict[str, torch.Tensor], vocab_path: Path, prefix: str, lexical: Lexical | None) -> None:
+    """Add a lexical model's arrays to ``tensors`` and write its vocabulary (or remove a stale one)."""
+    if lexical is None:
+        vocab_path.unlink(missing_ok=True)
+        return
+    tensors.update({key: torch.from_numpy(array) for key, array in lexical.arrays(prefix).items()})
+    vocab_path.write_text(json.dumps(lexical.vocab_json(), ensure_ascii=False) + "\n")
 
 
 def _subset(cache: TrunkCache, idx: np.ndarray) -> TrunkCache:
