@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from crawlers.schema import Classification, Post
-from models.encoder import SplitEncoder, Tokenizer, base_model_dir, mean_pool, set_threads
+from models.encoder import SplitEncoder, Tokenizer, base_model_dir, mean_pool, set_threads, tuned_top
 from models.lexical import ARRAYS, SENTIMENT_VOCAB, TOUCHPOINT_VOCAB, Lexical
 from models.taxonomy import DEFAULT_TAXONOMY, Taxonomy
 from models.textprep import detect_language, has_letters, spell_emoji
@@ -85,9 +85,19 @@ class RawOutputs:
     """What the networks say about a batch of texts, before any rule is applied."""
 
     sentiment_logits: np.ndarray  # (N, 3)
-    embeddings: np.ndarray  # (N, H), L2-normalised base sentence embeddings
-    features: np.ndarray  # (N, H * (len(feature_layers) + 1)), touchpoint head input
+    embeddings: np.ndarray | None  # (N, H), L2-normalised base sentence embeddings, when computed
+    features: np.ndarray  # (N, H * (len(feature_layers) + 1)), touchpoint head input; its last H: an embedding
     sentiment_pooled: np.ndarray  # (N, H), mean-pooled output of the sentiment-tuned top layers
+
+    def base_embeddings(self) -> np.ndarray:
+        """The base encoder's sentence embeddings (zero-shot space).
+
+        Raises:
+            ValueError: This encode skipped the base top layers (``base=False``).
+        """
+        if self.embeddings is None:
+            raise ValueError("these outputs were encoded without the base top layers (encode(..., base=True))")
+        return self.embeddings
 
 
 class Classifier:
@@ -120,15 +130,10 @@ class Classifier:
         weights = load_file(str(self.artifacts_dir / WEIGHTS))
 
         # The sentiment branch: a copy of the top layer(s) with the tuned weights.
-        import copy
-
-        self.sentiment_top: nn.ModuleList = copy.deepcopy(self.encoder.top)
-        top_state = {k[len("sentiment_top.") :]: v for k, v in weights.items() if k.startswith("sentiment_top.")}
-        self.sentiment_top.load_state_dict(top_state)
-        self.sentiment_top.eval()
+        sent = self.manifest["sentiment"]
+        self.sentiment_top: nn.ModuleList = tuned_top(self.encoder.top, weights, sent.get("lora"))
         self.sentiment_w = weights["sentiment_head.weight"].numpy()
         self.sentiment_b = weights["sentiment_head.bias"].numpy()
-        sent = self.manifest["sentiment"]
         self.sentiment_bias = np.asarray(sent.get("decision_bias", [0.0, 0.0, 0.0]), dtype=np.float32)
         self.sentiment_lexical_share = float(sent.get("lexical_share", 0.0))
         self.sentiment_lexical: Lexical | None = None
@@ -141,6 +146,11 @@ class Classifier:
         tp = self.manifest["touchpoint"]
         self.head_labels: list[str] = list(tp["labels"])
         self.feature_layers: list[int] = [int(i) for i in tp.get("feature_layers", [])]
+        # "sentiment": the head reads the sentiment-tuned layers, so the default taxonomy
+        # needs one stack of layers per post; "base": it reads the original ones.
+        self.features_from: str = str(tp.get("features_from", "base"))
+        if self.features_from not in ("base", "sentiment"):
+            raise ValueError(f"unknown touchpoint features_from {self.features_from!r} in {manifest_path}")
         self.touchpoint_w = weights["touchpoint_head.weight"].numpy()
         self.touchpoint_b = weights["touchpoint_head.bias"].numpy()
         self.centroids = weights["touchpoint_centroids"].numpy() if "touchpoint_centroids" in weights else None
@@ -160,8 +170,8 @@ class Classifier:
 
         self.batch_size = BATCH_SIZE
         self.taxonomy = taxonomy or Taxonomy()
-        self.prototypes = self._prototypes(self.taxonomy)
         self.use_head = self.taxonomy.is_default
+        self.prototypes = self._prototypes(self.taxonomy)
 
     # --- the network -----------------------------------------------------------------
 
@@ -174,17 +184,29 @@ class Classifier:
             mask[row, : len(seq)] = 1
         return torch.from_numpy(input_ids), torch.from_numpy(mask)
 
-    def encode(self, texts: Sequence[str], batch_size: int | None = None) -> RawOutputs:
-        """Run the networks over ``texts`` in length-sorted batches; outputs are in input order."""
+    def encode(self, texts: Sequence[str], batch_size: int | None = None, base: bool | None = None) -> RawOutputs:
+        """Run the networks over ``texts`` in length-sorted batches; outputs are in input order.
+
+        Args:
+            texts: Raw post texts.
+            batch_size: Posts per forward pass (default 64).
+            base: Also run the original top layers (base sentence embeddings). Default:
+                only when something needs them, i.e. a custom taxonomy, or touchpoint
+                features read from the original layers. Skipping them is what makes the
+                default path one stack of layers per post.
+        """
         from models.encoder import Batch
 
         batch_size = batch_size or self.batch_size
+        tuned_features = self.features_from == "sentiment"
+        if base is None:
+            base = not (tuned_features and self.use_head)
         ids = self.tokenizer.encode([spell_emoji(t) for t in texts])
         n = len(ids)
         hidden = self.encoder.hidden_size
-        emb = np.zeros((n, hidden), dtype=np.float32)
+        emb = np.zeros((n, hidden), dtype=np.float32) if base else None
         pooled_sent = np.zeros((n, hidden), dtype=np.float32)
-        feats = np.zeros((n, hidden * len(self.feature_layers)), dtype=np.float32)
+        feats = np.zeros((n, hidden * (len(self.feature_layers) + 1)), dtype=np.float32)
         # Sorting by length keeps padding (wasted compute) small; results go back by index.
         order = np.argsort(np.fromiter((len(x) for x in ids), dtype=np.int64, count=n), kind="stable")
         with torch.inference_mode():
@@ -192,19 +214,25 @@ class Classifier:
                 idx = order[start : start + batch_size]
                 input_ids, mask = self._pad([ids[j] for j in idx])
                 trunk, pools = self.encoder.run_trunk_pooled(Batch(input_ids, mask), self.feature_layers)
-                top, top_pools = self.encoder.run_top_pooled(trunk, mask, self.feature_layers)
-                pools += top_pools
-                base = mean_pool(top, mask)
-                emb[idx] = nn.functional.normalize(base, dim=-1).numpy()
-                if pools:
-                    feats[idx] = torch.cat(pools, dim=1).numpy()
-                pooled_sent[idx] = mean_pool(self.encoder.run_top(trunk, mask, self.sentiment_top), mask).numpy()
+                tuned, tuned_pools = self.encoder.run_top_pooled(trunk, mask, self.feature_layers, self.sentiment_top)
+                sent_pool = mean_pool(tuned, mask)
+                pooled_sent[idx] = sent_pool.numpy()
+                if tuned_features:
+                    feats[idx] = torch.cat(
+                        [*pools, *tuned_pools, nn.functional.normalize(sent_pool, dim=-1)], 1
+                    ).numpy()
+                if emb is not None:
+                    top, top_pools = self.encoder.run_top_pooled(trunk, mask, self.feature_layers)
+                    base_emb = nn.functional.normalize(mean_pool(top, mask), dim=-1)
+                    emb[idx] = base_emb.numpy()
+                    if not tuned_features:
+                        feats[idx] = torch.cat([*pools, *top_pools, base_emb], 1).numpy()
         logits = pooled_sent @ self.sentiment_w.T + self.sentiment_b
-        return RawOutputs(logits, emb, np.concatenate([feats, emb], axis=1), pooled_sent)
+        return RawOutputs(logits, emb, feats, pooled_sent)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised base sentence embeddings (the zero-shot space)."""
-        return self.encode(texts).embeddings
+        return self.encode(texts, base=True).base_embeddings()
 
     def _prototypes(self, taxonomy: Taxonomy) -> np.ndarray:
         """One unit vector per label: mean of its description and examples, plus the
@@ -216,7 +244,7 @@ class Classifier:
             start = len(texts)
             texts.extend(tp.prototype_texts())
             spans.append((start, len(texts)))
-        emb = self.encode(texts).embeddings
+        emb = self.embed(texts)
         defaults = {tp.id: tp for tp in DEFAULT_TAXONOMY}
         protos = []
         for tp, (s, e) in zip(taxonomy.touchpoints, spans, strict=True):
@@ -238,7 +266,7 @@ class Classifier:
             if self.lexical is not None:
                 probs = (1 - self.lexical_share) * probs + self.lexical_share * softmax(self.lexical.logits(texts))
             return probs
-        return softmax(raw.embeddings @ self.prototypes.T / self.temperature)
+        return softmax(raw.base_embeddings() @ self.prototypes.T / self.temperature)
 
     def sentiment_probs(self, raw: RawOutputs, texts: Sequence[str]) -> np.ndarray:
         """Sentiment probabilities: the encoder head's log-probabilities, mixed with the
@@ -314,7 +342,7 @@ class Classifier:
         neg, pos = sent[:, 0], sent[:, 2]
         arg = sent.argmax(1)
         if self.moment_w is not None and self.moment_b is not None and raw is not None:
-            x = np.concatenate([raw.sentiment_pooled, raw.embeddings], axis=1)
+            x = np.concatenate([raw.sentiment_pooled, raw.features[:, -raw.sentiment_pooled.shape[1] :]], axis=1)
             head = (x @ self.moment_w.T + self.moment_b).argmax(1)  # 0 misery, 1 neutral, 2 magic
             misery = (arg == 0) & (head == 0)
             magic = (arg == 2) & (head == 2)

@@ -172,13 +172,64 @@ class SplitEncoder(nn.Module):
         return self._run_stack(hidden, attention_mask, top if top is not None else self.top)[0]
 
     def run_top_pooled(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor, layers: Sequence[int]
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor,
+        layers: Sequence[int],
+        top: nn.ModuleList | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Original top layers' output plus the L2-normalised mean pools of those of ``layers``
-        (0-based, counted from the bottom of the whole encoder) that lie in the top."""
-        return self._run_stack(hidden, attention_mask, self.top, self.trunk_layers, layers)
+        """Top layers' output (the original ones, or the given stack) plus the L2-normalised
+        mean pools of those of ``layers`` (0-based, counted from the bottom of the whole
+        encoder) that lie in the top."""
+        return self._run_stack(hidden, attention_mask, top if top is not None else self.top, self.trunk_layers, layers)
 
     def embed(self, batch: Batch) -> torch.Tensor:
         """L2-normalised sentence embeddings of the unmodified encoder, shape (B, H)."""
         hidden = self.run_top(self.run_trunk(batch), batch.attention_mask)
         return nn.functional.normalize(mean_pool(hidden, batch.attention_mask), dim=-1)
+
+
+LORA_PREFIX = "sentiment_lora."
+TUNED_TOP_PREFIX = "sentiment_top."
+
+
+def tuned_top(
+    base_top: nn.ModuleList, weights: dict[str, torch.Tensor], lora: dict[str, float] | None
+) -> nn.ModuleList:
+    """The sentiment-tuned copy of the top layers, rebuilt from stored artifacts.
+
+    Two storage forms:
+
+    * ``lora is None``: every parameter of the tuned layers is stored under
+      ``sentiment_top.``;
+    * ``lora = {"rank": r, "alpha": a}``: only low-rank adapters are stored
+      (``sentiment_lora.<linear>.a`` (r, in) and ``.b`` (out, r)) plus the tuned
+      LayerNorms under ``sentiment_top.``. They are merged into a copy of the base
+      weights here, ``W + (alpha / r) * B @ A``, so inference runs plain layers at the
+      base encoder's speed and the artifacts stay small however many layers are tuned.
+    """
+    import copy
+
+    top = copy.deepcopy(base_top)
+    full = {k[len(TUNED_TOP_PREFIX) :]: v for k, v in weights.items() if k.startswith(TUNED_TOP_PREFIX)}
+    if lora is None:
+        top.load_state_dict(full)
+        top.eval()
+        return top
+    missing = set(full) - set(top.state_dict())
+    if missing:
+        raise ValueError(f"unknown tuned-layer tensors in the artifacts: {sorted(missing)[:3]}")
+    top.load_state_dict(full, strict=False)
+    scale = float(lora["alpha"]) / float(lora["rank"])
+    with torch.no_grad():
+        for key, a in weights.items():
+            if not (key.startswith(LORA_PREFIX) and key.endswith(".a")):
+                continue
+            name = key[len(LORA_PREFIX) : -len(".a")]
+            linear = top.get_submodule(name)
+            if not isinstance(linear, nn.Linear):
+                raise ValueError(f"adapter {name} does not name a linear layer")
+            b = weights[f"{LORA_PREFIX}{name}.b"]
+            linear.weight += scale * (b.float() @ a.float())
+    top.eval()
+    return top

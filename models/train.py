@@ -5,17 +5,22 @@ CPU floating-point nondeterminism):
 
 1. Rebuilds the deterministic train/dev split of our touchpoint posts from
    ``models/data/touchpoints/raw/*.jsonl`` (stratified by touchpoint, deduplicated).
-2. Runs the frozen lower encoder layers (the *trunk*) once over the sentiment
-   training data (TweetEval train; with ``--goemotions`` also GoEmotions train mapped
-   to sentiment) and caches the outputs under ``var/cache/models`` (reused later).
+2. Runs the frozen lower encoder layers (the *trunk*; with the default
+   ``--trunk-layers 0`` just the token embeddings) once over the sentiment training
+   data (TweetEval train; with ``--goemotions`` also GoEmotions train mapped to
+   sentiment) and caches the outputs under ``var/cache/models`` (reused later).
 3. Linear probe (class-balanced logistic regression) to initialise the sentiment
-   head, then fine-tunes a copy of the top encoder layer + head with a logit-adjusted
-   loss (targets balanced recall), checks TweetEval val after each epoch, then tunes
-   per-class decision biases on TweetEval val only. Unless ``--no-sentiment-lexical``:
-   a word + char n-gram TF-IDF logistic regression whose log-probabilities are
-   mixed with the encoder head's (its C, the share and the biases chosen on val).
-4. Touchpoints: logistic regression on mean pools of trunk layers 1-4 + the sentence
-   embedding, averaged with a TF-IDF logistic regression; Cs and the mixing share are
+   head, then fine-tunes the layers above the trunk + head with a logit-adjusted loss
+   (targets balanced recall): by default rank-16 LoRA adapters on every linear layer
+   of all six encoder layers (plus their LayerNorms), ``--lora-rank 0`` tunes a full
+   copy instead. Checks TweetEval val after each epoch, then tunes per-class decision
+   biases on TweetEval val only (kept only if they carry over to held-out halves of
+   val). Unless ``--no-sentiment-lexical``: a word + char n-gram TF-IDF logistic
+   regression whose log-probabilities are mixed with the encoder head's (its C, the
+   share and the biases chosen on val).
+4. Touchpoints: logistic regression on mean pools of encoder layers 1-4 + the sentence
+   embedding (of the original layers, or with ``--touchpoint-features sentiment`` of the
+   tuned ones), averaged with a TF-IDF logistic regression; Cs and the mixing share are
    chosen on validation data (train CV + our dev split). Also the class centroids
    (few-shot prototypes) and the zero-shot temperature (on train).
 5. Moments: a logistic-regression moment head on our train split's moment labels
@@ -48,7 +53,15 @@ import torch
 
 from models import data as D
 from models.classifier import log_softmax, mix_log_probs, softmax
-from models.encoder import MAX_TOKENS, SplitEncoder, Tokenizer, base_model_dir, set_threads
+from models.encoder import (
+    LORA_PREFIX,
+    MAX_TOKENS,
+    TUNED_TOP_PREFIX,
+    SplitEncoder,
+    Tokenizer,
+    base_model_dir,
+    set_threads,
+)
 from models.lexical import (
     CHAR_WB_2_5,
     SENTIMENT_VOCAB,
@@ -142,14 +155,24 @@ FEATURE_LAYERS = (1, 2, 3, 4)
 
 
 def embed_texts(
-    encoder: SplitEncoder, tokenizer: Tokenizer, texts: list[str], batch_size: int = 128
+    encoder: SplitEncoder,
+    tokenizer: Tokenizer,
+    texts: list[str],
+    batch_size: int = 128,
+    feature_top: torch.nn.ModuleList | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Touchpoint-head features and base sentence embeddings (both in input order).
 
+    Args:
+        feature_top: Read the features through this stack of top layers (the
+            sentiment-tuned one) instead of the original top layers; the embeddings
+            stay the base encoder's either way.
+
     Returns:
         ``(features, embeddings)``: features are the L2-normalised mean pools of
-        :data:`FEATURE_LAYERS` followed by the embedding; embeddings are the base
-        model's L2-normalised sentence embeddings (the zero-shot space).
+        :data:`FEATURE_LAYERS` followed by the L2-normalised final mean pool (of the
+        stack read); embeddings are the base model's L2-normalised sentence
+        embeddings (the zero-shot space).
     """
     from models.encoder import mean_pool
 
@@ -157,17 +180,23 @@ def embed_texts(
     order = np.argsort([len(x) for x in ids], kind="stable")
     h = encoder.hidden_size
     feats = np.zeros((len(ids), h * (len(FEATURE_LAYERS) + 1)), dtype=np.float32)
+    emb = np.zeros((len(ids), h), dtype=np.float32)
+    normalize = torch.nn.functional.normalize
     with torch.inference_mode():
         for s in range(0, len(ids), batch_size):
             idx = order[s : s + batch_size]
             batch = tokenizer.pad([ids[j] for j in idx])
             trunk, pools = encoder.run_trunk_pooled(batch, FEATURE_LAYERS)
             top, top_pools = encoder.run_top_pooled(trunk, batch.attention_mask, FEATURE_LAYERS)
-            pools += top_pools
-            base = mean_pool(top, batch.attention_mask)
-            pools.append(torch.nn.functional.normalize(base, dim=-1))
-            feats[idx] = torch.cat(pools, dim=1).numpy()
-    return feats, feats[:, -h:].copy()
+            base = normalize(mean_pool(top, batch.attention_mask), dim=-1)
+            emb[idx] = base.numpy()
+            if feature_top is not None:
+                top, top_pools = encoder.run_top_pooled(trunk, batch.attention_mask, FEATURE_LAYERS, feature_top)
+                last = normalize(mean_pool(top, batch.attention_mask), dim=-1)
+            else:
+                last = base
+            feats[idx] = torch.cat([*pools, *top_pools, last], dim=1).numpy()
+    return feats, emb
 
 
 def fit_touchpoint_head(
@@ -327,7 +356,7 @@ def train_sentiment(
         "tweeteval-val", [spell_emoji(t) for t in tw_val.texts], tw_val.labels, encoder, tokenizer, args.cache_dir, task
     )
     yv = np.asarray(tw_val.labels)
-    branch = SentimentBranch(encoder)
+    branch = SentimentBranch(encoder, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
     cfg = FitConfig(epochs=args.epochs, lr_top=args.lr, logit_adjust=args.logit_adjust, seed=args.seed)
     history: list[dict[str, float]] = []
     rows = 0
@@ -393,9 +422,26 @@ def _load_branch(branch: SentimentBranch, artifacts: Path) -> None:
     from safetensors.torch import load_file
 
     weights = load_file(str(artifacts / "weights.safetensors"))
-    branch.top.load_state_dict(
-        {k[len("sentiment_top.") :]: v for k, v in weights.items() if k.startswith("sentiment_top.")}
-    )
+    lora = json.loads((artifacts / "manifest.json").read_text())["sentiment"].get("lora")
+    if lora is not None and branch.lora is None:
+        raise ValueError(f"{artifacts} holds LoRA adapters: pass the same --lora-rank to reuse them")
+    if lora is not None:
+        # Reload the adapters themselves, so what is stored again is what was loaded.
+        state = {
+            **{k[len(TUNED_TOP_PREFIX) :]: v for k, v in weights.items() if k.startswith(TUNED_TOP_PREFIX)},
+            **{
+                k[len(LORA_PREFIX) : -2] + (".lora_a" if k.endswith(".a") else ".lora_b"): v
+                for k, v in weights.items()
+                if k.startswith(LORA_PREFIX)
+            },
+        }
+        missing = branch.top.load_state_dict(state, strict=False).missing_keys
+        if any("lora" in k or "LayerNorm" in k for k in missing):
+            raise ValueError(f"adapters in {artifacts} do not fit this branch: {missing[:3]}")
+    else:
+        branch.top.load_state_dict(
+            {k[len(TUNED_TOP_PREFIX) :]: v for k, v in weights.items() if k.startswith(TUNED_TOP_PREFIX)}
+        )
     branch.head.load_state_dict({"weight": weights["sentiment_head.weight"], "bias": weights["sentiment_head.bias"]})
     branch.eval()
 
@@ -424,8 +470,10 @@ def train_touchpoints(
     tokenizer: Tokenizer,
     tp_train: list[dict[str, Any]],
     tp_dev: list[dict[str, Any]],
+    feature_top: torch.nn.ModuleList | None = None,
 ) -> TouchpointResult:
-    """Logistic-regression head on multi-layer features; C chosen by CV on train only."""
+    """Logistic-regression head on multi-layer features (read through ``feature_top`` when
+    given, else the original layers); C chosen on validation data (train CV + dev)."""
     tp_texts = [str(r["text"]) for r in tp_train]
     tp_y = np.array([TOUCHPOINTS.index(str(r["touchpoint"])) for r in tp_train])
     weights = np.ones(len(tp_texts), dtype=np.float64)
@@ -437,10 +485,10 @@ def train_touchpoints(
         head_y = np.concatenate([tp_y, [TOUCHPOINTS.index(x) for x in b_labels]])
         # Banking queries are a different register: they may help, but must not outvote our posts.
         weights = np.concatenate([weights, np.full(len(b_texts), 0.2)])
-    feats, emb = embed_texts(encoder, tokenizer, head_texts)
+    feats, emb = embed_texts(encoder, tokenizer, head_texts, feature_top=feature_top)
     own_emb = emb[: len(tp_texts)]
     dev_texts = [str(r["text"]) for r in tp_dev]
-    dev_feats, _ = embed_texts(encoder, tokenizer, dev_texts)
+    dev_feats, _ = embed_texts(encoder, tokenizer, dev_texts, feature_top=feature_top)
     dev_y = np.array([TOUCHPOINTS.index(str(r["touchpoint"])) for r in tp_dev])
     lexical, c, share, lex_c, cv_f1 = fit_lexical_ensemble(
         tp_texts, tp_y, feats[: len(tp_texts)], args.seed, dev=(dev_texts, dev_feats, dev_y)
@@ -571,7 +619,11 @@ class MomentResult:
 
 
 def _moment_inputs(
-    encoder: SplitEncoder, tokenizer: Tokenizer, sent: SentimentResult, rows: list[dict[str, Any]]
+    encoder: SplitEncoder,
+    tokenizer: Tokenizer,
+    sent: SentimentResult,
+    rows: list[dict[str, Any]],
+    feature_top: torch.nn.ModuleList | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features, sentiment probabilities, moment labels) of labelled rows."""
     texts = [spell_emoji(str(r["text"])) for r in rows]
@@ -579,9 +631,10 @@ def _moment_inputs(
     pooled = branch_pooled(sent.branch.top, cache)
     logits = pooled @ sent.branch.head.weight.detach().numpy().T + sent.branch.head.bias.detach().numpy()
     probs = sent.probs(logits, [str(r["text"]).strip() for r in rows])
-    _, emb = embed_texts(encoder, tokenizer, [str(r["text"]) for r in rows])
+    feats, _ = embed_texts(encoder, tokenizer, [str(r["text"]) for r in rows], feature_top=feature_top)
     y = np.array([MOMENTS.index(str(r["moment"])) for r in rows])
-    return np.concatenate([pooled, emb], axis=1), probs, y
+    # The same input the classifier builds: the sentiment pool + the touchpoint features' last block.
+    return np.concatenate([pooled, feats[:, -encoder.hidden_size :]], axis=1), probs, y
 
 
 def _moment_pred(head: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -596,12 +649,13 @@ def train_moments(
     sent: SentimentResult,
     tp_train: list[dict[str, Any]],
     tp_dev: list[dict[str, Any]],
+    feature_top: torch.nn.ModuleList | None = None,
 ) -> MomentResult:
     """Fit the moment head (C by 5-fold CV on train) and the fallback thresholds; report dev."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    x, probs, y = _moment_inputs(encoder, tokenizer, sent, tp_train)
+    x, probs, y = _moment_inputs(encoder, tokenizer, sent, tp_train, feature_top)
     misery_t, magic_t, _ = moment_thresholds(probs, [MOMENTS[i] for i in y])
     best_c, best_head, rule_scores = 1.0, -1.0, []
     folds = list(StratifiedKFold(5, shuffle=True, random_state=args.seed).split(x, y))
@@ -625,7 +679,7 @@ def train_moments(
     b[model.classes_] = model.intercept_
     dev_f1 = float("nan")
     if tp_dev:
-        xd, pd, yd = _moment_inputs(encoder, tokenizer, sent, tp_dev)
+        xd, pd, yd = _moment_inputs(encoder, tokenizer, sent, tp_dev, feature_top)
         dev_f1 = macro_f1(yd, _moment_pred((xd @ w.T + b).argmax(1), pd), 3)
     cv_rule = float(np.mean(rule_scores))
     log.info(
@@ -652,10 +706,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--trunk-layers",
         type=int,
-        default=4,
-        help="frozen lower layers shared by every head; the sentiment branch tunes a copy of the rest (default 4)",
+        default=0,
+        help="frozen lower layers shared by every head; the sentiment branch tunes a copy of the rest "
+        "(default 0: the whole encoder, through LoRA adapters)",
     )
-    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the tuned top layers (default 1e-4)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=5e-4,
+        help="learning rate of the tuned layers (default 5e-4, for adapters; a full copy wants ~1e-4)",
+    )
+    parser.add_argument(
+        "--lora-rank",
+        type=int,
+        default=16,
+        help="tune rank-R LoRA adapters (+ LayerNorms) on the sentiment layers instead of every weight "
+        "(default 16; 0 = a full copy of the layers, which only fits the artifact budget for one or two layers)",
+    )
+    parser.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale numerator (update x alpha/rank)")
     parser.add_argument("--logit-adjust", type=float, default=1.0, help="tau of the logit-adjusted loss (0 = plain CE)")
     parser.add_argument(
         "--goemotions", action="store_true", help="add GoEmotions train (mapped to sentiment) to TweetEval train"
@@ -670,6 +738,13 @@ def main(argv: list[str] | None = None) -> int:
         "--banking77",
         action="store_true",
         help="add mapped BANKING77 intents to the touchpoint head (off: it lowered CV and dev macro-F1)",
+    )
+    parser.add_argument(
+        "--touchpoint-features",
+        choices=("base", "sentiment"),
+        default="base",
+        help="layers the touchpoint and moment heads read: 'base' (the original top layers) or "
+        "'sentiment' (the sentiment-tuned ones, so the default taxonomy runs one stack of layers per post)",
     )
     parser.add_argument(
         "--sentiment-from", type=Path, help="reuse the sentiment branch of these artifacts (retrain the rest only)"
@@ -702,19 +777,18 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = Tokenizer()
     with progress_bar(sys.stderr.isatty()) as task:
         sent = train_sentiment(args, encoder, tokenizer, task)  # 2 + 3
-    tp = train_touchpoints(args, encoder, tokenizer, tp_train, tp_dev)  # 4
+    feature_top = sent.branch.top if args.touchpoint_features == "sentiment" else None
+    tp = train_touchpoints(args, encoder, tokenizer, tp_train, tp_dev, feature_top)  # 4
 
     # 5. moments: thresholds (fallback rule) and the moment head, on our train split
-    moment = train_moments(args, encoder, tokenizer, sent, tp_train, tp_dev)
+    moment = train_moments(args, encoder, tokenizer, sent, tp_train, tp_dev, feature_top)
 
     # 6. write artifacts
     from safetensors.torch import save_file
 
     args.out.mkdir(parents=True, exist_ok=True)
     branch = sent.branch
-    # The tuned layers are stored as float16 (half the bytes, well within the ~20 MB budget);
-    # load_state_dict casts them back to the float32 parameters they run as.
-    tensors = {f"sentiment_top.{k}": v.detach().half().contiguous() for k, v in branch.top.state_dict().items()}
+    tensors = branch.top_tensors()
     tensors["sentiment_head.weight"] = branch.head.weight.detach().float().contiguous()
     tensors["sentiment_head.bias"] = branch.head.bias.detach().float().contiguous()
     tensors["touchpoint_head.weight"] = torch.from_numpy(tp.weight).float()
@@ -743,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
         "sentiment": {
             "labels": list(D.SENTIMENTS),
             "decision_bias": [float(x) for x in sent.bias],
+            "lora": branch.lora,
             "fit": sent.fit,
             "epochs": sent.history,
             "val_macro_recall": sent.val_macro_recall,
@@ -759,8 +834,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "touchpoint": {
             "labels": list(TOUCHPOINTS),
-            "head": f"logistic regression (C={tp.c}) on mean pools of trunk layers {list(FEATURE_LAYERS)} + embedding",
+            "head": f"logistic regression (C={tp.c}) on mean pools of encoder layers {list(FEATURE_LAYERS)} + "
+            f"the final mean pool, read through the {args.touchpoint_features} layers",
             "feature_layers": list(FEATURE_LAYERS),
+            "features_from": args.touchpoint_features,
             "lexical_share": tp.lexical_share,
             "lexical": f"TF-IDF word 1-2 grams + logistic regression (C={tp.lexical_c}); probabilities averaged",
             "cv_macro_f1": tp.cv_macro_f1,
@@ -773,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
             "rule": "misery if negative and the moment head says misery; magic if positive and the head says magic; "
             "without the head: P(neg) >= misery_threshold / P(pos) >= magic_threshold",
             "labels": list(MOMENTS),
-            "head": f"logistic regression (C={moment.c}) on [sentiment-branch pool, embedding]",
+            "head": f"logistic regression (C={moment.c}) on [sentiment-branch pool, touchpoint features' final pool]",
             "misery_threshold": moment.misery_threshold,
             "magic_threshold": moment.magic_threshold,
             "cv_macro_f1_rule": moment.cv_rule_f1,

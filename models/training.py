@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.encoder import SplitEncoder, Tokenizer, extended_mask, mean_pool
+from models.encoder import LORA_PREFIX, TUNED_TOP_PREFIX, SplitEncoder, Tokenizer, extended_mask, mean_pool
 
 Progress = Callable[[int], None]
 
@@ -86,15 +86,93 @@ def build_trunk_cache(
     return TrunkCache(hidden, torch.from_numpy(offsets), torch.tensor(list(labels), dtype=torch.long))
 
 
-class SentimentBranch(nn.Module):
-    """A trainable copy of the encoder's top layer(s) plus a linear sentiment head."""
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trainable low-rank update: ``W x + (alpha / r) * B A x``.
 
-    def __init__(self, encoder: SplitEncoder, n_classes: int = 3) -> None:
+    Why (Hu et al., 2021): tuning every encoder layer this way costs a few hundred
+    thousand parameters instead of 22 M, so the artifacts stay small, and ``B`` starts
+    at zero, so training starts from the pretrained function exactly.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.base = base
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
+        self.scale = alpha / rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
+
+
+def add_lora(top: nn.ModuleList, rank: int, alpha: float) -> list[str]:
+    """Freeze ``top`` except its LayerNorms and wrap every linear layer in a :class:`LoRALinear`.
+
+    Returns:
+        The wrapped layers' names (relative to ``top``).
+    """
+    for p in top.parameters():
+        p.requires_grad_(False)
+    names = [name for name, m in top.named_modules() if isinstance(m, nn.Linear)]
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = top.get_submodule(parent_name) if parent_name else top
+        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha))
+    for m in top.modules():
+        if isinstance(m, nn.LayerNorm):
+            for p in m.parameters():
+                p.requires_grad_(True)
+    return names
+
+
+def lora_tensors(top: nn.ModuleList) -> dict[str, torch.Tensor]:
+    """What a LoRA-tuned top stores: the adapters (``sentiment_lora.*``) and the tuned LayerNorms
+    (``sentiment_top.*``), in the form :func:`models.encoder.tuned_top` merges back."""
+    out: dict[str, torch.Tensor] = {}
+    for name, m in top.named_modules():
+        if isinstance(m, LoRALinear):
+            out[f"{LORA_PREFIX}{name}.a"] = m.lora_a.detach().float().contiguous()
+            out[f"{LORA_PREFIX}{name}.b"] = m.lora_b.detach().float().contiguous()
+        elif isinstance(m, nn.LayerNorm):
+            out[f"{TUNED_TOP_PREFIX}{name}.weight"] = m.weight.detach().float().contiguous()
+            out[f"{TUNED_TOP_PREFIX}{name}.bias"] = m.bias.detach().float().contiguous()
+    return out
+
+
+class SentimentBranch(nn.Module):
+    """A trainable copy of the encoder's top layer(s) plus a linear sentiment head.
+
+    Args:
+        encoder: The split encoder whose top layers are copied.
+        n_classes: Sentiment classes.
+        lora_rank: 0 tunes every weight of the copy; ``r > 0`` tunes rank-``r``
+            adapters on its linear layers (and its LayerNorms) instead.
+        lora_alpha: Adapter scale numerator (the update is scaled by ``alpha / r``).
+    """
+
+    def __init__(self, encoder: SplitEncoder, n_classes: int = 3, lora_rank: int = 0, lora_alpha: float = 16.0) -> None:
         super().__init__()
         self.top = copy.deepcopy(encoder.top)
-        for p in self.top.parameters():
-            p.requires_grad_(True)
+        self.lora = {"rank": lora_rank, "alpha": lora_alpha} if lora_rank > 0 else None
+        if lora_rank > 0:
+            add_lora(self.top, lora_rank, lora_alpha)
+        else:
+            for p in self.top.parameters():
+                p.requires_grad_(True)
         self.head = nn.Linear(encoder.hidden_size, n_classes)
+
+    def top_tensors(self) -> dict[str, torch.Tensor]:
+        """The tuned layers as the artifacts store them (see :func:`models.encoder.tuned_top`).
+
+        Full copies are stored as float16 (half the bytes; loading casts them back to the
+        float32 they run as); adapters as float32 (they are small).
+        """
+        if self.lora is not None:
+            return lora_tensors(self.top)
+        return {f"{TUNED_TOP_PREFIX}{k}": v.detach().half().contiguous() for k, v in self.top.state_dict().items()}
 
     def pooled(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Mean-pooled output of the tuned top layer(s)."""
@@ -155,7 +233,11 @@ def fit_sentiment(
     log_prior = torch.log(counts / counts.sum())
     adjust = cfg.logit_adjust * log_prior
     params = [
-        {"params": list(branch.top.parameters()), "lr": cfg.lr_top, "weight_decay": cfg.weight_decay},
+        {
+            "params": [p for p in branch.top.parameters() if p.requires_grad],
+            "lr": cfg.lr_top,
+            "weight_decay": cfg.weight_decay,
+        },
         {"params": list(branch.head.parameters()), "lr": cfg.lr_head, "weight_decay": 0.0},
     ]
     opt = torch.optim.AdamW(params)

@@ -142,3 +142,44 @@ def test_missing_lexical_vocabulary_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "artifacts" / SENTIMENT_VOCAB).unlink()
     with pytest.raises(FileNotFoundError, match=SENTIMENT_VOCAB):
         Classifier(tmp_path / "artifacts")
+
+
+def _artifacts_with(tmp_path: Path, **touchpoint: object) -> Path:
+    import shutil
+
+    from models.classifier import ARTIFACTS_DIR
+
+    out = tmp_path / "artifacts"
+    shutil.copytree(ARTIFACTS_DIR, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["touchpoint"].update(touchpoint)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_one_stack_mode_skips_the_base_layers(classifier, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A model whose touchpoint head reads the sentiment-tuned layers needs no second stack
+    # for the default taxonomy; the zero-shot space is still there on request.
+    import numpy as np
+
+    from models.classifier import Classifier
+
+    one = Classifier(_artifacts_with(tmp_path, features_from="sentiment"))
+    raw = one.encode(TEXTS)
+    assert raw.embeddings is None
+    with pytest.raises(ValueError, match="base=True"):
+        raw.base_embeddings()
+    pooled = raw.sentiment_pooled / np.linalg.norm(raw.sentiment_pooled, axis=1, keepdims=True)
+    assert np.allclose(raw.features[:, -pooled.shape[1] :], pooled, atol=1e-5)
+    shipped = classifier.encode(TEXTS)
+    assert np.allclose(raw.sentiment_logits, shipped.sentiment_logits, atol=1e-4)
+    assert not np.allclose(raw.features, shipped.features, atol=1e-3)
+    assert np.allclose(one.encode(TEXTS, base=True).base_embeddings(), classifier.embed(TEXTS), atol=1e-5)
+    assert [r.sentiment for r in one.classify(TEXTS)] == [r.sentiment for r in classifier.classify(TEXTS)]
+
+
+def test_unknown_feature_source_is_a_clear_error(tmp_path: Path) -> None:
+    from models.classifier import Classifier
+
+    with pytest.raises(ValueError, match="features_from"):
+        Classifier(_artifacts_with(tmp_path, features_from="somewhere"))

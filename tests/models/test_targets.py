@@ -1,8 +1,10 @@
-"""The shipped model must stay above its targets on fixed, held-out slices.
+"""The shipped model must stay at or above the issue's targets on fixed, held-out data.
 
-Thresholds are measured values of the shipped model minus a small margin (see
-models/MODEL_CARD.md for the measurements and the command). Retraining that lowers
-quality below them fails here.
+Sentiment is checked on the whole TweetEval test set (12,284 tweets, about two minutes
+on two cores), because that is where the target is defined: a slice would either
+need a floor below the target or fail on the slice's own noise. Touchpoints are
+checked on the whole of our dev split. Retraining that lowers quality below either
+target fails here (models/MODEL_CARD.md has the measurements and the command).
 """
 
 from __future__ import annotations
@@ -12,18 +14,16 @@ import pytest
 from models.data import load_touchpoints
 from models.evaluate import touchpoint_report, tweeteval_report
 
-# First 2,000 rows of TweetEval sentiment test: measured macro-recall minus a margin.
-TWEETEVAL_SLICE = 2000
-TWEETEVAL_SLICE_MIN_MACRO_RECALL = 0.67  # measured 0.689 (model g)
-# Our dev split, the whole of it (the issue's target).
-TOUCHPOINT_DEV_MIN_MACRO_F1 = 0.75  # the issue target; measured 0.775 (model g)
+# The issue's targets. Measured on model h: TweetEval test macro-recall 0.7017, dev macro-F1 0.775.
+TWEETEVAL_TEST_MIN_MACRO_RECALL = 0.70
+TOUCHPOINT_DEV_MIN_MACRO_F1 = 0.75
 
 
 @pytest.mark.slow
-def test_sentiment_slice(classifier) -> None:  # type: ignore[no-untyped-def]
-    report = tweeteval_report(classifier, "test", limit=TWEETEVAL_SLICE)
-    assert report.n == TWEETEVAL_SLICE
-    assert report.macro_recall >= TWEETEVAL_SLICE_MIN_MACRO_RECALL, report
+def test_sentiment_test_set(classifier) -> None:  # type: ignore[no-untyped-def]
+    report = tweeteval_report(classifier, "test")
+    assert report.n == 12284
+    assert report.macro_recall >= TWEETEVAL_TEST_MIN_MACRO_RECALL, report
 
 
 @pytest.mark.slow
