@@ -7,7 +7,7 @@ Usage::
 Measures, over the same ``--n`` real tweets (TweetEval train texts, cycled if needed):
 
 * ``classifier``: ``Classifier.classify`` end to end (emoji words, tokenising, the
-  shared trunk + both top layers, heads, language detection, building every
+  encoder layer stacks the model runs, heads, language detection, building every
   ``Classification``);
 * ``raw encoder``: tokenising + a plain ``BertModel`` forward pass with mean pooling,
   length-sorted batches of the same size (what embedding the posts alone costs).

@@ -1,16 +1,21 @@
 """The shipped classifier: sentiment, touchpoint, moment and severity for every post.
 
-One encoder pass per batch: the frozen trunk (lower MiniLM layers) runs once and
-feeds two stacks of top layers, the original one (sentence embeddings: touchpoint head and
-zero-shot custom labels) and the sentiment-tuned one (sentiment head). Two small
-TF-IDF models (plain arrays, see :mod:`models.lexical`) are mixed in: one with the
-touchpoint head, one with the sentiment head.
+Per batch, the token embeddings feed up to two stacks of encoder layers (see
+:mod:`models.encoder`): the sentiment-tuned one (sentiment head) and the original one
+(sentence embeddings: touchpoint head, moment head and zero-shot custom labels). A
+model trained with ``--touchpoint-features sentiment`` reads its touchpoint features
+from the tuned stack too and skips the original one for the default taxonomy. Two
+small TF-IDF models (plain arrays, see :mod:`models.lexical`) are mixed in: one with
+the touchpoint head, one with the sentiment head.
 
 Moment and severity rule (documented in MODEL_CARD.md):
 
-* ``misery``: sentiment is negative and P(negative) >= ``misery_threshold``;
-* ``magic``: sentiment is positive and P(positive) >= ``magic_threshold``;
-* otherwise ``neutral``.
+* ``misery``: sentiment is negative and the moment head says misery (without a head:
+  P(negative) >= ``misery_threshold``);
+* ``magic``: sentiment is positive and the moment head says magic (without a head:
+  P(positive) >= ``magic_threshold``);
+* otherwise ``neutral``; posts the encoder cannot read well (non-English, no
+  letters) are never misery or magic.
 * ``severity`` = 0.5 + 0.5 * P(negative) for misery, 0.5 * P(negative) otherwise, so
   every misery post outranks every other post and, within a group, a more surely
   negative post ranks higher.

