@@ -371,14 +371,20 @@ def train_sentiment(
         parts = [("tweeteval-train", D.load_tweeteval("train", args.data))]
         if args.goemotions:
             parts.append(("goemotions-train", D.load_goemotions_sentiment("train", args.data)))
-        caches = [
-            cached_trunk(name, [spell_emoji(t) for t in ds.texts], ds.labels, encoder, tokenizer, args.cache_dir, task)
-            for name, ds in parts
-        ]
-        train_cache = TrunkCache.concat(caches)
         if args.limit:
-            pick = np.random.default_rng(args.seed).choice(len(train_cache), args.limit, replace=False)
-            train_cache = _subset(train_cache, pick)
+            # Smoke runs: only the sampled rows go through the trunk, and nothing large is cached.
+            texts = [spell_emoji(t) for _, ds in parts for t in ds.texts]
+            labels = [y for _, ds in parts for y in ds.labels]
+            pick = np.random.default_rng(args.seed).choice(len(texts), args.limit, replace=False)
+            train_cache = build_trunk_cache(encoder, tokenizer, [texts[i] for i in pick], [labels[i] for i in pick])
+        else:
+            caches = [
+                cached_trunk(
+                    name, [spell_emoji(t) for t in ds.texts], ds.labels, encoder, tokenizer, args.cache_dir, task
+                )
+                for name, ds in parts
+            ]
+            train_cache = TrunkCache.concat(caches)
         rows = len(train_cache)
 
         best: dict[str, Any] = {"score": -1.0}
@@ -889,15 +895,6 @@ def _store_lexical(tensors: dict[str, torch.Tensor], vocab_path: Path, prefix: s
         return
     tensors.update({key: torch.from_numpy(array) for key, array in lexical.arrays(prefix).items()})
     vocab_path.write_text(json.dumps(lexical.vocab_json(), ensure_ascii=False) + "\n")
-
-
-def _subset(cache: TrunkCache, idx: np.ndarray) -> TrunkCache:
-    idx = np.sort(idx)
-    pieces = [cache.hidden[int(cache.offsets[i]) : int(cache.offsets[i + 1])] for i in idx]
-    lens = np.array([p.shape[0] for p in pieces], dtype=np.int64)
-    offs = np.zeros(len(idx) + 1, dtype=np.int64)
-    offs[1:] = np.cumsum(lens)
-    return TrunkCache(torch.cat(pieces), torch.from_numpy(offs), cache.labels[idx])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,41 @@
+"""``python -m models.train`` end to end on a small sample: what it writes is what the classifier does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.classifier import Classifier
+from models.data import load_touchpoints, load_tweeteval
+from models.evaluate import touchpoint_report
+from models.train import main
+from models.training import macro_recall
+
+
+@pytest.mark.slow
+def test_training_writes_artifacts_the_classifier_reproduces(tmp_path: Path) -> None:
+    out = tmp_path / "artifacts"
+    args = ["--limit", "400", "--epochs", "1", "--no-sentiment-lexical", "--touchpoint-features", "sentiment"]
+    rc = main([*args, "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--version", "smoke"])
+    assert rc == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model_version"] == "smoke"
+    assert manifest["sentiment"]["lora"] == {"rank": 16, "alpha": 16.0}
+    assert manifest["training_data"]["sentiment_rows"] == 400
+    assert [e["epoch"] for e in manifest["sentiment"]["epochs"]] == [0, 1]
+    assert (out / "weights.safetensors").stat().st_size < 20_000_000
+
+    classifier = Classifier(out)
+    val = load_tweeteval("val")
+    raw = classifier.encode(val.texts)
+    assert raw.embeddings is None  # one stack: the touchpoint head reads the tuned layers
+    decided = classifier.sentiment_probs(raw, [t.strip() for t in val.texts]).argmax(1)
+    # The validation score training recorded is the decision the loaded artifacts make.
+    assert macro_recall(np.asarray(val.labels), decided, 3) == pytest.approx(
+        manifest["sentiment"]["val_macro_recall_tuned"], abs=1e-3
+    )
+    dev = touchpoint_report(classifier, load_touchpoints("dev"))
+    assert dev.macro_f1 == pytest.approx(manifest["touchpoint"]["dev_macro_f1"], abs=1e-3)
