@@ -219,7 +219,8 @@ class Classifier:
                 idx = order[start : start + batch_size]
                 input_ids, mask = self._pad([ids[j] for j in idx])
                 trunk, pools = self.encoder.run_trunk_pooled(Batch(input_ids, mask), self.feature_layers)
-                tuned, tuned_pools = self.encoder.run_top_pooled(trunk, mask, self.feature_layers, self.sentiment_top)
+                tuned_layers = self.feature_layers if tuned_features else ()
+                tuned, tuned_pools = self.encoder.run_top_pooled(trunk, mask, tuned_layers, self.sentiment_top)
                 sent_pool = mean_pool(tuned, mask)
                 pooled_sent[idx] = sent_pool.numpy()
                 if tuned_features:

@@ -54,7 +54,6 @@ import torch
 from models import data as D
 from models.classifier import log_softmax, mix_log_probs, softmax
 from models.encoder import (
-    LORA_PREFIX,
     MAX_TOKENS,
     TUNED_TOP_PREFIX,
     SplitEncoder,
@@ -84,6 +83,7 @@ from models.training import (
     build_trunk_cache,
     fit_sentiment,
     linear_probe,
+    load_lora_tensors,
     macro_f1,
     macro_recall,
     tune_biases,
@@ -433,17 +433,7 @@ def _load_branch(branch: SentimentBranch, artifacts: Path) -> None:
         raise ValueError(f"{artifacts} holds LoRA adapters: pass the same --lora-rank to reuse them")
     if lora is not None:
         # Reload the adapters themselves, so what is stored again is what was loaded.
-        state = {
-            **{k[len(TUNED_TOP_PREFIX) :]: v for k, v in weights.items() if k.startswith(TUNED_TOP_PREFIX)},
-            **{
-                k[len(LORA_PREFIX) : -2] + (".lora_a" if k.endswith(".a") else ".lora_b"): v
-                for k, v in weights.items()
-                if k.startswith(LORA_PREFIX)
-            },
-        }
-        missing = branch.top.load_state_dict(state, strict=False).missing_keys
-        if any("lora" in k or "LayerNorm" in k for k in missing):
-            raise ValueError(f"adapters in {artifacts} do not fit this branch: {missing[:3]}")
+        load_lora_tensors(branch.top, weights)
     else:
         branch.top.load_state_dict(
             {k[len(TUNED_TOP_PREFIX) :]: v for k, v in weights.items() if k.startswith(TUNED_TOP_PREFIX)}

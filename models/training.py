@@ -142,6 +142,23 @@ def lora_tensors(top: nn.ModuleList) -> dict[str, torch.Tensor]:
     return out
 
 
+def load_lora_tensors(top: nn.ModuleList, stored: dict[str, torch.Tensor]) -> None:
+    """Put what :func:`lora_tensors` stored back into a top wrapped by :func:`add_lora`.
+
+    Raises:
+        ValueError: The stored adapters or LayerNorms do not fit ``top``.
+    """
+    state = {k[len(TUNED_TOP_PREFIX) :]: v for k, v in stored.items() if k.startswith(TUNED_TOP_PREFIX)}
+    for key, value in stored.items():
+        if key.startswith(LORA_PREFIX):
+            name, _, part = key[len(LORA_PREFIX) :].rpartition(".")
+            state[f"{name}.lora_{part}"] = value
+    result = top.load_state_dict(state, strict=False)
+    unfilled = [k for k in result.missing_keys if "lora_" in k or "LayerNorm" in k]
+    if unfilled or result.unexpected_keys:
+        raise ValueError(f"stored adapters do not fit these layers: {(unfilled + result.unexpected_keys)[:3]}")
+
+
 class SentimentBranch(nn.Module):
     """A trainable copy of the encoder's top layer(s) plus a linear sentiment head.
 

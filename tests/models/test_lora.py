@@ -98,3 +98,14 @@ def test_an_adapter_for_a_missing_layer_is_refused(encoder: SplitEncoder) -> Non
     stored[f"{TUNED_TOP_PREFIX}0.no_such_norm.weight"] = torch.ones(3)
     with pytest.raises(ValueError, match="unknown tuned-layer tensors"):
         tuned_top(encoder.top, stored, branch.lora)
+
+
+def test_adapters_that_do_not_fit_are_refused(encoder: SplitEncoder) -> None:
+    from models.training import load_lora_tensors
+
+    branch = SentimentBranch(encoder, lora_rank=4, lora_alpha=8.0)
+    stored = branch.top_tensors()
+    dropped = next(k for k in stored if k.startswith(LORA_PREFIX))
+    del stored[dropped]
+    with pytest.raises(ValueError, match="do not fit"):
+        load_lora_tensors(SentimentBranch(encoder, lora_rank=4, lora_alpha=8.0).top, stored)
