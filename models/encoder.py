@@ -218,9 +218,9 @@ def tuned_top(
         top.load_state_dict(full)
         top.eval()
         return top
-    missing = set(full) - set(top.state_dict())
-    if missing:
-        raise ValueError(f"unknown tuned-layer tensors in the artifacts: {sorted(missing)[:3]}")
+    unknown = set(full) - set(top.state_dict())
+    if unknown:
+        raise ValueError(f"unknown tuned-layer tensors in the artifacts: {sorted(unknown)[:3]}")
     top.load_state_dict(full, strict=False)
     scale = float(lora["alpha"]) / float(lora["rank"])
     with torch.no_grad():

@@ -429,8 +429,12 @@ def _load_branch(branch: SentimentBranch, artifacts: Path) -> None:
 
     weights = load_file(str(artifacts / "weights.safetensors"))
     lora = json.loads((artifacts / "manifest.json").read_text())["sentiment"].get("lora")
-    if lora is not None and branch.lora is None:
-        raise ValueError(f"{artifacts} holds LoRA adapters: pass the same --lora-rank to reuse them")
+    if lora != branch.lora:
+        # Covers adapters into a full copy, a full copy into adapters, and another rank or alpha.
+        raise ValueError(
+            f"{artifacts} holds sentiment layers tuned with adapters {lora}, this run asks for {branch.lora}: "
+            "pass the same --lora-rank and --lora-alpha (--lora-rank 0 for a full copy) to reuse them"
+        )
     if lora is not None:
         # Reload the adapters themselves, so what is stored again is what was loaded.
         load_lora_tensors(branch.top, weights)

@@ -90,6 +90,11 @@ def test_adapters_reload_for_retraining_the_rest(encoder: SplitEncoder, tmp_path
     assert torch.allclose(_top_output(encoder, again.top), _top_output(encoder, branch.top), atol=1e-6)
     with pytest.raises(ValueError, match="--lora-rank"):
         _load_branch(SentimentBranch(encoder), tmp_path)
+    with pytest.raises(ValueError, match="--lora-rank"):
+        _load_branch(SentimentBranch(encoder, lora_rank=8, lora_alpha=8.0), tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"sentiment": {"lora": None}}))
+    with pytest.raises(ValueError, match="--lora-rank"):
+        _load_branch(SentimentBranch(encoder, lora_rank=4, lora_alpha=8.0), tmp_path)
 
 
 def test_an_adapter_for_a_missing_layer_is_refused(encoder: SplitEncoder) -> None:
