@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from crawlers.config import BrandConfig
+from moments.config import BrandConfig
 
 Predicate = Callable[[str], bool]
 

@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-from crawlers.config import SOURCES, ConfigError
+from moments.cli import Commands
+from moments.config import SOURCES, ConfigError
+from moments.errors import UsageError
 
 DESCRIPTION = """\
 Crawl public posts or reviews from one source and write them as JSON Lines
@@ -43,24 +44,25 @@ examples:
   moments crawl mastodon --query northwindair --base-url http://127.0.0.1:8765 \\
       --as-of 2026-11-20T12:00:00Z     # replay a recorded corpus reproducibly
 
-exit status: 0 ok, 2 source unhealthy (unreachable, or output fell to zero), 1 bad arguments.
+exit status: 0 ok; 1 source unhealthy (unreachable, or output fell to zero);
+2 bad arguments or config.
 """
 
 
-def register(subparsers: Any) -> None:
+def register(commands: Commands) -> None:
     """Add ``crawl`` to the ``moments`` command line."""
-    parser = subparsers.add_parser(
+    parser = commands.add(
         "crawl",
         help="crawl public posts or reviews from one source into JSONL",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        handler=run_crawl,
+        options=("config",),
     )
     parser.add_argument("source", choices=SOURCES, metavar="SOURCE", help=f"one of: {', '.join(SOURCES)}")
     parser.add_argument("--query", required=True, help="what to ask the source (see above)")
     parser.add_argument("--base-url", help="service root URL (default: the public service)")
     parser.add_argument("-o", "--output", type=Path, help="JSONL file to write (default: stdout)")
-    parser.add_argument("--config", type=Path, help="brands.yaml: brand matching, credentials, contact URL")
     parser.add_argument("--since", help="only posts created at or after this ISO 8601 time")
     parser.add_argument("--as-of", help="replay clock for crawled_at (ISO 8601; default $MOMENTS_AS_OF or now)")
     parser.add_argument("--country", default="us", help="App Store storefront country code (default: us)")
@@ -69,7 +71,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--fast", action="store_true", help="no politeness delays (local servers only; same as MOMENTS_CRAWL_FAST=1)"
     )
-    parser.set_defaults(handler=run_crawl)
 
 
 def run_crawl(args: argparse.Namespace) -> int:
@@ -90,10 +91,11 @@ def run_crawl(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             settings=settings,
         )
-    except (ConfigError, ValueError) as exc:
-        print(f"moments crawl: error: {exc}", file=sys.stderr)
-        return 1
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     print(stats.summary(), file=sys.stderr)
     if args.stats_json:
         args.stats_json.write_text(json.dumps(stats.to_dict(), indent=1), encoding="utf-8")
-    return 0 if stats.healthy else 2
+    return 0 if stats.healthy else 1

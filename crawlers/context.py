@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from crawlers.brands import BrandMatcher
-from crawlers.config import CrawlConfig
 from crawlers.state import REPOLL_HOURS, Clock, CrawlState
+from moments.config import MomentsConfig
 
 log = logging.getLogger("moments.crawl")
 
@@ -82,7 +82,7 @@ class RunContext:
     query: str
     clock: Clock
     state: CrawlState
-    config: CrawlConfig | None = None
+    config: MomentsConfig | None = None
     since: datetime | None = None
     output: Path | None = None
     country: str = "us"

@@ -27,7 +27,6 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import ValidationError
 from scrapy.exceptions import DropItem
 
-from crawlers.schema import Post, post_id
 from crawlers.state import REPOLL_HOURS
 from crawlers.text import (
     bottom_k,
@@ -39,6 +38,7 @@ from crawlers.text import (
     shingle_hashes,
     shingle_key,
 )
+from moments.records import Post, post_id
 
 if TYPE_CHECKING:
     from typing import Self

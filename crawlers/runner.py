@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from crawlers.config import SOURCES, CrawlConfig, load_config
 from crawlers.context import CrawlStats, RunContext
 from crawlers.state import Clock, CrawlState, default_state_dir, resolve_as_of
 from crawlers.text import parse_timestamp
+from moments.config import SOURCES, MomentsConfig, load_config
 
 VERSION = "0.1.0"
 
@@ -110,14 +110,14 @@ class CrawlJob:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def user_agent(config: CrawlConfig | None) -> str:
+def user_agent(config: MomentsConfig | None) -> str:
     """A User-Agent naming the project and how to reach whoever runs it."""
     contact = (config.contact_url if config else None) or os.environ.get("MOMENTS_CONTACT_URL")
     contact = contact or "https://github.com/moments-oss/moments"
     return f"Moments/{VERSION} (+{contact}; public-post monitoring for customer care)"
 
 
-def build_settings(config: CrawlConfig | None = None, overrides: dict[str, Any] | None = None) -> Any:
+def build_settings(config: MomentsConfig | None = None, overrides: dict[str, Any] | None = None) -> Any:
     """Scrapy settings for a Moments crawl: politeness defaults, then overrides."""
     from scrapy.settings import Settings
 
@@ -149,8 +149,8 @@ def spider_class(source: str) -> type:
     return cls
 
 
-def _as_config(config: str | Path | CrawlConfig | None) -> CrawlConfig | None:
-    if config is None or isinstance(config, CrawlConfig):
+def _as_config(config: str | Path | MomentsConfig | None) -> MomentsConfig | None:
+    if config is None or isinstance(config, MomentsConfig):
         return config
     return load_config(config)
 
@@ -190,7 +190,7 @@ def crawl(
     *,
     base_url: str | None = None,
     output: Path | str | None = None,
-    config: str | Path | CrawlConfig | None = None,
+    config: str | Path | MomentsConfig | None = None,
     since: str | datetime | None = None,
     as_of: str | datetime | None = None,
     country: str = "us",
@@ -226,7 +226,7 @@ def crawl(
 def crawl_many(
     jobs: list[CrawlJob],
     *,
-    config: str | Path | CrawlConfig | None = None,
+    config: str | Path | MomentsConfig | None = None,
     as_of: str | datetime | None = None,
     state_dir: Path | str | None = None,
     settings: dict[str, Any] | None = None,
@@ -249,7 +249,7 @@ def crawl_many(
 
 def _crawl_here(
     jobs: list[CrawlJob],
-    config: CrawlConfig | None,
+    config: MomentsConfig | None,
     as_of: str | datetime | None,
     state_dir: Path | str | None,
     settings: dict[str, Any] | None,
@@ -305,7 +305,7 @@ def _record_failure(failure: Any, ctx: RunContext) -> None:
 
 def _crawl_in_child(
     jobs: list[CrawlJob],
-    config: CrawlConfig | None,
+    config: MomentsConfig | None,
     as_of: str | datetime | None,
     state_dir: Path | str | None,
     settings: dict[str, Any] | None,
@@ -343,7 +343,7 @@ def _crawl_in_child(
 
 def _child_main(spec_path: str) -> int:
     """Entry point of the child process: run the jobs of a spec file, write their stats."""
-    from crawlers.config import parse_config
+    from moments.config import parse_config
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))

@@ -26,19 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from crawlers.text import parse_timestamp
+from moments import settings
 
 REPOLL_HOURS = 72
 MAX_RUNS_KEPT = 20
 
 
-def moments_home() -> Path:
-    """``$MOMENTS_HOME``, default ``./var``."""
-    return Path(os.environ.get("MOMENTS_HOME") or "var")
-
-
 def default_state_dir() -> Path:
     """Where crawl state lives: ``$MOMENTS_HOME/crawl-state``."""
-    return moments_home() / "crawl-state"
+    return settings.crawl_state_dir()
 
 
 def resolve_as_of(as_of: str | datetime | None = None) -> datetime | None:
@@ -47,7 +43,7 @@ def resolve_as_of(as_of: str | datetime | None = None) -> datetime | None:
     Raises:
         ValueError: The timestamp cannot be parsed.
     """
-    value: Any = as_of if as_of is not None else os.environ.get("MOMENTS_AS_OF") or None
+    value: Any = as_of if as_of is not None else settings.env("MOMENTS_AS_OF")
     if value is None:
         return None
     parsed = parse_timestamp(value)

@@ -7,19 +7,26 @@ snapshots when the crawler has re-polled the post, else as all engagement so
 far over the post's age when it was crawled. Both use the crawl's own clock,
 never the wall clock, so re-running on the same data gives the same flags.
 
-The rule is deliberately simple and fully explained in each flag's
-``reasons``; later work adds richer signals (forecasts, reach growth).
+A flag is a record of its own (:class:`moments.records.Flag`), one per post. A
+re-evaluation never opens a second one: it escalates the open flag (a higher
+priority), refreshes its figures, or leaves it alone when nothing changed, each
+change a compare-and-set with an event in the flag's log. A flag a person resolved
+or dismissed is reopened only when the score has grown by the configured
+``reopen_margin``, and the event says so. The thresholds come from ``flag_rules``
+in brands.yaml (:class:`moments.config.FlagRules`, with per-brand overrides).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from crawlers.schema import Flag, Post, Priority
-from search.store import Store
+from moments.config import FlagRules
+from moments.errors import ConflictError
+from moments.records import Flag, Post, Priority, post_flag_id, priority_rank
+from search.store import FlagChange, Store
 
 RULE_VERSION = "velocity-v1"
 
@@ -27,25 +34,6 @@ RULE_VERSION = "velocity-v1"
 _MIN_SNAPSHOT_GAP_HOURS = 0.25
 # A post seconds old with 3 likes is not "180 per hour": floor the age.
 _MIN_AGE_HOURS = 0.5
-
-
-@dataclass(frozen=True)
-class FlagRules:
-    """Thresholds of the flagging rule (configurable per deployment).
-
-    Attributes:
-        min_velocity: Interactions per hour a negative post needs to be flagged.
-        min_negative_probability: Sentiment confidence needed when the moment is not misery.
-        p1_score: Score at or above which a flag is P1 (drop everything).
-        p2_score: Score at or above which a flag is P2.
-        p3_score: Score at or above which a flag is P3; below is P4.
-    """
-
-    min_velocity: float = 20.0
-    min_negative_probability: float = 0.5
-    p1_score: float = 6.0
-    p2_score: float = 4.0
-    p3_score: float = 2.5
 
 
 @dataclass(frozen=True)
@@ -95,7 +83,20 @@ def _priority(score: float, rules: FlagRules) -> Priority:
     return "P4"
 
 
-def evaluate(post: Post, now: datetime, rules: FlagRules | None = None) -> Flag | None:
+@dataclass(frozen=True)
+class Assessment:
+    """What the rule says about one post: how urgent, how bad, and why."""
+
+    post_id: str
+    brand: str | None
+    touchpoint: str | None
+    priority: Priority
+    score: float
+    reasons: list[str]
+    velocity_per_hour: float
+
+
+def evaluate(post: Post, now: datetime, rules: FlagRules | None = None) -> Assessment | None:
     """The flag ``post`` deserves under ``rules``, or ``None``.
 
     The score multiplies how bad the moment is (severity) by how fast it spreads
@@ -104,9 +105,10 @@ def evaluate(post: Post, now: datetime, rules: FlagRules | None = None) -> Flag 
 
     Args:
         post: A classified post.
-        now: The flag's timestamp (the run's clock).
+        now: The evaluation time (the run's clock); kept for rules that age flags.
         rules: Thresholds to apply.
     """
+    del now  # the velocity uses the crawl's own clock; later rules weigh waiting time
     rules = rules or FlagRules()
     verdict = post.classification
     if verdict is None:
@@ -133,41 +135,164 @@ def evaluate(post: Post, now: datetime, rules: FlagRules | None = None) -> Flag 
     ]
     if followers:
         reasons.append(f"author reach: {followers:,} followers")
-    return Flag(
+    return Assessment(
+        post_id=post.id,
+        brand=post.brand[0] if post.brand else None,
+        touchpoint=verdict.touchpoint,
         priority=_priority(score, rules),
         score=score,
         reasons=reasons,
         velocity_per_hour=round(velocity.per_hour, 2),
-        flagged_at=now,
-        rule_version=RULE_VERSION,
     )
 
 
-def merge_flag(existing: Flag | None, fresh: Flag) -> Flag:
-    """Update a stored flag with a fresh evaluation without undoing a care agent's work.
+def new_flag(assessment: Assessment, now: datetime) -> Flag:
+    """A version-1 flag for a post the rule flags for the first time."""
+    return Flag(
+        id=post_flag_id(assessment.post_id),
+        kind="post",
+        brand=assessment.brand,
+        touchpoint=assessment.touchpoint,
+        post_ids=[assessment.post_id],
+        priority=assessment.priority,
+        score=assessment.score,
+        reasons=assessment.reasons,
+        velocity_per_hour=assessment.velocity_per_hour,
+        rule_version=RULE_VERSION,
+        opened_at=now,
+        updated_at=now,
+    )
 
-    An acknowledged, resolved or dismissed flag keeps its status and first
-    flagged time; its numbers and reasons are refreshed so the queue shows the
-    current spread.
+
+def reassess(current: Flag, assessment: Assessment, rules: FlagRules) -> FlagChange | None:
+    """How a stored flag changes under a fresh assessment (``None``: it does not).
+
+    * Open, acknowledged or responded: the priority only ever rises (``escalated``);
+      the figures and reasons are refreshed (``updated``) when they moved.
+    * Resolved or dismissed by a person: left alone, unless the score grew by the
+      reopen margin, in which case it is reopened at the new priority (``reopened``).
     """
-    if existing is None:
-        return fresh
-    return fresh.model_copy(update={"status": existing.status, "flagged_at": existing.flagged_at})
+    figures = {
+        "score": assessment.score,
+        "reasons": assessment.reasons,
+        "velocity_per_hour": assessment.velocity_per_hour,
+        "rule_version": RULE_VERSION,
+    }
+    if current.is_closed:
+        threshold = current.score * (1 + rules.reopen_margin)
+        if assessment.score < threshold or assessment.score <= current.score:
+            return None
+        reopened = current.with_status("open", current.updated_at).model_copy(
+            update={**figures, "priority": assessment.priority}
+        )
+        note = (
+            f"reopened: score {current.score:g} -> {assessment.score:g}, at least {rules.reopen_margin:.0%} above "
+            f"the score when it was {current.status} (threshold {threshold:g})"
+        )
+        return FlagChange(reopened, "reopened", note)
+    priority = min(current.priority, assessment.priority, key=priority_rank)
+    updated = current.model_copy(update={**figures, "priority": priority})
+    if priority != current.priority:
+        return FlagChange(updated, "escalated", f"priority {current.priority} -> {priority}")
+    if updated.model_dump(exclude={"version", "updated_at"}) == current.model_dump(exclude={"version", "updated_at"}):
+        return None
+    return FlagChange(updated, "updated")
 
 
-def flag_posts(posts: Iterable[Post], now: datetime, rules: FlagRules | None = None) -> dict[str, Flag]:
-    """Evaluate many posts; returns ``{post_id: flag}`` for those that need one (merged with any stored flag)."""
-    flags: dict[str, Flag] = {}
-    for post in posts:
-        fresh = evaluate(post, now, rules)
-        if fresh is not None:
-            flags[post.id] = merge_flag(post.flag, fresh)
-    return flags
+@dataclass
+class FlagRunReport:
+    """What one flagging pass did."""
+
+    opened: list[str] = field(default_factory=list)
+    escalated: list[str] = field(default_factory=list)
+    reopened: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+    @property
+    def changed(self) -> int:
+        return len(self.opened) + len(self.escalated) + len(self.reopened) + len(self.updated)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.opened)} opened, {len(self.escalated)} escalated, {len(self.reopened)} reopened, "
+            f"{len(self.updated)} updated, {self.unchanged} unchanged"
+        )
 
 
-def apply_flags(store: Store, now: datetime, rules: FlagRules | None = None) -> dict[str, Flag]:
-    """Flag every stored post that needs it and write the flags back; returns what was set."""
-    flags = flag_posts(store.scan(), now, rules)
-    for post_id, flag in flags.items():
-        store.set_flag(post_id, flag)
-    return flags
+class _Reassessment:
+    """A change function for :meth:`Store.change_flag` that remembers what it decided.
+
+    It may run more than once (a lost compare-and-set is retried on the newer
+    version); the last decision is the one that was stored.
+    """
+
+    def __init__(self, assessment: Assessment, rules: FlagRules) -> None:
+        self.assessment = assessment
+        self.rules = rules
+        self.action: str | None = None
+
+    def __call__(self, current: Flag) -> FlagChange | None:
+        decided = reassess(current, self.assessment, self.rules)
+        self.action = decided.action if decided else None
+        return decided
+
+
+RulesFor = Callable[[str | None], FlagRules]
+
+
+def _rules_lookup(rules: FlagRules | RulesFor | None) -> RulesFor:
+    if rules is None:
+        default = FlagRules()
+        return lambda _brand: default
+    if isinstance(rules, FlagRules):
+        fixed = rules
+        return lambda _brand: fixed
+    return rules
+
+
+def apply_flags(
+    store: Store,
+    now: datetime,
+    rules: FlagRules | RulesFor | None = None,
+    *,
+    posts: Iterable[Post] | None = None,
+) -> FlagRunReport:
+    """Evaluate posts and open, escalate, update or reopen their flags in ``store``.
+
+    Args:
+        store: Where the posts and flags live.
+        now: The run's clock (the opening time of new flags, the time of events).
+        rules: One :class:`FlagRules`, or a function from brand to rules
+            (``MomentsConfig.rules_for``); default thresholds when ``None``.
+        posts: The posts to evaluate (default: every stored post).
+
+    Returns:
+        Which flags changed, and how. Re-running on the same data changes nothing.
+    """
+    rules_for = _rules_lookup(rules)
+    actor = f"rule:{RULE_VERSION}"
+    report = FlagRunReport()
+    for post in posts if posts is not None else store.scan():
+        brand = post.brand[0] if post.brand else None
+        brand_rules = rules_for(brand)
+        assessment = evaluate(post, now, brand_rules)
+        if assessment is None:
+            continue
+        flag_id = post_flag_id(post.id)
+        if store.get_flag(flag_id) is None:
+            try:
+                store.create_flag(new_flag(assessment, now), actor=actor, at=now)
+                report.opened.append(flag_id)
+                continue
+            except ConflictError:
+                pass  # another run opened it a moment ago: reassess that one
+        reassessment = _Reassessment(assessment, brand_rules)
+        store.change_flag(flag_id, reassessment, actor=actor, at=now)
+        if reassessment.action is None:
+            report.unchanged += 1
+        else:
+            {"escalated": report.escalated, "reopened": report.reopened}.get(
+                reassessment.action, report.updated
+            ).append(flag_id)
+    return report

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from crawlers.schema import utc_now
 from flows.tasks import SourceSpec, StageResult, classify_file, count_jsonl_lines, crawl_source, flag_store, index_file
-from search import default_home
+from moments import settings
+from moments.config import MomentsConfig, load_config
+from moments.records import utc_now
 
 
 @dataclass
@@ -56,11 +57,10 @@ def unfinished_crawls(runs_root: Path, *, current: Path) -> list[Path]:
     return found
 
 
-def sources_from_config(config_path: Path) -> list[SourceSpec]:
+def sources_from_config(config: Path | MomentsConfig) -> list[SourceSpec]:
     """Every (brand, source, query) to crawl, from a brands.yaml."""
-    from crawlers.config import load_config
-
-    config = load_config(config_path)
+    if not isinstance(config, MomentsConfig):
+        config = load_config(config)
     specs: list[SourceSpec] = []
     for brand in config.brands:
         for source in brand.sources:
@@ -92,7 +92,8 @@ def pipeline(
         Counts per stage and the sources that failed.
     """
     logger = get_run_logger()
-    run_dir = run_dir or default_home() / "runs" / f"{utc_now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    config = load_config(config_path)
+    run_dir = run_dir or settings.runs_dir() / f"{utc_now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = PipelineSummary(run_dir=run_dir)
 
@@ -103,13 +104,16 @@ def pipeline(
         logger.warning("recovering %d crawl files from unfinished runs", len(recovered))
     crawled: list[StageResult] = [StageResult(path, count_jsonl_lines(path)) for path in recovered]
     summary.recovered = sum(r.count for r in crawled)
-    for spec in sources_from_config(config_path):
+    brand_of: dict[Path, str] = {}
+    for spec in sources_from_config(config):
         state = crawl_source(spec, run_dir, config_path=config_path, as_of=as_of, return_state=True)
         if state.is_completed():
             result = state.result()
             assert isinstance(result, StageResult)
             crawled.append(result)
             summary.crawled += result.count
+            if result.path is not None:
+                brand_of[result.path] = spec.brand
         else:
             summary.failed_sources.append(f"{spec.source}:{spec.query}")
             logger.error("source %s (%s) failed; continuing with the others", spec.source, spec.query)
@@ -117,7 +121,9 @@ def pipeline(
     for result in crawled:
         if result.path is None or result.count == 0:
             continue
-        classified = classify_file(result.path, result.path.parent)
+        # Each brand's own taxonomy classifies its posts (recovered files: the default one).
+        taxonomy = config.taxonomy_for(brand_of.get(result.path))
+        classified = classify_file(result.path, result.path.parent, taxonomy.as_mapping() if taxonomy else None)
         summary.classified += classified.count
         summary.dropped += classified.dropped
         if classified.path is not None:
@@ -127,7 +133,7 @@ def pipeline(
     for finished in {run_dir, *(path.parent for path in recovered)}:
         (finished / RUN_DONE).touch()
 
-    flagged = flag_store(store_url, as_of or utc_now())
+    flagged = flag_store(store_url, as_of or utc_now(), config_path)
     summary.flagged = flagged.count
     logger.info(
         "pipeline done: %d crawled, %d classified, %d indexed, %d flagged, %d sources failed",

@@ -1,14 +1,15 @@
-"""Human-readable views of the store: the care team's flag queue and the touchpoint scorecard."""
+"""Human-readable views of the store: the care team's flag queue, one flag, and the touchpoint scorecard."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from crawlers.schema import Post
+from moments.records import Flag, FlagEvent, Post
 from search.store import TouchpointCount
 
 _PRIORITY_STYLE = {"P1": "bold red", "P2": "red", "P3": "yellow", "P4": "dim"}
@@ -20,25 +21,27 @@ def excerpt(text: str, width: int = 80) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def flags_table(posts: Sequence[Post]) -> Table:
-    """The open-flag queue: priority, touchpoint, why, excerpt and link."""
-    table = Table(title=f"Open flags ({len(posts)})", show_lines=True, expand=True)
+def flags_table(flags: Sequence[Flag], posts: Mapping[str, Post | None] | None = None) -> Table:
+    """The flag queue: priority, status, touchpoint, why, excerpt, link and id."""
+    posts = posts or {}
+    table = Table(title=f"Open flags ({len(flags)})", show_lines=True, expand=True)
     table.add_column("Pri", no_wrap=True)
+    table.add_column("Status", no_wrap=True)
     table.add_column("Touchpoint", no_wrap=True)
     table.add_column("Why", ratio=3)
     table.add_column("Excerpt", ratio=3)
-    table.add_column("URL", ratio=2, overflow="fold")
-    for post in posts:
-        flag = post.flag
-        if flag is None:
-            continue
-        touchpoint = post.classification.touchpoint if post.classification else "?"
+    table.add_column("Flag / URL", ratio=2, overflow="fold")
+    for flag in flags:
+        post = posts.get(flag.post_ids[0]) if flag.post_ids else None
+        status = Text(flag.status + (f"\n@{flag.assignee}" if flag.assignee else ""))
         table.add_row(
             f"[{_PRIORITY_STYLE.get(flag.priority, '')}]{flag.priority}[/]",
-            touchpoint,
-            "\n".join(flag.reasons[:2]),
-            excerpt(post.text),
-            post.url or post.id,
+            status,
+            Text(flag.touchpoint or "?"),
+            # Post text, names and reasons are hostile input: plain Text, never console markup.
+            Text("\n".join(flag.reasons[:2])),
+            Text(excerpt(post.text) if post else f"{len(flag.post_ids)} posts"),
+            Text(f"{flag.id}\n{post.url or ''}" if post else flag.id),
         )
     return table
 
@@ -56,13 +59,72 @@ def scorecard_table(rows: Sequence[TouchpointCount]) -> Table:
     return table
 
 
-def print_flags(posts: Sequence[Post], *, as_json: bool, console: Console | None = None) -> None:
-    """Print the open flags as a table, or as a JSON array of full posts."""
+def print_flags(
+    flags: Sequence[Flag],
+    posts: Mapping[str, Post | None] | None = None,
+    *,
+    as_json: bool,
+    console: Console | None = None,
+) -> None:
+    """Print flags as a table, or as a JSON array of flag records."""
     if as_json:
-        print(json.dumps([p.model_dump(mode="json") for p in posts], ensure_ascii=False, indent=2))
+        print(json.dumps([f.model_dump(mode="json") for f in flags], ensure_ascii=False, indent=2))
         return
     console = console or Console()
-    if not posts:
-        console.print("No open flags.")
+    if not flags:
+        console.print("No flags.")
         return
-    console.print(flags_table(posts))
+    console.print(flags_table(flags, posts))
+
+
+def print_flag_detail(
+    flag: Flag, events: Sequence[FlagEvent], posts: Sequence[Post], *, as_json: bool, console: Console | None = None
+) -> None:
+    """One flag as a care agent reads it: figures, reasons, posts, and the event log."""
+    if as_json:
+        document = {
+            "flag": flag.model_dump(mode="json"),
+            "events": [e.model_dump(mode="json") for e in events],
+            "posts": [p.model_dump(mode="json") for p in posts],
+        }
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+        return
+    console = console or Console()
+    style = _PRIORITY_STYLE.get(flag.priority, "")
+    console.print(f"[bold]{flag.id}[/]  [{style}]{flag.priority}[/]  {flag.status}  (version {flag.version})")
+    console.print(
+        f"kind {flag.kind} · brand {flag.brand or '-'} · touchpoint {flag.touchpoint or '-'} · score {flag.score:g}"
+        + (f" · assigned to {flag.assignee}" if flag.assignee else "")
+    )
+    console.print(
+        f"opened {flag.opened_at:%Y-%m-%d %H:%M} UTC · updated {flag.updated_at:%Y-%m-%d %H:%M} UTC"
+        + (f" · first response {flag.first_response_at:%Y-%m-%d %H:%M}" if flag.first_response_at else "")
+        + (f" · closed {flag.resolved_at:%Y-%m-%d %H:%M}" if flag.resolved_at else "")
+    )
+    console.print("[bold]Reasons[/]")
+    for reason in flag.reasons:
+        console.print(f"  • {reason}", markup=False)
+    console.print(f"[bold]Posts[/] ({len(flag.post_ids)})")
+    for post in posts:
+        author = post.author.handle or post.author.display_name or "?"
+        console.print(f"  {post.id} by {author}: {excerpt(post.text, 120)}", markup=False)
+        if post.url:
+            console.print(f"    {post.url}", markup=False)
+    table = Table(title=f"Events ({len(events)})", expand=True)
+    table.add_column("v", justify="right")
+    table.add_column("When (UTC)", no_wrap=True)
+    table.add_column("Who")
+    table.add_column("What")
+    table.add_column("Changes", ratio=2, overflow="fold")
+    table.add_column("Note", ratio=2)
+    for event in events:
+        changes = "; ".join(f"{c.field}: {c.old} -> {c.new}" for c in event.changes if c.field != "reasons")
+        table.add_row(
+            str(event.version),
+            f"{event.at:%Y-%m-%d %H:%M:%S}",
+            Text(event.actor),
+            event.action,
+            Text(changes),
+            Text(event.note or ""),
+        )
+    console.print(table)

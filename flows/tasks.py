@@ -8,6 +8,7 @@ idempotent upsert by post id, so repeating it never duplicates.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,8 +20,9 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.tasks import exponential_backoff
 
-from crawlers.jsonl import ReadReport, read_posts_file, write_posts
-from flows.flagging import FlagRules, apply_flags
+from flows.flagging import apply_flags
+from moments.config import load_config
+from moments.records import ReadReport, read_posts_file, write_posts
 from search import open_store
 
 # Network-facing and store-facing tasks retry with backoff: 10s, 20s, 40s.
@@ -84,7 +86,18 @@ def crawl_source(
     logger = get_run_logger()
     out = run_dir / f"crawl-{spec.slug}.jsonl"
     partial = _atomic_jsonl(out)
-    command = [sys.executable, "-m", "flows.cli", "-q", "crawl", spec.source, "--query", spec.query, "-o", str(partial)]
+    command = [
+        sys.executable,
+        "-m",
+        "moments.cli",
+        "-q",
+        "crawl",
+        spec.source,
+        "--query",
+        spec.query,
+        "-o",
+        str(partial),
+    ]
     if spec.base_url:
         command += ["--base-url", spec.base_url]
     if config_path is not None:
@@ -103,22 +116,28 @@ def crawl_source(
     return StageResult(out, count, detail=completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "")
 
 
-_CLASSIFIER: Any = None
+_CLASSIFIERS: dict[str, Any] = {}
 
 
-def _classifier() -> Any:
-    # Loading the encoder takes seconds; one per process is enough.
-    global _CLASSIFIER
-    if _CLASSIFIER is None:
+def _classifier(taxonomy: dict[str, Any] | None = None) -> Any:
+    # Loading the encoder takes seconds: one classifier per taxonomy per process.
+    key = json.dumps(taxonomy, sort_keys=True)
+    if key not in _CLASSIFIERS:
         from models import load_classifier
 
-        _CLASSIFIER = load_classifier()
-    return _CLASSIFIER
+        _CLASSIFIERS[key] = load_classifier(None, taxonomy)
+    return _CLASSIFIERS[key]
 
 
 @task(name="classify")
-def classify_file(source: Path, out_dir: Path) -> StageResult:
+def classify_file(source: Path, out_dir: Path, taxonomy: dict[str, Any] | None = None) -> StageResult:
     """Classify every post in ``source`` into ``out_dir/classified-<name>.jsonl``.
+
+    Args:
+        source: A crawl file.
+        out_dir: Where the classified file goes.
+        taxonomy: The brand's touchpoint taxonomy (``TaxonomyConfig.as_mapping()``), or
+            ``None`` for the default one.
 
     Malformed lines are logged with their line number and skipped.
     """
@@ -129,7 +148,7 @@ def classify_file(source: Path, out_dir: Path) -> StageResult:
     partial = _atomic_jsonl(out)
     report = ReadReport()
     with partial.open("w", encoding="utf-8") as handle:
-        count = write_posts(classify_posts(read_posts_file(source, report), _classifier()), handle)
+        count = write_posts(classify_posts(read_posts_file(source, report), _classifier(taxonomy)), handle)
     partial.replace(out)
     get_run_logger().info("classified %d posts from %s (%d dropped)", count, source.name, len(report.dropped))
     return StageResult(out, count, dropped=len(report.dropped))
@@ -147,10 +166,11 @@ def index_file(source: Path, store_url: str | None) -> StageResult:
 
 
 @task(name="flag", retries=2, retry_delay_seconds=_BACKOFF)
-def flag_store(store_url: str | None, now: datetime, rules: FlagRules | None = None) -> StageResult:
-    """Evaluate every stored post and set flags on those that are negative and spreading."""
+def flag_store(store_url: str | None, now: datetime, config_path: Path | None = None) -> StageResult:
+    """Evaluate every stored post; open, escalate or update flags under each brand's ``flag_rules``."""
+    config = load_config(config_path) if config_path is not None else None
     with open_store(store_url) as store:
-        flags = apply_flags(store, now, rules)
-        open_count = len(store.open_flags(limit=10_000))
-    get_run_logger().info("%d posts flagged this run, %d flags open", len(flags), open_count)
-    return StageResult(None, len(flags), detail=f"{open_count} open")
+        report = apply_flags(store, now, config.rules_for if config else None)
+        active = len(store.list_flags(limit=100_000))
+    get_run_logger().info("flagging: %s; %d flags active", report.summary(), active)
+    return StageResult(None, report.changed, detail=f"{active} active")

@@ -35,11 +35,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from crawlers.schema import Classification, Post
 from models.encoder import SplitEncoder, Tokenizer, base_model_dir, mean_pool, set_threads, tuned_top
 from models.lexical import ARRAYS, SENTIMENT_VOCAB, TOUCHPOINT_VOCAB, Lexical
 from models.taxonomy import DEFAULT_TAXONOMY, Taxonomy
 from models.textprep import detect_language, has_letters, spell_emoji
+from moments.records import Classification, Post
 
 log = logging.getLogger("moments.models")
 
@@ -399,3 +399,50 @@ def _classify_chunk(posts: list[Post], classifier: Classifier) -> Iterator[Post]
     texts = [f"{p.title}. {p.text}" if p.title else p.text for p in posts]
     for post, result in zip(posts, classifier.classify(texts), strict=True):
         yield post.model_copy(update={"classification": result})
+
+
+def classify_records(
+    records: Iterable[dict[str, Any]], classifier: Classifier, chunk_size: int = 1024
+) -> Iterator[dict[str, Any]]:
+    """Yield each JSON object with ``classification`` added (or replaced), every other key untouched.
+
+    The lenient counterpart of :func:`classify_posts` for a user's own export: a record
+    needs only a string ``text`` (an optional string ``title`` is read with it, as for a
+    post). Each record comes out as a new dict with the same keys in the same order;
+    ``classification`` keeps its place when the record had one and is appended
+    otherwise, as JSON (``Classification.model_dump(mode="json")``). Records are
+    classified in chunks, so a long stream is never held in memory at once.
+
+    Raises:
+        ValueError: A record is not a dict or has no string ``text`` (filter the input
+            with :func:`moments.records.read_objects` first).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    chunk: list[dict[str, Any]] = []
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise ValueError(f"record {number} has no string 'text' to classify")
+        chunk.append(record)
+        if len(chunk) >= chunk_size:
+            yield from _classify_record_chunk(chunk, classifier)
+            chunk = []
+    if chunk:
+        yield from _classify_record_chunk(chunk, classifier)
+
+
+def _record_text(record: dict[str, Any]) -> str:
+    """What the classifier reads: ``"{title}. {text}"`` when a record has a string title, else its text.
+
+    The same text :func:`classify_posts` reads for a :class:`Post` with the same fields
+    (a post's text is stripped on validation, so it is stripped here too).
+    """
+    text = str(record["text"]).strip()
+    title = record.get("title")
+    return f"{title}. {text}" if isinstance(title, str) and title else text
+
+
+def _classify_record_chunk(records: list[dict[str, Any]], classifier: Classifier) -> Iterator[dict[str, Any]]:
+    results = classifier.classify([_record_text(r) for r in records])
+    for record, result in zip(records, results, strict=True):
+        yield {**record, "classification": result.model_dump(mode="json")}

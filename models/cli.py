@@ -12,20 +12,35 @@ import time
 from pathlib import Path
 from typing import Any
 
+from moments.cli import Commands
+from moments.config import load_config
+from moments.errors import UsageError
+
 CLASSIFY_HELP = """\
-Add a `classification` to every post: sentiment (negative/neutral/positive),
+Add a `classification` to every record: sentiment (negative/neutral/positive),
 customer-journey touchpoint, moment (misery/magic/neutral), severity in [0, 1],
 confidence, detected language and the model version.
 
-Input is JSONL of posts (as `moments crawl` writes them). Every input field is kept;
-malformed lines are reported with their line number on stderr and skipped. A stats
+Input is JSONL, one JSON object per line; any object with a non-empty string
+`text` works: posts as `moments crawl` writes them, or your own export such as
+  {"id": "123", "source": "survey", "text": "Two hours on hold"}
+A string `title` is read with the text. Every other field is kept exactly as it
+is (same keys, same order, unknown keys too); `classification` is added, or
+replaced when the line had one. Lines that are not JSON objects with a text are
+reported on stderr with their line number and the reason, and skipped. A stats
 line goes to stderr at the end.
+
+Strict post validation happens at `moments index`, which needs full posts (id,
+source, native_id, crawled_at, ...). To turn an export into posts, use
+  moments crawl import --query FILE --config brands.yaml -o posts.jsonl
 
 Examples:
   moments classify posts.jsonl -o classified.jsonl
+  moments classify my-export.jsonl -o my-export.classified.jsonl
   moments classify posts.jsonl | jq .classification.moment
   moments classify --text "Two hours on hold and still no refund"
   moments classify posts.jsonl --taxonomy brand.yaml   # custom touchpoints, zero-shot
+  moments classify posts.jsonl --config brands.yaml --brand "Northwind Air"   # that brand's taxonomy
 
 A taxonomy file (YAML or JSON) holds a mapping like
   {"mode": "extend", "touchpoints": [{"id": "loyalty", "description": "points, miles, status",
@@ -49,27 +64,44 @@ Examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(commands: Commands) -> None:
     """Add ``classify`` and ``eval`` to the ``moments`` command line."""
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = subparsers.add_parser(
-        "classify", help="add sentiment, touchpoint and moment to posts", description=CLASSIFY_HELP, formatter_class=fmt
+    p = commands.add(
+        "classify",
+        help="add sentiment, touchpoint and moment to posts (any JSON objects with a text)",
+        description=CLASSIFY_HELP,
+        handler=_classify,
+        options=("config", "brand"),
     )
-    p.add_argument("input", nargs="?", type=Path, help="JSONL file of posts (omit with --text)")
+    p.add_argument("input", nargs="?", type=Path, help="JSONL file of objects with a `text` (omit with --text)")
     p.add_argument("-o", "--output", type=Path, help="write JSONL here (default: stdout)")
     p.add_argument("--text", help="classify one text and print the Classification as JSON")
     p.add_argument("--taxonomy", type=Path, help="YAML/JSON file with a custom touchpoint taxonomy")
     p.add_argument("--artifacts", type=Path, help="model artifacts folder (default: the shipped models/artifacts)")
-    p.set_defaults(handler=_classify)
 
-    e = subparsers.add_parser(
-        "eval", help="measure the shipped model on held-out data", description=EVAL_HELP, formatter_class=fmt
+    e = commands.add(
+        "eval",
+        help="measure the shipped model on held-out data",
+        description=EVAL_HELP,
+        handler=_eval,
+        options=("json",),
     )
     e.add_argument("--data", type=Path, help="datasets folder (default: $MOMENTS_DATASETS or ../shared/datasets)")
     e.add_argument("--artifacts", type=Path, help="model artifacts folder (default: the shipped models/artifacts)")
     e.add_argument("--limit", type=int, help="only the first N TweetEval test rows")
-    e.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-    e.set_defaults(handler=_eval)
+
+
+def _brand_taxonomy(args: argparse.Namespace) -> Any:
+    """``--config F --brand B``: that brand's taxonomy from brands.yaml (``None``: the default one)."""
+    if args.brand is None:
+        return None
+    if args.config is None:
+        raise UsageError("--brand needs --config (the brands.yaml that holds the brand's taxonomy)")
+    config = load_config(args.config)
+    if config.brand(args.brand) is None:
+        raise UsageError(f"no brand {args.brand!r} in {args.config}")
+    taxonomy = config.taxonomy_for(args.brand)
+    return taxonomy.as_mapping() if taxonomy else None
 
 
 def _load_taxonomy(path: Path | None) -> Any:
@@ -89,28 +121,32 @@ def _load_taxonomy(path: Path | None) -> Any:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from crawlers import ReadReport, read_posts_file, write_posts
-    from models.classifier import classify_posts, load_classifier
+    from models.classifier import classify_records, load_classifier
+    from moments.records import ReadReport, read_objects, write_objects
 
     if (args.input is None) == (args.text is None):
-        print("moments classify: error: give an input file or --text (one of them)", file=sys.stderr)
-        return 2
+        raise UsageError("give an input file or --text (one of them)")
+    if args.taxonomy is not None and args.brand is not None:
+        raise UsageError("give --taxonomy or --config/--brand, not both")
     started = time.perf_counter()
-    classifier = load_classifier(args.artifacts, _load_taxonomy(args.taxonomy))
+    taxonomy = _load_taxonomy(args.taxonomy) if args.taxonomy is not None else _brand_taxonomy(args)
+    classifier = load_classifier(args.artifacts, taxonomy)
     if args.text is not None:
         result = classifier.classify([args.text])[0]
         print(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return 0
     if not args.input.is_file():
-        raise FileNotFoundError(f"no such input file: {args.input}")
+        raise UsageError(f"no such input file: {args.input}")
     report = ReadReport()
-    posts = classify_posts(read_posts_file(args.input, report), classifier)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        with args.output.open("w", encoding="utf-8") as out:
-            written = write_posts(posts, out)
-    else:
-        written = write_posts(posts, sys.stdout)
+    # utf-8-sig: exports saved on Windows often start with a byte-order mark.
+    with args.input.open(encoding="utf-8-sig") as lines:
+        records = classify_records(read_objects(lines, report, source_name=str(args.input)), classifier)
+        if args.output:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            with args.output.open("w", encoding="utf-8") as out:
+                written = write_objects(records, out)
+        else:
+            written = write_objects(records, sys.stdout)
     seconds = time.perf_counter() - started
     print(
         f"moments classify: {written} classified, {len(report.dropped)} malformed lines skipped, "

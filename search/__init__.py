@@ -1,9 +1,32 @@
-"""Search: where classified posts are stored, searched and counted.
+"""Search: where classified posts and care-team flags are stored, searched and counted.
 
-Public surface: :func:`open_store` and the :class:`Store` interface, plus
-:func:`search.mapping.es_mapping` (the Elasticsearch mapping derived from the schema).
+Public surface:
+
+* :func:`open_store` -> :class:`Store`: the embedded SQLite store or Elasticsearch, by URL.
+* :class:`Store`: posts (idempotent upserts, search, scan, scorecard) and flags
+  (compare-and-set changes with an append-only event log).
+* :class:`StoreError` (exit 1) for a store that cannot be reached or refuses a write.
+* :func:`search.mapping.es_mapping`: the Elasticsearch mapping derived from the schema.
 """
 
-from search.store import IndexResult, Store, StoreError, TouchpointCount, default_home, open_store
+from search.backends import open_store
+from search.store import (
+    ACTIVE_STATUSES,
+    FlagChange,
+    IndexResult,
+    MigrationReport,
+    Store,
+    StoreError,
+    TouchpointCount,
+)
 
-__all__ = ["IndexResult", "Store", "StoreError", "TouchpointCount", "default_home", "open_store"]
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FlagChange",
+    "IndexResult",
+    "MigrationReport",
+    "Store",
+    "StoreError",
+    "TouchpointCount",
+    "open_store",
+]

@@ -1,4 +1,4 @@
-"""``moments index`` and ``moments search``: load classified posts into a store, and query it."""
+"""``moments index`` and ``moments search``: load classified posts into a store, query it, migrate it."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ import os
 import sys
 from pathlib import Path
 
-from crawlers.jsonl import ReadReport, read_posts, read_posts_file
-from crawlers.schema import Post
-from search.store import open_store
+from moments.cli import Commands
+from moments.records import Post, ReadReport, read_posts, read_posts_file
+from search.backends import open_store
 
-STORE_HELP = (
-    "where posts live: http(s)://host:9200 for Elasticsearch, or a SQLite file path "
-    "(default: $MOMENTS_STORE, else the embedded store $MOMENTS_HOME/moments.db, ./var by default)"
-)
+#: ``moments search WORD`` subcommands; to search for one of these words, quote it as a phrase.
+SEARCH_ACTIONS = ("migrate",)
 
 INDEX_DESCRIPTION = """\
 Index posts from a JSONL file (one Post per line, as written by `moments crawl`
@@ -23,6 +21,11 @@ or `moments classify`) into the store. Re-indexing the same file is safe: posts
 are upserted by id, and a care-team flag already on a stored post is kept when
 the incoming post has none. Malformed lines are reported with their line number
 and skipped; every good line is indexed.
+
+Lines must be Moments posts (id, source, native_id, text, crawled_at, ...). A file of
+your own records (an id and a text, say) classifies as it is, but to index it turn it
+into posts first: `moments crawl import --query FILE --config brands.yaml` (column
+mapping under `import:` in brands.yaml).
 
 If Elasticsearch is unavailable mid-run, posts are spooled under
 $MOMENTS_HOME/spool and written by the next `moments index`.
@@ -41,37 +44,39 @@ match as a phrase; word* matches a prefix; OR separates alternatives; NOT
 excludes a word. Anything else is treated as plain text, so no query is ever
 rejected.
 
+`moments search migrate` brings a store written by an older release up to the
+current schema (flags that lived inside posts become flag records with their event
+log); opening a store does the same, so this is for doing it at a time you choose.
+To search for the word "migrate", quote it: moments search '"migrate"'.
+
 examples:
   moments search delay
   moments search '"lost bag"' --brand northwind
   moments search 'refund AND late' --limit 5 --json | jq '.[].url'
+  moments search migrate --store http://127.0.0.1:9200
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(commands: Commands) -> None:
     """Add ``index`` and ``search`` to the ``moments`` command line."""
-    index = subparsers.add_parser(
+    index = commands.add(
         "index",
         help="index classified posts (JSONL) into the store",
         description=INDEX_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        handler=run_index,
+        options=("store",),
     )
     index.add_argument("input", metavar="IN", help="JSONL file of posts, or - for standard input")
-    index.add_argument("--store", default=None, help=STORE_HELP)
-    index.set_defaults(handler=run_index)
 
-    search = subparsers.add_parser(
+    search = commands.add(
         "search",
-        help="full-text search the store",
+        help="full-text search the store (or: search migrate)",
         description=SEARCH_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        handler=run_search,
+        options=("store", "brand", "json"),
     )
-    search.add_argument("query", metavar="QUERY", help="words to look for (quote phrases)")
-    search.add_argument("--store", default=None, help=STORE_HELP)
-    search.add_argument("--brand", default=None, help="only posts about this brand")
+    search.add_argument("query", metavar="QUERY", help="words to look for (quote phrases), or: migrate")
     search.add_argument("--limit", type=_positive, default=20, help="at most this many results (default: 20)")
-    search.add_argument("--json", action="store_true", help="print a JSON array of full posts instead of a table")
-    search.set_defaults(handler=run_search)
 
 
 def _positive(text: str) -> int:
@@ -103,11 +108,24 @@ def run_index(args: argparse.Namespace) -> int:
         f"indexed {_plural(result.written, 'post')} into {location} "
         f"({result.spooled} spooled, {_plural(dropped, 'line')} dropped)"
     )
+    if any(_not_a_post(reason) for _, reason in report.dropped):
+        print(
+            "moments index: some lines are JSON records but not Moments posts; turn a file of your own "
+            f"records into posts with: moments crawl import --query {args.input} --config brands.yaml",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _not_a_post(reason: str) -> bool:
+    # A record that parsed as JSON but lacks the fields every post has.
+    return reason.endswith("Field required") and reason.split(":")[0] in ("native_id", "source", "crawled_at", "id")
 
 
 def run_search(args: argparse.Namespace) -> int:
     """Handler of ``moments search``: prints matches as a table (or JSON); 0 even when none match."""
+    if args.query in SEARCH_ACTIONS:
+        return run_migrate(args)
     with open_store(args.store) as store:
         posts = store.search(args.query, brand=args.brand, limit=args.limit)
     if args.json:
@@ -126,6 +144,7 @@ def run_search(args: argparse.Namespace) -> int:
 def _print_table(query: str, posts: list[Post]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     if not posts:
@@ -138,7 +157,6 @@ def _print_table(query: str, posts: list[Post]) -> None:
     table.add_column("text", ratio=1)
     table.add_column("touchpoint")
     table.add_column("moment")
-    table.add_column("flag", no_wrap=True)
     for post in posts:
         text = " ".join(post.text.split())
         if post.title:
@@ -146,10 +164,20 @@ def _print_table(query: str, posts: list[Post]) -> None:
         table.add_row(
             post.created_at.strftime("%Y-%m-%d %H:%M") if post.created_at else "",
             ", ".join(post.brand),
-            post.author.handle or post.author.display_name or "",
-            text[:200] + ("…" if len(text) > 200 else ""),
+            # Post text and names are hostile input: plain Text, never console markup.
+            Text(post.author.handle or post.author.display_name or ""),
+            Text(text[:200] + ("…" if len(text) > 200 else "")),
             post.classification.touchpoint if post.classification else "",
             post.classification.moment if post.classification else "",
-            f"{post.flag.priority} {post.flag.status}" if post.flag else "",
         )
     console.print(table)
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """``moments search migrate``: migrate the store now and say what moved."""
+    with open_store(args.store, migrate=False) as store:
+        report = store.migrate()
+        flags = len(store.list_flags(status=None, limit=100_000))
+        location = store.location
+    print(f"migrated {location}: {report}; {flags} flags in the store")
+    return 0

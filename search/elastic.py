@@ -1,9 +1,15 @@
 """The Elasticsearch store, for teams that want Kibana and a shared, scalable index.
 
-Posts live in ``moments-posts-v1`` behind the alias ``moments-posts``; every read
-and write goes through the alias, so a later mapping version is a reindex plus
-an alias swap, and Kibana data views never need to change. The mapping is derived
-from the schema (:func:`search.mapping.es_mapping`) and created on first use.
+Posts live in ``moments-posts-v1`` behind the alias ``moments-posts``, flags in
+``moments-flags-v1`` behind ``moments-flags``; every read and write goes through an
+alias, so a later mapping version is a reindex plus an alias swap, and Kibana data
+views never need to change. The mappings are derived from the schema
+(:func:`search.mapping.es_mapping`) and created on first use.
+
+A flag document holds the flag and its event log together (:class:`StoredFlag`), and
+every change is an ``index`` with ``if_seq_no``/``if_primary_term`` taken from the
+read it was based on: a concurrent writer makes it fail with HTTP 409, which becomes
+a :class:`~moments.errors.ConflictError`, never a silent overwrite.
 
 Writes are bulk upserts with retries and exponential backoff. When Elasticsearch
 stays unavailable the posts are *spooled* to ``$MOMENTS_HOME/spool`` rather than
@@ -22,7 +28,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -39,11 +45,22 @@ from elasticsearch import (
     UnsupportedProductError,
     helpers,
 )
+from elasticsearch import ConflictError as EsConflictError
 
-from crawlers.jsonl import ReadReport, read_posts, write_posts
-from crawlers.schema import Flag, Post
-from search.mapping import DEFAULT_PREFIX, es_mapping, index_names, text_fields
-from search.store import IndexResult, Store, StoreError, TouchpointCount, default_home, summarise_touchpoints
+from moments import settings
+from moments.errors import ConflictError
+from moments.records import Flag, FlagEvent, Post, ReadReport, read_posts, write_posts
+from search.mapping import StoredFlag, es_mapping, index_names, text_fields
+from search.migration import legacy_flag
+from search.store import (
+    ACTIVE_STATUSES,
+    IndexResult,
+    MigrationReport,
+    Store,
+    StoreError,
+    TouchpointCount,
+    summarise_touchpoints,
+)
 
 log = logging.getLogger("moments.search.elastic")
 # With one node and our own retries, the pool's "node has failed, putting on timeout"
@@ -192,6 +209,8 @@ class ElasticStore(Store):
         refresh: ``"wait_for"`` (writes return once searchable) or ``True``
             (force a refresh: instantly visible, costlier at volume).
         spool_dir: Where unwritten posts wait; default ``$MOMENTS_HOME/spool``.
+        migrate: Migrate an index written by an older release as it is opened
+            (``False`` leaves that to an explicit :meth:`migrate`).
 
     Raises:
         StoreError: Elasticsearch cannot be reached (one line, naming the URL) or
@@ -208,10 +227,13 @@ class ElasticStore(Store):
         backoff: float = 0.5,
         refresh: Literal[True, "wait_for"] = "wait_for",
         spool_dir: Path | None = None,
+        migrate: bool = True,
     ) -> None:
         self.url = url.rstrip("/")
         self.location = redact(self.url)
-        self.index, self.alias = index_names(index_prefix or os.environ.get("MOMENTS_ES_PREFIX") or DEFAULT_PREFIX)
+        prefix = settings.es_prefix(index_prefix)
+        self.index, self.alias = index_names(prefix)
+        self.flags_index, self.flags_alias = index_names(prefix, "flags")
         self._timeout = timeout
         self._retries = retries
         self._backoff = backoff
@@ -223,7 +245,11 @@ class ElasticStore(Store):
         # A short connect check: a wrong URL must fail now, in one line, not deep in a run.
         try:
             self._call(lambda: self._client.options(request_timeout=min(timeout, 5.0)).cluster.health())
-            self._ensure_index()
+            legacy = self._has_legacy_flags()
+            self._ensure_index(self.index, self.alias, es_mapping())
+            self._ensure_index(self.flags_index, self.flags_alias, es_mapping(StoredFlag))
+            if legacy and migrate:
+                self.migrate()
         except StoreError:
             self._client.close()
             raise
@@ -242,33 +268,81 @@ class ElasticStore(Store):
         except (TransportError, ApiError, UnsupportedProductError) as exc:
             self._fail(exc)
 
-    def _ensure_index(self) -> None:
-        mapping = es_mapping()
-        if self._call(lambda: bool(self._client.indices.exists_alias(name=self.alias))):
+    def _ensure_index(self, index: str, alias: str, mapping: dict[str, Any]) -> None:
+        if self._call(lambda: bool(self._client.indices.exists_alias(name=alias))):
             # Additive schema changes (a new field) are applied in place; a changed type
             # cannot be, and needs a new index version plus a reindex.
             try:
-                self._client.indices.put_mapping(index=self.alias, **mapping)
+                self._client.indices.put_mapping(index=alias, **mapping)
             except BadRequestError as exc:
                 raise StoreError(
-                    f"the index behind {self.alias} at {self.location} does not fit the current schema "
+                    f"the index behind {alias} at {self.location} does not fit the current schema "
                     f"({_reason(exc, self._timeout)}); reindex into a new version"
                 ) from None
             except (TransportError, ApiError) as exc:
                 self._fail(exc)
             return
         try:
-            self._client.indices.create(
-                index=self.index, mappings=mapping, aliases={self.alias: {"is_write_index": True}}
-            )
+            self._client.indices.create(index=index, mappings=mapping, aliases={alias: {"is_write_index": True}})
         except BadRequestError as exc:
             # Another process created it first: fine, as long as the alias exists.
             if exc.error != "resource_already_exists_exception":
                 self._fail(exc)
-            if not self._call(lambda: bool(self._client.indices.exists_alias(name=self.alias))):
-                self._call(lambda: self._client.indices.put_alias(index=self.index, name=self.alias))
+            if not self._call(lambda: bool(self._client.indices.exists_alias(name=alias))):
+                self._call(lambda: self._client.indices.put_alias(index=index, name=alias))
         except (TransportError, ApiError) as exc:
             self._fail(exc)
+
+    # ------------------------------------------------------------------ migration
+
+    def _posts_mapping_has_flag(self) -> bool:
+        if not self._call(lambda: bool(self._client.indices.exists_alias(name=self.alias))):
+            return False
+        mappings = self._call(lambda: dict(self._client.indices.get_mapping(index=self.alias)))
+        return any("flag" in body.get("mappings", {}).get("properties", {}) for body in mappings.values())
+
+    def _has_legacy_flags(self) -> bool:
+        """Whether the posts index was written by schema 1 and still holds flags inside posts."""
+        if not self._posts_mapping_has_flag():
+            return False
+        found = self._call(lambda: self._client.count(index=self.alias, query={"exists": {"field": "flag"}}))
+        return int(found["count"]) > 0
+
+    def migrate(self) -> MigrationReport:
+        """Move schema-1 flags out of posts into the flags index (also done on open); safe to repeat.
+
+        Each flag is created first (an existing one is left alone), and only then is
+        the field removed from its post, so an interrupted migration resumes cleanly.
+        """
+        if not self._posts_mapping_has_flag():
+            return MigrationReport()
+        migrated = 0
+        query = {"exists": {"field": "flag"}}
+        try:
+            for hit in helpers.scan(self._client, index=self.alias, query={"query": query}, size=_BATCH):
+                found = legacy_flag(hit["_source"])
+                if found is None:
+                    continue
+                flag, event = found
+                try:
+                    self._create_flag(flag, event)
+                    migrated += 1
+                except ConflictError:
+                    pass  # migrated by an earlier, interrupted run
+            response = self._client.update_by_query(
+                index=self.alias,
+                query=query,
+                script={"source": "ctx._source.remove('flag')", "lang": "painless"},
+                refresh=True,
+                conflicts="proceed",
+                wait_for_completion=True,
+            )
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+        rewritten = int(response.get("updated", 0))
+        if migrated or rewritten:
+            log.warning("migrated %d flags out of %d schema-1 posts at %s", migrated, rewritten, self.location)
+        return MigrationReport(flags_migrated=migrated, posts_rewritten=rewritten)
 
     # ------------------------------------------------------------------ writes
 
@@ -324,7 +398,6 @@ class ElasticStore(Store):
         raise _Unavailable(_reason(failure, self._timeout))
 
     def _write(self, posts: list[Post]) -> None:
-        posts = self._keep_stored_flags(posts)
         pending = {post.id: post for post in posts}  # last version of an id wins, as in SQLite
         delay = self._backoff
         for attempt in range(self._retries + 1):
@@ -354,42 +427,96 @@ class ElasticStore(Store):
                 delay *= 2
         raise _Unavailable(f"{len(pending)} posts still rejected as busy after {self._retries + 1} attempts")
 
-    def _keep_stored_flags(self, posts: list[Post]) -> list[Post]:
-        """Carry a stored flag onto incoming posts that have none."""
-        unflagged = list({post.id for post in posts if post.flag is None})
-        if not unflagged:
-            return posts
-        response = self._retrying(
-            lambda: self._client.mget(index=self.alias, ids=unflagged, source_includes=["flag"], realtime=True)
-        )
-        stored = {
-            doc["_id"]: doc["_source"]["flag"]
-            for doc in response["docs"]
-            if doc.get("found") and doc.get("_source", {}).get("flag")
-        }
-        return [
-            post.model_copy(update={"flag": Flag.model_validate(stored[post.id])})
-            if post.flag is None and post.id in stored
-            else post
-            for post in posts
-        ]
+    # ------------------------------------------------------------------ flags
 
-    def set_flag(self, post_id: str, flag: Flag | None) -> None:
-        """Set or clear the flag of a stored post; ``KeyError`` if the id is unknown."""
-        body = flag.model_dump(mode="json") if flag is not None else None
+    def _create_flag(self, flag: Flag, event: FlagEvent) -> None:
+        document = StoredFlag(**flag.model_dump(), events=[event]).model_dump(mode="json")
         try:
-            self._client.update(index=self.alias, id=post_id, doc={"flag": body}, refresh=self._refresh)
-        except NotFoundError:
-            raise KeyError(post_id) from None
+            self._client.create(index=self.flags_alias, id=flag.id, document=document, refresh=self._refresh)
+        except EsConflictError:
+            stored = self.get_flag(flag.id)
+            raise ConflictError(flag.id, None, stored.version if stored else None) from None
         except (TransportError, ApiError) as exc:
             self._fail(exc)
+
+    def _read_flag(self, flag_id: str) -> tuple[StoredFlag, int, int] | None:
+        """A flag document with the sequence number and primary term a compare-and-set needs."""
+        try:
+            response = self._client.get(index=self.flags_alias, id=flag_id)
+        except NotFoundError:
+            return None
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+        return StoredFlag.model_validate(response["_source"]), response["_seq_no"], response["_primary_term"]
+
+    def _replace_flag(self, flag: Flag, expected_version: int, event: FlagEvent) -> None:
+        read = self._read_flag(flag.id)
+        if read is None:
+            raise ConflictError(flag.id, expected_version, None)
+        stored, seq_no, primary_term = read
+        if stored.version != expected_version:
+            raise ConflictError(flag.id, expected_version, stored.version)
+        # The log only grows: the stored events are carried over untouched and one is added.
+        document = StoredFlag(**flag.model_dump(), events=[*stored.events, event]).model_dump(mode="json")
+        try:
+            self._client.index(
+                index=self.flags_alias,
+                id=flag.id,
+                document=document,
+                if_seq_no=seq_no,
+                if_primary_term=primary_term,
+                refresh=self._refresh,
+            )
+        except EsConflictError:
+            latest = self._read_flag(flag.id)
+            raise ConflictError(flag.id, expected_version, latest[0].version if latest else None) from None
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+
+    def get_flag(self, flag_id: str) -> Flag | None:
+        """One flag by id, or ``None``."""
+        read = self._read_flag(flag_id)
+        if read is None:
+            return None
+        return Flag.model_validate(read[0].model_dump(exclude={"events"}))
+
+    def list_flags(
+        self,
+        *,
+        status: Sequence[str] | None = ACTIVE_STATUSES,
+        brand: str | None = None,
+        limit: int = 100,
+    ) -> list[Flag]:
+        """Flags in queue order: P1 first, then by score (highest first), then oldest."""
+        filters: list[dict[str, Any]] = []
+        if status is not None:
+            filters.append({"terms": {"status": list(status)}})
+        if brand:
+            filters.append({"term": {"brand": brand}})
+        response = self._call(
+            lambda: dict(
+                self._client.search(
+                    index=self.flags_alias,
+                    query={"bool": {"filter": filters}},
+                    sort=[{"priority": "asc"}, {"score": "desc"}, {"opened_at": "asc"}, {"id": "asc"}],
+                    size=limit,
+                    source_excludes=["events"],
+                )
+            )
+        )
+        return [Flag.model_validate(hit["_source"]) for hit in response["hits"]["hits"]]
+
+    def flag_events(self, flag_id: str) -> list[FlagEvent]:
+        """A flag's event log, oldest first."""
+        read = self._read_flag(flag_id)
+        return sorted(read[0].events, key=lambda e: e.version) if read else []
 
     # ------------------------------------------------------------------ spool
 
     @property
     def spool_dir(self) -> Path:
         """Where posts wait while Elasticsearch is unavailable."""
-        return self._spool_dir if self._spool_dir is not None else default_home() / "spool"
+        return self._spool_dir if self._spool_dir is not None else settings.spool_dir()
 
     def spool_files(self) -> list[Path]:
         """This index's spool files, oldest first."""
@@ -485,15 +612,6 @@ class ElasticStore(Store):
                 yield Post.model_validate(hit["_source"])
         except (TransportError, ApiError) as exc:
             self._fail(exc)
-
-    def open_flags(self, *, brand: str | None = None, limit: int = 100) -> list[Post]:
-        """Open flags, P1 first, then by score (highest first)."""
-        response = self._search(
-            query={"bool": {"filter": [{"term": {"flag.status": "open"}}, *self._filters(brand)]}},
-            sort=[{"flag.priority": "asc"}, {"flag.score": "desc"}, {"id": "asc"}],
-            size=limit,
-        )
-        return self._posts(response)
 
     def touchpoint_summary(self, *, brand: str | None = None) -> list[TouchpointCount]:
         """Magic / misery / neutral counts per touchpoint, busiest touchpoint first."""

@@ -7,30 +7,49 @@ Layout (all derived from the schema by :mod:`search.mapping`):
   full record as JSON, which is what reads return.
 * ``posts_fts``: an FTS5 table over the text-marked fields, keyed by the
   ``posts`` rowid and ranked with bm25.
+* ``flags``: one row per flag, flattened the same way, with its ``version`` for
+  compare-and-set updates inside ``BEGIN IMMEDIATE`` transactions.
+* ``flag_events``: the append-only event log, one row per (flag, version); triggers
+  refuse any UPDATE or DELETE of it.
 
 A schema field added later is added to an existing file on open (``ALTER TABLE``
-plus a backfill from ``doc``), so old databases keep working.
+plus a backfill from ``doc``), so old databases keep working; a file written by
+schema 1 (flags inside posts) is migrated on open (``PRAGMA user_version``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crawlers.schema import Flag, Post
+from pydantic import BaseModel
+
+from moments.errors import ConflictError
+from moments.records import SCHEMA_VERSION, Flag, FlagEvent, Post
 from search.mapping import Column, TextField, sqlite_columns, text_fields, value_at
-from search.store import IndexResult, Store, StoreError, TouchpointCount, summarise_touchpoints
+from search.migration import legacy_flag
+from search.store import (
+    ACTIVE_STATUSES,
+    IndexResult,
+    MigrationReport,
+    Store,
+    StoreError,
+    TouchpointCount,
+    summarise_touchpoints,
+)
+
+log = logging.getLogger("moments.search.sqlite")
 
 #: Posts per write transaction: big enough to be fast, small enough that a long
 #: import does not hold the write lock (or memory) for the whole file.
 _BATCH = 500
-_PRIORITY_ORDER = "CASE flag_priority WHEN 'P1' THEN 1 WHEN 'P2' THEN 2 WHEN 'P3' THEN 3 WHEN 'P4' THEN 4 ELSE 5 END"
 _BRAND_FILTER = "EXISTS (SELECT 1 FROM json_each(posts.brand) WHERE json_each.value = ?)"
 
 
@@ -39,8 +58,8 @@ def _sql_datetime(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _column_value(post: Post, column: Column) -> Any:
-    value = value_at(post, column.path)
+def _column_value(record: BaseModel, column: Column) -> Any:
+    value = value_at(record, column.path)
     if value is None:
         return None
     if column.kind == "datetime":
@@ -65,6 +84,40 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _column_defs(columns: list[Column], *, unique: bool = True) -> str:
+    defs = ", ".join(
+        f"{_quote(c.name)} {c.sql_type}" + (" NOT NULL UNIQUE" if unique and c.name == "id" else "") for c in columns
+    )
+    return f"rowid INTEGER PRIMARY KEY, {defs}"
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any error) under the store's lock.
+
+    IMMEDIATE takes the write lock up front, so a compare-and-set's read and write
+    see no other writer in between, even from another process.
+    """
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
+        self._db = db
+        self._lock = lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+        return self._db
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self._lock.release()
+
+
 def quote_terms(query: str) -> str:
     """Make any user input a valid FTS5 query: every whitespace-separated term a quoted string.
 
@@ -79,15 +132,20 @@ class SqliteStore(Store):
 
     Args:
         path: The database file; parent directories are created.
+        migrate: Migrate a file written by an older release as it is opened
+            (``False`` leaves that to an explicit :meth:`migrate`).
 
     Raises:
         StoreError: The file cannot be opened or this SQLite lacks FTS5.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, migrate: bool = True) -> None:
         self.path = Path(path)
+        self._auto_migrate = migrate
         self.location = str(self.path)
         self._columns = sqlite_columns()
+        self._flag_columns = sqlite_columns(Flag)
+        self._event_columns = sqlite_columns(FlagEvent)
         self._text = text_fields()
         # One connection shared by threads (Prefect task runners); the lock serialises it.
         self._lock = threading.RLock()
@@ -103,39 +161,96 @@ class SqliteStore(Store):
 
     # ------------------------------------------------------------------ schema
 
-    def _create_schema(self) -> None:
-        columns = ", ".join(
-            f"{_quote(c.name)} {c.sql_type}" + (" NOT NULL UNIQUE" if c.name == "id" else "") for c in self._columns
-        )
-        fts_columns = [f.column for f in self._text]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    f"CREATE TABLE IF NOT EXISTS posts (rowid INTEGER PRIMARY KEY, {columns}, doc TEXT NOT NULL)"
-                )
-                self._add_missing_columns()
-                self._ensure_fts(fts_columns)
-                for name in ("created_at", "flag_status", "classification_touchpoint"):
-                    if any(c.name == name for c in self._columns):
-                        self._db.execute(f"CREATE INDEX IF NOT EXISTS posts_{name} ON posts({_quote(name)})")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db, self._lock)
 
-    def _add_missing_columns(self) -> None:
-        existing = {row[1] for row in self._db.execute("PRAGMA table_info(posts)")}
-        for column in self._columns:
+    def _create_schema(self) -> None:
+        fts_columns = [f.column for f in self._text]
+        with self._transaction():
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS posts ({_column_defs(self._columns)}, doc TEXT NOT NULL)")
+            self._db.execute(
+                f"CREATE TABLE IF NOT EXISTS flags ({_column_defs(self._flag_columns)}, doc TEXT NOT NULL)"
+            )
+            self._db.execute(
+                f"CREATE TABLE IF NOT EXISTS flag_events ({_column_defs(self._event_columns, unique=False)}, "
+                "doc TEXT NOT NULL, UNIQUE (flag_id, version))"
+            )
+            # The audit log is append-only: SQLite itself refuses edits and deletions.
+            for verb in ("UPDATE", "DELETE"):
+                self._db.execute(
+                    f"CREATE TRIGGER IF NOT EXISTS flag_events_no_{verb.lower()} BEFORE {verb} ON flag_events "
+                    "BEGIN SELECT RAISE(ABORT, 'flag events are append-only'); END"
+                )
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            migrating = version < SCHEMA_VERSION and self._auto_migrate
+            if migrating:
+                self._migrate_legacy_flags()
+            self._sync_columns("posts", self._columns, Post)
+            self._sync_columns("flags", self._flag_columns, Flag)
+            self._ensure_fts(fts_columns)
+            for table, name in (
+                ("posts", "created_at"),
+                ("posts", "classification_touchpoint"),
+                ("flags", "status"),
+                ("flags", "brand"),
+            ):
+                self._db.execute(f"CREATE INDEX IF NOT EXISTS {table}_{name} ON {table}({_quote(name)})")
+            is_new = version == 0 and self._db.execute("SELECT count(*) FROM posts").fetchone()[0] == 0
+            if migrating or is_new:
+                # Migrated now, or a new file: nothing older can be inside it.
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _sync_columns(self, table: str, columns: list[Column], model: type[BaseModel]) -> None:
+        """Add columns the schema gained (backfilled from ``doc``) and drop ones it lost."""
+        existing = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+        wanted = {c.name for c in columns}
+        for column in columns:
             if column.name in existing:
                 continue
-            self._db.execute(f"ALTER TABLE posts ADD COLUMN {_quote(column.name)} {column.sql_type}")
+            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {_quote(column.name)} {column.sql_type}")
             # Backfill from the stored records so filters see old rows too.
-            for rowid, doc in self._db.execute("SELECT rowid, doc FROM posts").fetchall():
-                post = Post.model_validate_json(doc)
+            for rowid, doc in self._db.execute(f"SELECT rowid, doc FROM {table}").fetchall():
+                record = model.model_validate_json(doc)
                 self._db.execute(
-                    f"UPDATE posts SET {_quote(column.name)} = ? WHERE rowid = ?", (_column_value(post, column), rowid)
+                    f"UPDATE {table} SET {_quote(column.name)} = ? WHERE rowid = ?",
+                    (_column_value(record, column), rowid),
                 )
+        for gone in sorted(existing - wanted - {"rowid", "doc"}):
+            # A field left the schema (schema 1's flag_* columns): its data lives on in ``doc``
+            # or was migrated already, so the column and any index on it can go.
+            for (index_name,) in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql LIKE ?",
+                (table, f'%"{gone}"%'),
+            ).fetchall():
+                self._db.execute(f"DROP INDEX {_quote(index_name)}")
+            self._db.execute(f"ALTER TABLE {table} DROP COLUMN {_quote(gone)}")
+
+    def _migrate_legacy_flags(self) -> MigrationReport:
+        """Move schema-1 ``Post.flag`` values into flag records (inside the caller's transaction)."""
+        migrated = rewritten = 0
+        rows = self._db.execute("SELECT rowid, doc FROM posts WHERE json_extract(doc, '$.flag') IS NOT NULL").fetchall()
+        for rowid, doc in rows:
+            data = json.loads(doc)
+            found = legacy_flag(data)
+            if found is not None:
+                flag, event = found
+                exists = self._db.execute("SELECT 1 FROM flags WHERE id = ?", (flag.id,)).fetchone()
+                if exists is None:
+                    self._insert_flag_row(flag, event)
+                    migrated += 1
+            data.pop("flag", None)
+            self._db.execute("UPDATE posts SET doc = ? WHERE rowid = ?", (json.dumps(data, ensure_ascii=False), rowid))
+            rewritten += 1
+        if rows:
+            log.warning("migrated %d flags out of %d schema-1 posts in %s", migrated, rewritten, self.path)
+        return MigrationReport(flags_migrated=migrated, posts_rewritten=rewritten)
+
+    def migrate(self) -> MigrationReport:
+        """Move any schema-1 flags out of posts (also done on open); safe to repeat."""
+        with self._transaction():
+            report = self._migrate_legacy_flags()
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return report
 
     def _ensure_fts(self, fts_columns: list[str]) -> None:
         row = self._db.execute("SELECT sql FROM sqlite_master WHERE name = 'posts_fts'").fetchone()
@@ -166,10 +281,7 @@ class SqliteStore(Store):
     # ------------------------------------------------------------------ writes
 
     def upsert(self, posts: Iterable[Post]) -> IndexResult:
-        """Insert or replace posts by id, in transactions of up to 500 posts.
-
-        A stored ``flag`` is kept when the incoming post has none.
-        """
+        """Insert or replace posts by id, in transactions of up to 500 posts."""
         written = 0
         batch: list[Post] = []
         for post in posts:
@@ -189,48 +301,89 @@ class SqliteStore(Store):
             f"INSERT INTO posts ({quoted}, doc) VALUES ({', '.join('?' for _ in names)}, ?) "
             f"ON CONFLICT(id) DO UPDATE SET {updates}, doc = excluded.doc RETURNING rowid"
         )
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for post in posts:
-                    post = self._keep_stored_flag(post)
-                    values = [_column_value(post, c) for c in self._columns]
-                    (rowid,) = self._db.execute(sql, (*values, post.model_dump_json())).fetchone()
-                    self._write_fts(rowid, post)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            for post in posts:
+                values = [_column_value(post, c) for c in self._columns]
+                (rowid,) = self._db.execute(sql, (*values, post.model_dump_json())).fetchone()
+                self._write_fts(rowid, post)
         return len(posts)
 
-    def _keep_stored_flag(self, post: Post) -> Post:
-        if post.flag is not None:
-            return post
-        row = self._db.execute("SELECT json_extract(doc, '$.flag') FROM posts WHERE id = ?", (post.id,)).fetchone()
-        if row is None or row[0] is None:
-            return post
-        return post.model_copy(update={"flag": Flag.model_validate_json(row[0])})
+    # ------------------------------------------------------------------ flags
 
-    def set_flag(self, post_id: str, flag: Flag | None) -> None:
-        """Set or clear the flag of a stored post; ``KeyError`` if the id is unknown."""
+    def _insert_flag_row(self, flag: Flag, event: FlagEvent) -> None:
+        names = [c.name for c in self._flag_columns]
+        marks = ", ".join("?" for _ in names)
+        self._db.execute(
+            f"INSERT INTO flags ({', '.join(_quote(n) for n in names)}, doc) VALUES ({marks}, ?)",
+            (*(_column_value(flag, c) for c in self._flag_columns), flag.model_dump_json()),
+        )
+        self._insert_event_row(event)
+
+    def _insert_event_row(self, event: FlagEvent) -> None:
+        names = [c.name for c in self._event_columns]
+        self._db.execute(
+            f"INSERT INTO flag_events ({', '.join(_quote(n) for n in names)}, doc) "
+            f"VALUES ({', '.join('?' for _ in names)}, ?)",
+            (*(_column_value(event, c) for c in self._event_columns), event.model_dump_json()),
+        )
+
+    def _create_flag(self, flag: Flag, event: FlagEvent) -> None:
+        try:
+            with self._transaction():
+                self._insert_flag_row(flag, event)
+        except sqlite3.IntegrityError:
+            stored = self.get_flag(flag.id)
+            raise ConflictError(flag.id, None, stored.version if stored else None) from None
+
+    def _replace_flag(self, flag: Flag, expected_version: int, event: FlagEvent) -> None:
+        names = [c.name for c in self._flag_columns if c.name != "id"]
+        assignments = ", ".join(f"{_quote(n)} = ?" for n in names)
+        values = [_column_value(flag, c) for c in self._flag_columns if c.name != "id"]
+        with self._transaction():
+            cursor = self._db.execute(
+                f"UPDATE flags SET {assignments}, doc = ? WHERE id = ? AND version = ?",
+                (*values, flag.model_dump_json(), flag.id, expected_version),
+            )
+            if cursor.rowcount != 1:
+                row = self._db.execute("SELECT version FROM flags WHERE id = ?", (flag.id,)).fetchone()
+                raise ConflictError(flag.id, expected_version, row[0] if row else None)
+            self._insert_event_row(event)
+
+    def get_flag(self, flag_id: str) -> Flag | None:
+        """One flag by id, or ``None``."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute("SELECT rowid, doc FROM posts WHERE id = ?", (post_id,)).fetchone()
-                if row is None:
-                    raise KeyError(post_id)
-                post = Post.model_validate_json(row[1]).model_copy(update={"flag": flag})
-                flag_columns = [c for c in self._columns if c.path[0] == "flag"]
-                assignments = "".join(f"{_quote(c.name)} = ?, " for c in flag_columns)
-                self._db.execute(
-                    f"UPDATE posts SET {assignments}doc = ? WHERE rowid = ?",
-                    (*(_column_value(post, c) for c in flag_columns), post.model_dump_json(), row[0]),
-                )
-                self._write_fts(row[0], post)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            row = self._db.execute("SELECT doc FROM flags WHERE id = ?", (flag_id,)).fetchone()
+        return Flag.model_validate_json(row[0]) if row else None
+
+    def list_flags(
+        self,
+        *,
+        status: Sequence[str] | None = ACTIVE_STATUSES,
+        brand: str | None = None,
+        limit: int = 100,
+    ) -> list[Flag]:
+        """Flags in queue order: P1 first, then by score (highest first), then oldest."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            conditions.append(f"status IN ({', '.join('?' for _ in status)})")
+            params.extend(status)
+        if brand:
+            conditions.append("brand = ?")
+            params.append(brand)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        sql = f"SELECT doc FROM flags {where} ORDER BY priority, score DESC, opened_at, id LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(sql, (*params, limit)).fetchall()
+        return [Flag.model_validate_json(row[0]) for row in rows]
+
+    def flag_events(self, flag_id: str) -> list[FlagEvent]:
+        """A flag's event log, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT doc FROM flag_events WHERE flag_id = ? ORDER BY version", (flag_id,)
+            ).fetchall()
+        return [FlagEvent.model_validate_json(row[0]) for row in rows]
 
     # ------------------------------------------------------------------ reads
 
@@ -297,12 +450,6 @@ class SqliteStore(Store):
             for doc, rowid in rows:
                 last = rowid
                 yield Post.model_validate_json(doc)
-
-    def open_flags(self, *, brand: str | None = None, limit: int = 100) -> list[Post]:
-        """Open flags, P1 first, then by score (highest first)."""
-        where = "flag_status = 'open'" + (f" AND {_BRAND_FILTER}" if brand else "")
-        sql = f"SELECT doc FROM posts WHERE {where} ORDER BY {_PRIORITY_ORDER}, flag_score DESC, rowid LIMIT ?"
-        return self._query(sql, [*([brand] if brand else []), limit])
 
     def touchpoint_summary(self, *, brand: str | None = None) -> list[TouchpointCount]:
         """Magic / misery / neutral counts per touchpoint, busiest touchpoint first."""

@@ -1,26 +1,44 @@
-"""The store interface every backend implements, and how one is chosen.
+"""The store interface every backend implements.
 
-Two backends sit behind :class:`Store`: the embedded default (SQLite + FTS5
-under ``$MOMENTS_HOME``) and Elasticsearch (``--store http://host:9200`` or
-``$MOMENTS_STORE``). One contract test suite (``tests/search/test_store_contract.py``)
-runs against both.
+Two backends sit behind :class:`Store`: the embedded default (SQLite + FTS5,
+:mod:`search.sqlite`) and Elasticsearch (:mod:`search.elastic`); :func:`search.open_store`
+chooses one. One contract test suite (``tests/search/test_store_contract.py``) runs
+against both.
+
+A store holds two kinds of record:
+
+* **posts**, upserted idempotently by id;
+* **flags**, the care team's work items, each with an append-only event log. Every
+  flag change is a compare-and-set on ``Flag.version``: a writer that read an older
+  version gets a :class:`~moments.errors.ConflictError`, never a silent overwrite.
+  :meth:`Store.change_flag` wraps the read-change-write loop (and retries it for
+  writers, like the flagging rule, whose change still makes sense on a newer version).
 """
 
 from __future__ import annotations
 
 import abc
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Self
 
-from crawlers.schema import Flag, Post
+from moments.errors import ConflictError, WorkFailed
+from moments.records import (
+    EventAction,
+    Flag,
+    FlagEvent,
+    Post,
+    diff_flags,
+    utc_now,
+)
+
+#: The statuses of a flag someone still has to work.
+ACTIVE_STATUSES: tuple[str, ...] = ("open", "acknowledged", "responded")
 
 
-class StoreError(RuntimeError):
-    """A store could not be reached or refused an operation; the message is one readable line."""
+class StoreError(WorkFailed):
+    """A store could not be reached or refused an operation; the message is one readable line (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +47,17 @@ class IndexResult:
 
     written: int
     spooled: int = 0
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    """What :meth:`Store.migrate` moved: flags taken out of schema-1 posts."""
+
+    flags_migrated: int = 0
+    posts_rewritten: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.flags_migrated} flags moved out of {self.posts_rewritten} posts"
 
 
 @dataclass(frozen=True)
@@ -57,19 +86,35 @@ def summarise_touchpoints(counts: dict[str, dict[str, int]]) -> list[TouchpointC
     return sorted(rows, key=lambda row: (-row.total, row.touchpoint))
 
 
+def flag_sort_key(flag: Flag) -> tuple[str, float, datetime, str]:
+    """The queue order both backends use: priority (P1 first), score (highest first), oldest, id."""
+    return (flag.priority, -flag.score, flag.opened_at, flag.id)
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    """What a change function decided: the new flag, how the event names it, and why."""
+
+    flag: Flag
+    action: EventAction
+    note: str | None = None
+
+
+#: Given the stored flag, the change to make (``None``: nothing to do).
+ChangeFn = Callable[[Flag], FlagChange | None]
+
+
 class Store(abc.ABC):
-    """Where posts live once classified. Writes are idempotent by ``Post.id``."""
+    """Where posts and flags live. Post writes are idempotent by ``Post.id``."""
 
     #: Human-readable location (a path or URL), used in messages.
     location: str
 
+    # ------------------------------------------------------------------ posts
+
     @abc.abstractmethod
     def upsert(self, posts: Iterable[Post]) -> IndexResult:
-        """Insert or replace posts by id. Re-indexing the same posts never duplicates them.
-
-        A stored ``flag`` survives when the incoming post has none, so a re-crawl
-        does not reopen or erase a care agent's work.
-        """
+        """Insert or replace posts by id. Re-indexing the same posts never duplicates them."""
 
     @abc.abstractmethod
     def get(self, post_id: str) -> Post | None:
@@ -88,16 +133,141 @@ class Store(abc.ABC):
         """Every stored post (optionally created at/after ``since``), for flagging and exports."""
 
     @abc.abstractmethod
-    def set_flag(self, post_id: str, flag: Flag | None) -> None:
-        """Set or clear the flag on a stored post. Raises ``KeyError`` if the post is unknown."""
-
-    @abc.abstractmethod
-    def open_flags(self, *, brand: str | None = None, limit: int = 100) -> list[Post]:
-        """Posts whose flag is open, highest priority (then score) first."""
-
-    @abc.abstractmethod
     def touchpoint_summary(self, *, brand: str | None = None) -> list[TouchpointCount]:
         """Magic / misery / neutral counts per touchpoint, over classified posts."""
+
+    # ------------------------------------------------------------------ flags
+
+    @abc.abstractmethod
+    def get_flag(self, flag_id: str) -> Flag | None:
+        """One flag by id, or ``None``."""
+
+    @abc.abstractmethod
+    def list_flags(
+        self,
+        *,
+        status: Sequence[str] | None = ACTIVE_STATUSES,
+        brand: str | None = None,
+        limit: int = 100,
+    ) -> list[Flag]:
+        """Flags in queue order (:func:`flag_sort_key`); ``status=None`` means every status."""
+
+    @abc.abstractmethod
+    def flag_events(self, flag_id: str) -> list[FlagEvent]:
+        """A flag's event log, oldest first (empty for an unknown flag)."""
+
+    @abc.abstractmethod
+    def _create_flag(self, flag: Flag, event: FlagEvent) -> None:
+        """Store a new flag and its first event atomically; ``ConflictError`` if the id exists."""
+
+    @abc.abstractmethod
+    def _replace_flag(self, flag: Flag, expected_version: int, event: FlagEvent) -> None:
+        """Compare-and-set: store ``flag`` and append ``event`` only if the stored version is ``expected_version``.
+
+        Raises:
+            ConflictError: The stored version differs (or the flag is gone).
+        """
+
+    @abc.abstractmethod
+    def migrate(self) -> MigrationReport:
+        """Bring a store written by an older release up to the current schema, losing nothing.
+
+        Flags kept inside posts (schema 1) become flag records with a ``migrated`` event.
+        Safe to run any number of times; backends also run it when opened.
+        """
+
+    def create_flag(self, flag: Flag, *, actor: str, note: str | None = None, at: datetime | None = None) -> Flag:
+        """Store a new flag at version 1 with an ``opened`` event.
+
+        Raises:
+            ConflictError: A flag with this id exists already.
+        """
+        at = at or utc_now()
+        flag = flag.model_copy(update={"version": 1, "updated_at": at})
+        event = FlagEvent(
+            flag_id=flag.id, version=1, at=at, actor=actor, action="opened", changes=diff_flags(None, flag), note=note
+        )
+        self._create_flag(flag, event)
+        return flag
+
+    def change_flag(
+        self,
+        flag_id: str,
+        change: ChangeFn,
+        *,
+        actor: str,
+        if_version: int | None = None,
+        at: datetime | None = None,
+        attempts: int = 8,
+    ) -> Flag:
+        """Read a flag, apply ``change``, and write it back with a compare-and-set.
+
+        Args:
+            flag_id: The flag to change.
+            change: Decides the new flag from the stored one; ``None`` changes nothing.
+            actor: Who is changing it (a person's name, or ``rule:<version>``).
+            if_version: The version the caller saw. When given, a different stored
+                version is a conflict at once (a person must look again). When not
+                given, a lost race re-reads and re-applies ``change`` on the newer
+                version, so two writers' changes both land.
+            at: When the change happens (default: now).
+            attempts: How many lost races to absorb without ``if_version``.
+
+        Returns:
+            The flag as stored after the change (unchanged when ``change`` returned ``None``).
+
+        Raises:
+            KeyError: No flag has this id.
+            ConflictError: ``if_version`` is stale, or the races never settled.
+        """
+        last_conflict: ConflictError | None = None
+        for _ in range(max(attempts, 1)):
+            current = self.get_flag(flag_id)
+            if current is None:
+                raise KeyError(flag_id)
+            if if_version is not None and current.version != if_version:
+                raise self._conflict(current, if_version)
+            decided = change(current)
+            if decided is None:
+                return current
+            when = at or utc_now()
+            new = decided.flag.model_copy(update={"id": current.id, "version": current.version + 1, "updated_at": when})
+            changes = diff_flags(current, new)
+            if not changes and not decided.note:
+                return current
+            event = FlagEvent(
+                flag_id=flag_id,
+                version=new.version,
+                at=when,
+                actor=actor,
+                action=decided.action,
+                changes=changes,
+                note=decided.note,
+            )
+            try:
+                self._replace_flag(new, current.version, event)
+                return new
+            except ConflictError as exc:
+                last_conflict = exc
+                if if_version is not None:
+                    latest = self.get_flag(flag_id)
+                    raise (self._conflict(latest, if_version) if latest is not None else exc) from None
+        assert last_conflict is not None
+        raise last_conflict
+
+    def _conflict(self, current: Flag, expected: int) -> ConflictError:
+        """A conflict error that says who changed the flag last, and when."""
+        events = self.flag_events(current.id)
+        last = events[-1] if events else None
+        return ConflictError(
+            current.id,
+            expected,
+            current.version,
+            changed_by=last.actor if last else None,
+            changed_at=last.at.isoformat() if last else None,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
@@ -107,31 +277,3 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def default_home() -> Path:
-    """The data directory: ``$MOMENTS_HOME`` or ``./var``."""
-    return Path(os.environ.get("MOMENTS_HOME", "var"))
-
-
-def open_store(url: str | None = None) -> Store:
-    """Open the store named by ``url``, ``$MOMENTS_STORE``, or the embedded default.
-
-    Args:
-        url: ``http(s)://...`` for Elasticsearch; ``sqlite:///path/to.db`` or a
-            plain path for SQLite; ``None`` for ``$MOMENTS_STORE`` or the default.
-
-    Raises:
-        StoreError: The store cannot be reached (one line, naming the URL).
-    """
-    url = url or os.environ.get("MOMENTS_STORE") or None
-    if url and url.startswith(("http://", "https://")):
-        from search.elastic import ElasticStore
-
-        return ElasticStore(url)
-    from search.sqlite import SqliteStore
-
-    if url:
-        # sqlite:///abs/path.db -> /abs/path.db; sqlite://rel.db -> rel.db; anything else is a path.
-        return SqliteStore(Path(url.removeprefix("sqlite://")))
-    return SqliteStore(default_home() / "moments.db")

@@ -4,7 +4,7 @@
   private index prefix per test (``es_prefix``); tests that need it skip with
   a how-to when it is absent (and fail under ``CI=true``).
 * ``tmp_home``: a private ``$MOMENTS_HOME`` so no test touches ``./var``.
-* ``make_post``: a factory of valid :class:`~crawlers.schema.Post` records.
+* ``make_post``: a factory of valid :class:`~moments.records.Post` records.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from crawlers.schema import Post, post_id
+from moments.records import Post, post_id
 from search.mapping import index_names
 
 ES_HOWTO = (
@@ -43,8 +43,8 @@ def es_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
     ``$MOMENTS_ES_PREFIX`` is set to a unique prefix for the test, so every
     store it opens (``open_store``, the CLI, flows) writes to its own
-    ``<prefix>-posts-v1`` index, deleted afterwards: tests never see each
-    other's posts. Skips when the URL is unset; under ``CI=true`` a missing
+    ``<prefix>-posts-v1`` and ``<prefix>-flags-v1`` indices, deleted afterwards:
+    tests never see each other's posts or flags. Skips when the URL is unset; under ``CI=true`` a missing
     server is a failure, so CI can never pass by skipping these tests.
     """
     url = os.environ.get("MOMENTS_TEST_ES_URL", "").strip().rstrip("/")
@@ -55,8 +55,8 @@ def es_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("MOMENTS_ES_PREFIX", prefix)
     yield url
-    index, _alias = index_names(prefix)
-    request = urllib.request.Request(f"{url}/{index}?ignore_unavailable=true", method="DELETE")
+    indices = ",".join(index_names(prefix, kind)[0] for kind in ("posts", "flags"))
+    request = urllib.request.Request(f"{url}/{indices}?ignore_unavailable=true", method="DELETE")
     with contextlib.suppress(OSError):
         urllib.request.urlopen(request, timeout=30).close()
 

@@ -36,9 +36,9 @@ from urllib.parse import urljoin
 
 from scrapy.http import Response
 
-from crawlers.config import ImportConfig
 from crawlers.spiders.base import MomentsSpider
 from crawlers.text import stable_id
+from moments.config import ImportConfig
 
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "native_id": ("native_id", "id", "post_id", "review_id", "guid"),

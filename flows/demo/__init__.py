@@ -16,7 +16,8 @@ from rich.console import Console
 import crawlers
 from crawlers.mockserver import serve_recordings
 from flows.report import flags_table, scorecard_table
-from search import default_home, open_store
+from moments import settings
+from search import open_store
 
 AS_OF = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
 BRAND = "Northwind Air"
@@ -33,7 +34,7 @@ def run_demo(verbose: int = 0) -> int:
     from flows.flows import pipeline
 
     console = Console()
-    home = default_home()
+    home = settings.home()
     home.mkdir(parents=True, exist_ok=True)
     store_path = home / "moments.db"
     started = time.monotonic()
@@ -47,18 +48,19 @@ def run_demo(verbose: int = 0) -> int:
 
     with open_store(str(store_path)) as store:
         posts = sum(1 for _ in store.scan(brand=BRAND))
-        open_flags = store.open_flags(brand=BRAND, limit=1000)
+        open_flags = store.list_flags(brand=BRAND, limit=1000)
+        flagged_posts = {pid: store.get(pid) for flag in open_flags for pid in flag.post_ids[:1]}
         scorecard = store.touchpoint_summary(brand=BRAND)
 
     console.print(
         f"pipeline: {summary.crawled} crawled, {summary.classified} classified, {summary.indexed} indexed, "
-        f"{summary.dropped} malformed lines dropped, {summary.flagged} flagged "
+        f"{summary.dropped} malformed lines dropped, {summary.flagged} flags opened or changed "
         f"in {time.monotonic() - started:.1f}s (files in {summary.run_dir})"
     )
     if summary.failed_sources:
         console.print(f"[red]failed sources:[/] {', '.join(summary.failed_sources)}")
-    console.print(flags_table(open_flags))
+    console.print(flags_table(open_flags, flagged_posts))
     console.print(scorecard_table(scorecard))
-    console.print(f"store: {store_path}  (try: moments search delay, moments flags)")
+    console.print(f"store: {store_path}  (try: moments search delay, moments flags, moments flags show ID)")
     print(f"demo: {posts} posts, {len(open_flags)} flags")
     return 0 if not summary.failed_sources else 1

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crawlers.jsonl import read_posts
-from crawlers.schema import Post
+from moments.records import Post, read_posts
 
 RECORDINGS = Path(__file__).parent / "recordings"
 DATA = Path(__file__).parent / "data"
@@ -52,7 +51,7 @@ def run_cli(args: list[str], home: Path, *, env: dict[str, str] | None = None, t
     """Run ``moments crawl ARGS`` in a child process; collect posts (from -o) and stats."""
     out = home / f"out-{time.monotonic_ns()}.jsonl"
     stats_path = out.with_suffix(".stats.json")
-    command = [sys.executable, "-m", "flows.cli", "crawl", *args, "-o", str(out), "--stats-json", str(stats_path)]
+    command = [sys.executable, "-m", "moments.cli", "crawl", *args, "-o", str(out), "--stats-json", str(stats_path)]
     child_env = {**os.environ, "MOMENTS_HOME": str(home), "MOMENTS_CRAWL_FAST": "1", **(env or {})}
     started = time.monotonic()
     done = subprocess.run(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from crawlers.brands import BrandMatcher, ExpressionError, compile_expression
-from crawlers.config import ConfigError, load_config, parse_config
+from moments.config import ConfigError, load_config, parse_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "crawlers" / "brands.example.yaml"
 
@@ -51,12 +51,12 @@ def test_example_config_loads_and_matches() -> None:
 
 
 def test_invalid_config_says_where(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"brands\.0\.sources\.0\.source"):
+    with pytest.raises(ConfigError, match=r"^config: brands\[0\]\.sources\[0\]\.source: unknown source 'myspace'"):
         parse_config({"brands": [{"name": "x", "sources": [{"source": "myspace", "query": "q"}]}]})
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
     (tmp_path / "bad.yaml").write_text("brands: [unclosed", encoding="utf-8")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml:1: not valid YAML"):
         load_config(tmp_path / "bad.yaml")
 
 

@@ -19,7 +19,7 @@ def _moments(home: Path, *args: str, timeout: int = 600) -> subprocess.Completed
     env = {**os.environ, "MOMENTS_HOME": str(home), "CI": os.environ.get("CI", ""), "COLUMNS": "160"}
     env.pop("MOMENTS_STORE", None)
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "moments.cli", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

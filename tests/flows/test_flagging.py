@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from crawlers.schema import Author, Classification, Engagement, EngagementSnapshot, Flag, Post
-from flows.flagging import FlagRules, engagement_velocity, evaluate, flag_posts, merge_flag
+from flows.flagging import engagement_velocity, evaluate, new_flag, reassess
+from moments.config import FlagRules
+from moments.records import Author, Classification, Engagement, EngagementSnapshot, Flag, Post
 
 NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
 
@@ -85,7 +86,7 @@ def test_unknown_creation_time_gives_no_velocity_and_no_flag() -> None:
 def test_negative_and_spreading_is_flagged_with_reasons() -> None:
     flag = evaluate(_post(likes=2000, shares=500, age_hours=3, followers=50_000), NOW)
     assert flag is not None
-    assert flag.status == "open"
+    assert flag.post_id == "mastodon:1" and flag.touchpoint == "fulfilment"
     assert flag.priority in {"P1", "P2"}
     assert flag.velocity_per_hour == pytest.approx(2500 / 3, rel=1e-3)
     joined = " ".join(flag.reasons)
@@ -119,26 +120,36 @@ def test_thresholds_are_configurable() -> None:
     assert evaluate(_post(likes=2000, age_hours=1), NOW, strict) is None
 
 
-def test_merge_keeps_agent_status_and_first_flag_time() -> None:
+def test_reassessing_an_agents_flag_keeps_their_work_and_only_raises_priority() -> None:
     earlier = NOW - timedelta(hours=5)
-    acknowledged = Flag(
-        status="acknowledged",
-        priority="P3",
-        score=1.0,
-        reasons=["x"],
-        velocity_per_hour=30,
-        flagged_at=earlier,
-        rule_version="v0",
-    )
-    fresh = evaluate(_post(likes=3000, age_hours=1), NOW)
-    assert fresh is not None
-    merged = merge_flag(acknowledged, fresh)
-    assert merged.status == "acknowledged"
-    assert merged.flagged_at == earlier
-    assert merged.score == fresh.score
+    quiet = evaluate(_post(likes=60, age_hours=1), earlier, FlagRules(min_velocity=1))
+    assert quiet is not None
+    acknowledged = new_flag(quiet, earlier).with_status("acknowledged", earlier).model_copy(update={"assignee": "dana"})
+
+    fresh = evaluate(_post(likes=30_000, age_hours=1, followers=90_000), NOW)
+    assert fresh is not None and fresh.priority == "P1" != acknowledged.priority
+    change = reassess(acknowledged, fresh, FlagRules())
+    assert change is not None and change.action == "escalated"
+    assert change.flag.status == "acknowledged" and change.flag.assignee == "dana"
+    assert change.flag.opened_at == earlier and change.flag.score == fresh.score
+    assert change.note == f"priority {acknowledged.priority} -> P1"
+
+    # A weaker reading later never lowers the priority, and the same reading changes nothing.
+    weaker = reassess(change.flag, quiet, FlagRules())
+    assert weaker is not None and weaker.action == "updated" and weaker.flag.priority == "P1"
+    assert reassess(change.flag, fresh, FlagRules()) is None
 
 
-def test_flag_posts_returns_only_posts_needing_a_flag() -> None:
-    posts = [_post("1", likes=4000, age_hours=2), _post("2", likes=1, age_hours=2)]
-    flags = flag_posts(posts, NOW)
-    assert set(flags) == {"mastodon:1"}
+def test_a_closed_flag_reopens_only_past_the_configured_margin() -> None:
+    first = evaluate(_post(likes=300, age_hours=1), NOW)
+    assert first is not None
+    resolved = new_flag(first, NOW).with_status("resolved", NOW)
+    assert resolved.resolved_at == NOW
+    hotter = evaluate(_post(likes=3000, age_hours=1), NOW)
+    assert hotter is not None and hotter.score > first.score
+
+    assert reassess(resolved, hotter, FlagRules(reopen_margin=10.0)) is None
+    change = reassess(resolved, hotter, FlagRules(reopen_margin=0.1))
+    assert change is not None and change.action == "reopened"
+    assert change.flag.status == "open" and change.flag.resolved_at is None
+    assert change.note is not None and "10%" in change.note

@@ -11,9 +11,9 @@ from prefect.testing.utilities import prefect_test_harness
 
 import flows.flows
 from crawlers.mockserver import serve_recordings
-from crawlers.schema import Post
 from flows.demo import AS_OF, BRAND, CONFIG_TEMPLATE, CORPUS
 from flows.flows import RUN_DONE, pipeline
+from moments.records import Post
 from search import open_store
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from crawlers.schema import Classification, Post
+from moments.records import Classification, Post
 from models import TOUCHPOINTS, classify_posts
 
 TEXTS = [
@@ -89,7 +89,7 @@ def test_classify_posts_keeps_fields(classifier) -> None:  # type: ignore[no-unt
 
 
 def test_cli_classify_keeps_every_field_and_reports_bad_lines(tmp_path: Path, capsys, caplog) -> None:  # type: ignore[no-untyped-def]
-    from flows.cli import main
+    from moments.cli import main
 
     good = _post("7", TEXTS[0], brand=["northwind"], extra={"nested": {"a": 1}}, mentions=["@northwind"])
     src = tmp_path / "posts.jsonl"
@@ -97,21 +97,21 @@ def test_cli_classify_keeps_every_field_and_reports_bad_lines(tmp_path: Path, ca
     out = tmp_path / "out.jsonl"
     assert main(["classify", str(src), "-o", str(out)]) == 0
     lines = out.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 1  # an empty text has nothing to classify: dropped with its line number
     first = json.loads(lines[0])
     expected = json.loads(good.to_json())
     for key, value in expected.items():
         if key != "classification":
             assert first[key] == value, key
     assert first["classification"]["touchpoint"] in TOUCHPOINTS
-    assert json.loads(lines[1])["classification"]["confidence"] == 0.0  # empty text
     err = capsys.readouterr().err
-    assert "2 classified" in err and "1 malformed" in err
+    assert "1 classified" in err and "2 malformed" in err
     assert any("line 2" in rec.getMessage() for rec in caplog.records)
+    assert any("line 3 dropped: text: must be a non-empty string" in rec.getMessage() for rec in caplog.records)
 
 
 def test_cli_text(capsys) -> None:  # type: ignore[no-untyped-def]
-    from flows.cli import main
+    from moments.cli import main
 
     assert main(["classify", "--text", "my luggage never arrived and no one answers the phone"]) == 0
     result = Classification.model_validate_json(capsys.readouterr().out)

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from crawlers.schema import Post
+from moments.records import Post
 from search.elastic import ElasticStore
-from search.mapping import es_mapping, index_names, sqlite_columns, text_fields
+from search.mapping import StoredFlag, es_mapping, index_names, sqlite_columns, text_fields
 from search.sqlite import SqliteStore
 from search.store import StoreError
 
@@ -69,7 +69,8 @@ def test_mapping_shape_follows_schema_markers() -> None:
     assert props["engagement_history"]["properties"]["at"] == {"type": "date"}
     assert props["extra"] == {"type": "object", "enabled": False}
     assert props["classification"]["properties"]["sentiment_scores"] == {"type": "object", "dynamic": "true"}
-    assert props["flag"]["properties"]["reasons"]["type"] == "text"
+    # Flags are records of their own (the flags index); their reasons are not post text.
+    assert "flag" not in props
     templates = {name: body for template in mapping["dynamic_templates"] for name, body in template.items()}
     assert templates["classification_touchpoint_scores_as_float"] == {
         "path_match": "classification.touchpoint_scores.*",
@@ -98,14 +99,14 @@ def test_added_schema_fields_appear_in_every_layout() -> None:
     assert columns["reviewed"].sql_type == "INTEGER"
     assert columns["reply_count"].sql_type == "INTEGER"
     assert columns["tags"].kind == "json"
-    assert {"author_followers", "classification_touchpoint", "flag_priority", "flag_status"} <= set(columns)
+    assert {"author_followers", "classification_touchpoint", "classification_moment"} <= set(columns)
+    assert not any(name.startswith("flag") for name in columns)
     assert "editor_note" not in columns  # text goes to FTS5, not a column
 
     assert [f.dotted for f in text_fields(PostWithMore)] == [
         "author.display_name",
         "text",
         "title",
-        "flag.reasons",
         "sarcasm.explanation",
         "editor_note",
     ]
@@ -119,7 +120,7 @@ def test_sqlite_adds_columns_for_new_schema_fields(tmp_path: Path, make_post: Ma
 
     import search.sqlite as sqlite_module
 
-    monkeypatch.setattr(sqlite_module, "sqlite_columns", lambda: sqlite_columns(PostWithMore))
+    monkeypatch.setattr(sqlite_module, "sqlite_columns", lambda model=None: sqlite_columns(model or PostWithMore))
     monkeypatch.setattr(sqlite_module, "text_fields", lambda: text_fields(PostWithMore))
     monkeypatch.setattr(sqlite_module, "Post", PostWithMore)
     with SqliteStore(db) as store:
@@ -153,6 +154,11 @@ def test_live_index_mapping_equals_derived(es_store: ElasticStore, prefix: str) 
     assert response[f"{prefix}-posts-v1"]["mappings"] == es_mapping()
     aliases = es_store._client.indices.get_alias(name=es_store.alias)
     assert aliases[es_store.index]["aliases"][es_store.alias] == {"is_write_index": True}
+
+    flags = es_store._client.indices.get_mapping(index=es_store.flags_alias)
+    assert list(flags) == [f"{prefix}-flags-v1"]
+    assert flags[f"{prefix}-flags-v1"]["mappings"] == es_mapping(StoredFlag)
+    assert flags[f"{prefix}-flags-v1"]["mappings"]["properties"]["events"]["type"] == "nested"
 
 
 @pytest.mark.elasticsearch
@@ -286,7 +292,7 @@ def test_unreachable_url_on_the_command_line(tmp_home: Path, make_post: MakePost
     posts.write_text(make_post().to_json() + "\n")
     url = f"http://127.0.0.1:{_free_port()}"
     result = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "index", str(posts), "--store", url],
+        [sys.executable, "-m", "moments.cli", "index", str(posts), "--store", url],
         capture_output=True,
         text=True,
         cwd=REPO,

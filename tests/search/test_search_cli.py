@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from crawlers.schema import Post
-from flows.cli import main
-from search.store import open_store
+from moments.cli import main
+from moments.records import Post
+from search import open_store
 
 MakePost = Callable[..., Post]
 
@@ -43,7 +43,7 @@ def posts_file(tmp_home: Path, make_post: MakePost) -> Path:
 def test_index_twice_same_count_and_reports_bad_lines(
     store_arg: str, posts_file: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="moments.jsonl")
+    caplog.set_level(logging.WARNING, logger="moments.records")
     for _ in range(2):
         assert main(["index", str(posts_file), "--store", store_arg]) == 0
         out = capsys.readouterr().out.strip()
@@ -100,6 +100,6 @@ def test_help_teaches_with_an_example(command: str, capsys: pytest.CaptureFixtur
 
 
 def test_missing_input_is_a_one_line_error(tmp_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["index", str(tmp_home / "nope.jsonl")]) == 1
+    assert main(["index", str(tmp_home / "nope.jsonl")]) == 2  # bad input
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("moments index: error:") and "nope.jsonl" in err[0]

@@ -12,46 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from crawlers.schema import Classification, Engagement, Flag, Post
+from moments.records import Classification, Post
 from search.store import Store, TouchpointCount
 
 MakePost = Callable[..., Post]
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(
-    params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.elasticsearch)],
-)
-def store(request: pytest.FixtureRequest, tmp_home: Path) -> Iterator[Store]:
-    """An empty store of each backend; Elasticsearch gets a unique index prefix per test."""
-    if request.param == "sqlite":
-        from search.sqlite import SqliteStore
-
-        with SqliteStore(tmp_home / "nested" / "dir" / "moments.db") as sqlite_store:
-            yield sqlite_store
-        return
-    from search.elastic import ElasticStore
-
-    es_url = request.getfixturevalue("es_url")  # also gives this test its own index prefix
-    # refresh=True keeps the suite fast; the CLI tests cover the default "wait_for".
-    with ElasticStore(es_url, index_prefix=request.getfixturevalue("es_prefix"), refresh=True, backoff=0.05) as es:
-        yield es
-
-
-def _flag(priority: str, score: float, status: str = "open", **extra: object) -> Flag:
-    return Flag.model_validate(
-        {
-            "status": status,
-            "priority": priority,
-            "score": score,
-            "reasons": ["negative and spreading"],
-            "velocity_per_hour": 12.5,
-            "flagged_at": T0,
-            "rule_version": "rules-1",
-            **extra,
-        }
-    )
 
 
 def _classification(touchpoint: str, moment: str) -> Classification:
@@ -84,7 +50,6 @@ def test_upsert_get_round_trip_is_exact_and_utc(store: Store, make_post: MakePos
         mentions=["@northwind"],
         extra={"raw": {"nested": [1, 2, {"deep": True}]}, "any.key": "kept"},
         classification=_classification("boarding", "misery"),
-        flag=_flag("P2", 4.2),
     )
     result = store.upsert([post])
 
@@ -111,52 +76,6 @@ def test_reupsert_is_idempotent(store: Store, make_post: MakePost) -> None:
     assert store.count() == 3
     stored = store.get(changed.id)
     assert stored is not None and stored.text == "edited text"
-
-
-def test_stored_flag_survives_reupsert_without_flag(store: Store, make_post: MakePost) -> None:
-    flagged = make_post(native_id="viral", flag=_flag("P1", 9.0, status="acknowledged"))
-    store.upsert([flagged])
-
-    recrawled = flagged.model_copy(update={"flag": None, "engagement": Engagement(likes=999)})
-    store.upsert([recrawled])
-
-    stored = store.get(flagged.id)
-    assert stored is not None
-    assert stored.flag == flagged.flag
-    assert stored.engagement.likes == 999  # the rest of the record did update
-
-    newer = _flag("P2", 3.0)
-    store.upsert([recrawled.model_copy(update={"flag": newer})])
-    stored = store.get(flagged.id)
-    assert stored is not None and stored.flag == newer
-
-
-def test_set_flag_and_open_flags_order(store: Store, make_post: MakePost) -> None:
-    posts = {name: make_post(native_id=name) for name in ("a", "b", "c", "d", "e", "f")}
-    posts["f"] = make_post(native_id="f", brand=["other-brand"])
-    store.upsert(posts.values())
-
-    store.set_flag(posts["a"].id, _flag("P2", 5.0))
-    store.set_flag(posts["b"].id, _flag("P4", 50.0))
-    store.set_flag(posts["c"].id, _flag("P1", 1.0))
-    store.set_flag(posts["d"].id, _flag("P2", 9.0))
-    store.set_flag(posts["e"].id, _flag("P1", 99.0, status="resolved"))
-    store.set_flag(posts["f"].id, _flag("P3", 2.0))
-
-    assert [p.native_id for p in store.open_flags()] == ["c", "d", "a", "f", "b"]
-    assert [p.native_id for p in store.open_flags(limit=2)] == ["c", "d"]
-    assert [p.native_id for p in store.open_flags(brand="other-brand")] == ["f"]
-
-    stored = store.get(posts["d"].id)
-    assert stored is not None and stored.flag == _flag("P2", 9.0)
-
-    store.set_flag(posts["d"].id, None)
-    cleared = store.get(posts["d"].id)
-    assert cleared is not None and cleared.flag is None
-    assert [p.native_id for p in store.open_flags()] == ["c", "a", "f", "b"]
-
-    with pytest.raises(KeyError):
-        store.set_flag("test:unknown", _flag("P1", 1.0))
 
 
 def test_search_finds_matches_and_only_matches(store: Store, make_post: MakePost) -> None:
