@@ -12,6 +12,7 @@ from rich.text import Text
 from moments.records import Flag, FlagEvent, Post
 from search.store import TouchpointCount
 
+_HEADLINE = ("priority", "score", "status", "assignee")
 _PRIORITY_STYLE = {"P1": "bold red", "P2": "red", "P3": "yellow", "P4": "dim"}
 
 
@@ -118,7 +119,11 @@ def print_flag_detail(
     table.add_column("Changes", ratio=2, overflow="fold")
     table.add_column("Note", ratio=2)
     for event in events:
-        changes = "; ".join(f"{c.field}: {c.old} -> {c.new}" for c in event.changes if c.field != "reasons")
+        if event.action in ("opened", "migrated"):
+            # A new record: its headline figures say enough (`show --json` has every field).
+            changes = ", ".join(f"{c.field} {c.new}" for c in event.changes if c.field in _HEADLINE)
+        else:
+            changes = "; ".join(f"{c.field}: {c.old} -> {c.new}" for c in event.changes if c.field != "reasons")
         table.add_row(
             str(event.version),
             f"{event.at:%Y-%m-%d %H:%M:%S}",

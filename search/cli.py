@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from moments.cli import Commands
+from moments.errors import EXIT_USAGE
 from moments.records import Post, ReadReport, read_posts, read_posts_file
 from search.backends import open_store
 
@@ -91,7 +92,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    """Handler of ``moments index``: returns 0 when every post was indexed or spooled."""
+    """Handler of ``moments index``: 0 when the good lines were indexed or spooled; 2 when no line was a post."""
     report = ReadReport()
     path = None if args.input == "-" else Path(args.input)
     if path is not None and not path.is_file():
@@ -114,6 +115,8 @@ def run_index(args: argparse.Namespace) -> int:
             f"records into posts with: moments crawl import --query {args.input} --config brands.yaml",
             file=sys.stderr,
         )
+    if report.dropped and not report.kept:
+        return EXIT_USAGE  # nothing in the input was a post: bad input, not a job done
     return 0
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from flows.flagging import engagement_velocity, evaluate, new_flag, reassess
 from moments.config import FlagRules
-from moments.records import Author, Classification, Engagement, EngagementSnapshot, Flag, Post
+from moments.records import Author, Classification, Engagement, EngagementSnapshot, Post
 
 NOW = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
 

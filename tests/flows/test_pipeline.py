@@ -61,7 +61,8 @@ def test_pipeline_flow_run_into_sqlite_is_idempotent(
 
     with open_store(store_url) as store:
         count_after_first = store.count()
-        flags_after_first = [p.id for p in store.open_flags(limit=1000)]
+        flags_after_first = store.list_flags(limit=1000)
+        events_after_first = {f.id: store.flag_events(f.id) for f in flags_after_first}
         assert count_after_first == first.indexed
         assert all(p.classification is not None for p in store.scan())
 
@@ -69,7 +70,9 @@ def test_pipeline_flow_run_into_sqlite_is_idempotent(
     assert second.failed_sources == []
     with open_store(store_url) as store:
         assert store.count() == count_after_first
-        assert [p.id for p in store.open_flags(limit=1000)] == flags_after_first
+        # The same data flags the same posts: no second flag, no new event, no version bump.
+        assert store.list_flags(limit=1000) == flags_after_first
+        assert {f.id: store.flag_events(f.id) for f in flags_after_first} == events_after_first
 
 
 @pytest.mark.slow
@@ -105,9 +108,10 @@ def test_pipeline_flow_run_into_elasticsearch(
     assert summary.failed_sources == []
     with open_store(es_url) as store:
         assert store.count() >= summary.indexed
-        flagged = store.open_flags(brand=BRAND, limit=1000)
+        flagged = store.list_flags(brand=BRAND, limit=1000)
         assert len(flagged) >= 1
-        assert all(p.flag is not None and p.flag.flagged_at == AS_OF for p in flagged)
+        assert all(f.opened_at == AS_OF and f.version == 1 for f in flagged)
+        assert all(store.get(f.post_ids[0]) is not None for f in flagged)
         assert store.search("delay", brand=BRAND)
 
 
@@ -139,3 +143,36 @@ def test_posts_crawled_by_a_run_that_died_are_indexed_by_the_next(
     # Once indexed, the recovered run is not replayed again.
     again = pipeline(config, store_url=store_url, as_of=AS_OF, run_dir=runs / "20261120T190000Z-again")
     assert again.recovered == 0
+
+
+@pytest.mark.slow
+def test_brand_taxonomy_and_flag_rules_from_config_change_the_run(
+    tmp_path: Path, corpus_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same corpus, with the brand's own taxonomy and stricter flag rules in brands.yaml."""
+    monkeypatch.setenv("MOMENTS_HOME", str(tmp_path / "home"))
+    text = CONFIG_TEMPLATE.read_text(encoding="utf-8").replace("{base_url}", corpus_url)
+    brand_settings = (
+        "    taxonomy:\n"
+        "      mode: replace\n"
+        "      touchpoints:\n"
+        "        - {id: on_the_ground, description: 'airport, check-in, gates, bags, delays on the ground'}\n"
+        "        - {id: in_the_air, description: 'the flight itself: seats, crew, food, comfort on board'}\n"
+        "        - {id: money_matters, description: 'fares, refunds, fees, charges and compensation'}\n"
+        "    flag_rules: {min_velocity: 1000000}\n"
+    )
+    text = text.replace("    sources:\n", brand_settings + "    sources:\n", 1)
+    config = tmp_path / "brands.yaml"
+    config.write_text(text, encoding="utf-8")
+    store_url = str(tmp_path / "store.db")
+
+    summary = pipeline(config, store_url=store_url, as_of=AS_OF, run_dir=tmp_path / "run")
+
+    assert summary.failed_sources == [] and summary.indexed >= 50
+    with open_store(store_url) as store:
+        touchpoints = {p.classification.touchpoint for p in store.scan() if p.classification}
+        assert touchpoints and touchpoints <= {"on_the_ground", "in_the_air", "money_matters"}
+        assert len(touchpoints) >= 2  # the custom labels discriminate, not one label for everything
+        # With the default rules this corpus opens flags (see the idempotency test); not with these.
+        assert store.list_flags(status=None) == []
+    assert summary.flagged == 0

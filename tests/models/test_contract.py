@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from moments.records import Classification, Post
 from models import TOUCHPOINTS, classify_posts
+from moments.records import Classification, Post
 
 TEXTS = [
     "Two hours on hold and nobody could tell me where my refund is. Never again.",

@@ -103,3 +103,14 @@ def test_missing_input_is_a_one_line_error(tmp_home: Path, capsys: pytest.Captur
     assert main(["index", str(tmp_home / "nope.jsonl")]) == 2  # bad input
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("moments index: error:") and "nope.jsonl" in err[0]
+
+
+def test_index_of_records_that_are_not_posts_says_how_to_make_posts(
+    tmp_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_home / "export.jsonl"
+    export.write_text('{"id": "1", "text": "my flight was late"}\n{"id": "2", "text": "great crew"}\n', encoding="utf-8")
+    assert main(["index", str(export)]) == 2  # nothing in it was a post
+    captured = capsys.readouterr()
+    assert "indexed 0 posts" in captured.out and "2 lines dropped" in captured.out
+    assert f"moments crawl import --query {export} --config brands.yaml" in captured.err

@@ -6,11 +6,8 @@ and skips, or fails under ``CI=true``, without it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
-
-import pytest
 
 from moments.records import Classification, Post
 from search.store import Store, TouchpointCount
