@@ -70,6 +70,8 @@ logging.getLogger("elastic_transport.node_pool").setLevel(logging.ERROR)
 T = TypeVar("T")
 
 _BATCH = 500
+#: Elasticsearch's default index.max_result_window: the most hits one search may return.
+_MAX_RESULT_WINDOW = 10_000
 #: HTTP statuses worth retrying: the cluster is busy or a node is restarting.
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 _SPOOL_NAME = re.compile(r"^elasticsearch-(?P<alias>.+)-(?P<stamp>\d{8}T\d{12}Z)-(?P<pid>\d+)-(?P<seq>\d+)\.jsonl$")
@@ -506,18 +508,32 @@ class ElasticStore(Store):
             filters.append({"terms": {"status": list(status)}})
         if brand:
             filters.append({"term": {"brand": brand}})
-        response = self._call(
-            lambda: dict(
-                self._client.search(
-                    index=self.flags_alias,
-                    query={"bool": {"filter": filters}},
-                    sort=[{"priority": "asc"}, {"score": "desc"}, {"opened_at": "asc"}, {"id": "asc"}],
-                    size=limit,
-                    source_excludes=["events"],
+        sort = [{"priority": "asc"}, {"score": "desc"}, {"opened_at": "asc"}, {"id": "asc"}]
+        flags: list[Flag] = []
+        after: list[Any] | None = None
+        # One search returns at most index.max_result_window hits: page with search_after
+        # (the sort ends with the unique id, so pages never overlap or skip).
+        while len(flags) < limit:
+            size = min(limit - len(flags), _MAX_RESULT_WINDOW)
+            paging = {"search_after": after} if after is not None else {}
+            response = self._call(
+                lambda size=size, paging=paging: dict(  # type: ignore[misc]
+                    self._client.search(
+                        index=self.flags_alias,
+                        query={"bool": {"filter": filters}},
+                        sort=sort,
+                        size=size,
+                        source_excludes=["events"],
+                        **paging,
+                    )
                 )
             )
-        )
-        return [Flag.model_validate(hit["_source"]) for hit in response["hits"]["hits"]]
+            hits = response["hits"]["hits"]
+            flags.extend(Flag.model_validate(hit["_source"]) for hit in hits)
+            if len(hits) < size:
+                break
+            after = hits[-1]["sort"]
+        return flags
 
     def flag_events(self, flag_id: str) -> list[FlagEvent]:
         """A flag's event log, oldest first."""
@@ -610,7 +626,7 @@ class ElasticStore(Store):
         response = self._search(
             query={"bool": {"must": [clause], "filter": self._filters(brand)}},
             sort=["_score", {"id": "asc"}],
-            size=limit,
+            size=min(limit, _MAX_RESULT_WINDOW),  # deeper paging: search_after (later work)
         )
         return self._posts(response)
 

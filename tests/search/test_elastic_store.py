@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -321,3 +322,31 @@ def test_a_rejected_spool_file_is_set_aside(
     assert poisoned.with_suffix(".rejected").is_file()
     assert es_store.spool_files() == []
     assert es_store.upsert([make_post(native_id="fine")]).written == 1
+
+
+@pytest.mark.elasticsearch
+def test_list_flags_pages_past_the_result_window(es_store: ElasticStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More flags than one search may return come back in order, page by page (search_after)."""
+    import search.elastic as elastic_module
+    from moments.records import Flag
+
+    opened = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
+    for n in range(7):
+        es_store.create_flag(
+            Flag(
+                id=f"post:test:{n}",
+                post_ids=[f"test:{n}"],
+                priority="P1" if n % 2 else "P2",
+                score=float(n),
+                opened_at=opened,
+                updated_at=opened,
+            ),
+            actor="rule:test",
+            at=opened,
+        )
+    expected = [f.id for f in es_store.list_flags(limit=100)]
+    assert expected == [f"post:test:{n}" for n in (5, 3, 1, 6, 4, 2, 0)]
+    monkeypatch.setattr(elastic_module, "_MAX_RESULT_WINDOW", 3)  # pages of 3: 3 + 3 + 1
+    assert [f.id for f in es_store.list_flags(limit=100)] == expected
+    assert [f.id for f in es_store.list_flags(limit=4)] == expected[:4]
+    assert es_store.list_flags(limit=100_000)  # above Elasticsearch's own window: paged, not refused
