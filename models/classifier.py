@@ -29,7 +29,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from models.textprep import detect_language, has_letters, spell_emoji
 from moments.records import Classification, Post
 
 log = logging.getLogger("moments.models")
+T = TypeVar("T")
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 MANIFEST = "manifest.json"
@@ -379,18 +380,23 @@ def load_classifier(
     return Classifier(Path(artifacts_dir) if artifacts_dir else None, taxonomy)
 
 
-def classify_posts(posts: Iterable[Post], classifier: Classifier, chunk_size: int = 1024) -> Iterator[Post]:
-    """Yield the posts with ``classification`` set (every other field untouched).
-
-    Posts are classified in chunks so a long stream is never held in memory at once.
-    """
-    chunk: list[Post] = []
-    for post in posts:
-        chunk.append(post)
-        if len(chunk) >= chunk_size:
-            yield from _classify_chunk(chunk, classifier)
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of up to ``size`` items, so a long stream is never held in memory at once."""
+    if size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {size}")
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
             chunk = []
     if chunk:
+        yield chunk
+
+
+def classify_posts(posts: Iterable[Post], classifier: Classifier, chunk_size: int = 1024) -> Iterator[Post]:
+    """Yield the posts with ``classification`` set (every other field untouched), classified in chunks."""
+    for chunk in _chunks(posts, chunk_size):
         yield from _classify_chunk(chunk, classifier)
 
 
@@ -417,17 +423,13 @@ def classify_records(
         ValueError: A record is not a dict or has no string ``text`` (filter the input
             with :func:`moments.records.read_objects` first).
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    chunk: list[dict[str, Any]] = []
-    for number, record in enumerate(records, start=1):
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise ValueError(f"record {number} has no string 'text' to classify")
-        chunk.append(record)
-        if len(chunk) >= chunk_size:
-            yield from _classify_record_chunk(chunk, classifier)
-            chunk = []
-    if chunk:
+    def checked(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for number, record in enumerate(items, start=1):
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise ValueError(f"record {number} has no string 'text' to classify")
+            yield record
+
+    for chunk in _chunks(checked(records), chunk_size):
         yield from _classify_record_chunk(chunk, classifier)
 
 
