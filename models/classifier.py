@@ -423,6 +423,7 @@ def classify_records(
         ValueError: A record is not a dict or has no string ``text`` (filter the input
             with :func:`moments.records.read_objects` first).
     """
+
     def checked(items: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for number, record in enumerate(items, start=1):
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):

@@ -109,7 +109,9 @@ def test_index_of_records_that_are_not_posts_says_how_to_make_posts(
     tmp_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     export = tmp_home / "export.jsonl"
-    export.write_text('{"id": "1", "text": "my flight was late"}\n{"id": "2", "text": "great crew"}\n', encoding="utf-8")
+    export.write_text(
+        '{"id": "1", "text": "my flight was late"}\n{"id": "2", "text": "great crew"}\n', encoding="utf-8"
+    )
     assert main(["index", str(export)]) == 2  # nothing in it was a post
     captured = capsys.readouterr()
     assert "indexed 0 posts" in captured.out and "2 lines dropped" in captured.out
