@@ -1,13 +1,12 @@
 """``moments classify`` takes what users have: any JSON object with a ``text``.
 
-The handler runs as the CLI runs it (``models.cli.register`` on an argparse parser,
-then ``args.handler(args)``); the shipped classifier is loaded once per session (the
+The handler runs as the CLI runs it (``models.cli.register`` on the ``moments`` root
+parser, then ``args.handler(args)``); the shipped classifier is loaded once per session (the
 ``classifier`` fixture) and handed to the handler instead of a second load.
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
 import contextlib
 import io
@@ -25,6 +24,7 @@ import models.classifier
 from models import classify_posts, classify_records
 from models.classifier import Classifier
 from models.cli import register
+from moments.cli import build_parser
 from moments.records import Classification, Post
 
 MODELS_DIR = Path(models.classifier.__file__).resolve().parent
@@ -70,8 +70,7 @@ def run_classify(classifier: Classifier) -> Iterator[RunClassify]:
         return classifier
 
     def run(path: Path) -> Run:
-        parser = argparse.ArgumentParser(prog="moments")
-        register(parser.add_subparsers(dest="command", required=True))
+        parser = build_parser([register])  # the root parser with only the model stage's commands
         out = path.with_name(path.stem + ".classified.jsonl")
         args = parser.parse_args(["classify", str(path), "-o", str(out)])
         collect = _Collect()
