@@ -12,6 +12,7 @@ from moments.cli import Commands
 from moments.errors import EXIT_USAGE
 from moments.records import Post, ReadReport, read_posts, read_posts_file
 from search.backends import open_store
+from search.query import parse
 
 #: ``moments search WORD`` subcommands; to search for one of these words, quote it as a phrase.
 SEARCH_ACTIONS = ("migrate",)
@@ -38,12 +39,33 @@ examples:
 """
 
 SEARCH_DESCRIPTION = """\
-Full-text search over post text, title and author name, best match first.
+Search posts, best match first. The query language is the same on both stores
+and they return the same posts for the same query.
 
-Query syntax (the same on both stores): words must all match; "quoted words"
-match as a phrase; word* matches a prefix; OR separates alternatives; NOT
-excludes a word. Anything else is treated as plain text, so no query is ever
-rejected.
+  delay                    the word, in post text, title or author name
+                           (whole words, any case)
+  "lost bag"               a phrase: these words in this order, in one field
+  refu*                    words starting with "refu"
+  refund late              both words (same as: refund AND late)
+  refund OR voucher        either word
+  NOT delay                every post without the word
+  (refund OR voucher) NOT delay
+                           parentheses group; NOT binds tighter than AND,
+                           AND tighter than OR
+  title:delay  text:"lost bag"
+                           only in that field (text, title, author.display_name)
+  touchpoint:baggage  sentiment:negative  moment:misery  source:reddit
+  lang:en  brand:"Northwind Air"  author:@handle
+                           a field's exact value (any case); value* for a prefix;
+                           touchpoint:(baggage OR boarding) for several
+  created_at:2026-11-01    that whole UTC day
+  created_at:>=2026-11-01  created_at:<2026-11-02T12:00:00Z  (also > and <=)
+                           a date or time covers the whole day/minute/second it
+                           names; times without a zone are UTC
+
+Operators are upper case (and, or, not are plain words). To search for text
+that looks like syntax (a URL, a word with a colon, AND), quote it. Anything else
+is a syntax error that names the column (exit 2); nothing is guessed.
 
 `moments search migrate` brings a store written by an older release up to the
 current schema (flags that lived inside posts become flag records with their event
@@ -54,6 +76,8 @@ examples:
   moments search delay
   moments search '"lost bag"' --brand northwind
   moments search 'refund AND late' --limit 5 --json | jq '.[].url'
+  moments search 'touchpoint:baggage sentiment:negative NOT refund*'
+  moments search 'created_at:>=2026-11-01 created_at:<2026-11-08 (delay OR cancelled)'
   moments search migrate --store http://127.0.0.1:9200
 """
 
@@ -76,7 +100,7 @@ def register(commands: Commands) -> None:
         handler=run_search,
         options=("store", "brand", "json"),
     )
-    search.add_argument("query", metavar="QUERY", help="words to look for (quote phrases), or: migrate")
+    search.add_argument("query", metavar="QUERY", help="what to look for, in the query language above, or: migrate")
     search.add_argument("--limit", type=_positive, default=20, help="at most this many results (default: 20)")
 
 
@@ -129,6 +153,8 @@ def run_search(args: argparse.Namespace) -> int:
     """Handler of ``moments search``: prints matches as a table (or JSON); 0 even when none match."""
     if args.query in SEARCH_ACTIONS:
         return run_migrate(args)
+    # A syntax error is bad input (exit 2), found before a store is opened (or created).
+    parse(args.query)
     with open_store(args.store) as store:
         posts = store.search(args.query, brand=args.brand, limit=args.limit)
     if args.json:

@@ -52,6 +52,20 @@ from moments.errors import ConflictError
 from moments.records import Flag, FlagEvent, Post, ReadReport, read_posts, write_posts
 from search.mapping import StoredFlag, es_mapping, index_names, text_fields
 from search.migration import legacy_flag
+from search.query import (
+    And,
+    FieldMatch,
+    MatchAll,
+    Node,
+    Not,
+    Or,
+    Phrase,
+    Prefix,
+    Range,
+    Term,
+    parse,
+    word_tokens,
+)
 from search.store import (
     ACTIVE_STATUSES,
     IndexResult,
@@ -130,71 +144,76 @@ def _ts(value: datetime) -> str:
 # ------------------------------------------------------------------------------ queries
 
 
-def _match(words: str, fields: list[str], *, phrase: bool = False) -> dict[str, Any]:
-    if phrase:
-        return {"multi_match": {"query": words, "fields": fields, "type": "phrase"}}
-    # cross_fields + and: every word must appear, in any of the fields, as FTS5 does.
-    return {"multi_match": {"query": words, "fields": fields, "type": "cross_fields", "operator": "and"}}
+#: Terms a multi-word prefix (``check-i*``) may expand to; single-word prefixes have no limit.
+_MAX_EXPANSIONS = 10_000
 
 
-def text_query(query: str, fields: list[str]) -> dict[str, Any] | None:
-    """Translate the small query language both backends accept into Elasticsearch DSL.
+def _es_time(value: datetime) -> str:
+    """A range bound to the millisecond, which is what a ``date`` field stores."""
+    value = value.astimezone(UTC)
+    return f"{value.year:04d}-{value:%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
 
-    Words must all match (in any field), ``"quoted words"`` match as a phrase,
-    ``word*`` matches a prefix, ``OR`` separates alternatives, ``NOT word``
-    excludes, ``AND`` is implied.
-    Nothing in the input can make the query invalid: unknown syntax is just text.
+
+def _unscored(clause: dict[str, Any]) -> dict[str, Any]:
+    # Filters decide what matches but not the order: only text ranks, as on SQLite (bm25).
+    return {"bool": {"filter": [clause]}}
+
+
+def text_query(query: str | Node, fields: list[str]) -> dict[str, Any]:
+    """Compile a :mod:`search.query` query (text, or a parsed tree) into Elasticsearch DSL.
+
+    Free-text leaves score (``multi_match`` phrase over ``fields``, or the one field
+    named; prefixes as ``prefix`` queries, which are not analyzed, so lower-cased here);
+    field values, dates and ``NOT`` only filter. A word of several tokens is a phrase,
+    as in FTS5.
 
     Args:
-        query: What the user typed.
-        fields: The text fields to search.
+        query: What the user typed, or the tree :func:`search.query.parse` made of it.
+        fields: The free-text fields a leaf without a field searches.
 
     Returns:
-        A query clause, or ``None`` when the input has no searchable word.
+        One query clause.
+
+    Raises:
+        QuerySyntaxError: ``query`` is text that is not valid syntax.
     """
-    alternatives: list[dict[str, Any]] = []
-    must: list[dict[str, Any]] = []
-    must_not: list[dict[str, Any]] = []
-    words: list[str] = []
-    negate = False
-
-    def close_alternative() -> None:
-        nonlocal must, must_not, words
-        if words:
-            must.append(_match(" ".join(words), fields))
-        if must or must_not:
-            alternatives.append({"bool": {"must": must or [{"match_all": {}}], "must_not": must_not}})
-        must, must_not, words = [], [], []
-
-    for phrase, word in re.findall(r'"([^"]*)"?|(\S+)', query):
-        if word in ("AND", "OR", "NOT"):
-            if word == "OR":
-                close_alternative()
-            negate = word == "NOT"
-            continue
-        text = phrase if phrase else word
-        if not re.search(r"\w", text):
-            continue
-        # ``dela*`` is a prefix search in FTS5; phrase_prefix is the same idea here.
-        prefix = not phrase and text.endswith("*")
-        clause = (
-            {"multi_match": {"query": text.rstrip("*"), "fields": fields, "type": "phrase_prefix"}}
-            if prefix
-            else _match(text, fields, phrase=bool(phrase))
-        )
-        if negate:
-            must_not.append(clause)
-        elif phrase or prefix:
-            must.append(clause)
-        else:
-            words.append(text)
-        negate = False
-    close_alternative()
-    if not alternatives:
-        return None
-    if len(alternatives) == 1:
-        return alternatives[0]
-    return {"bool": {"should": alternatives, "minimum_should_match": 1}}
+    node = parse(query) if isinstance(query, str) else query
+    if isinstance(node, MatchAll):
+        return {"match_all": {}}
+    if isinstance(node, Term | Phrase):
+        targets = [node.field] if node.field else fields
+        return {"multi_match": {"query": node.text, "fields": targets, "type": "phrase"}}
+    if isinstance(node, Prefix):
+        targets = [node.field] if node.field else fields
+        tokens = word_tokens(node.text)
+        if len(tokens) > 1:
+            return {
+                "multi_match": {
+                    "query": node.text,
+                    "fields": targets,
+                    "type": "phrase_prefix",
+                    "max_expansions": _MAX_EXPANSIONS,
+                }
+            }
+        clauses = [{"prefix": {target: {"value": tokens[0].lower()}}} for target in targets]
+        return clauses[0] if len(clauses) == 1 else {"bool": {"should": clauses, "minimum_should_match": 1}}
+    if isinstance(node, FieldMatch):
+        kind = "prefix" if node.prefix else "term"
+        return _unscored({kind: {node.field: {"value": node.value, "case_insensitive": True}}})
+    if isinstance(node, Range):
+        bounds: dict[str, str] = {}
+        if node.gte is not None:
+            bounds["gte"] = _es_time(node.gte)
+        if node.lt is not None:
+            bounds["lt"] = _es_time(node.lt)
+        return _unscored({"range": {node.field: bounds}} if bounds else {"exists": {"field": node.field}})
+    if isinstance(node, And):
+        return {"bool": {"must": [text_query(child, fields) for child in node.children]}}
+    if isinstance(node, Or):
+        return {"bool": {"should": [text_query(child, fields) for child in node.children], "minimum_should_match": 1}}
+    if isinstance(node, Not):
+        return {"bool": {"filter": [{"match_all": {}}], "must_not": [text_query(node.child, fields)]}}
+    raise TypeError(f"not a query node: {node!r}")
 
 
 class ElasticStore(Store):
@@ -619,10 +638,12 @@ class ElasticStore(Store):
         return int(self._call(lambda: self._client.count(index=self.alias))["count"])
 
     def search(self, query: str, *, brand: str | None = None, limit: int = 20) -> list[Post]:
-        """Full-text search over the text-marked fields, best match first."""
-        clause = text_query(query, self._fields)
-        if clause is None:
-            return []
+        """Posts matching ``query`` (:mod:`search.query` syntax), best first (``_score``, then id).
+
+        Raises:
+            QuerySyntaxError: ``query`` is not valid syntax.
+        """
+        clause = text_query(parse(query), self._fields)
         response = self._search(
             query={"bool": {"must": [clause], "filter": self._filters(brand)}},
             sort=["_score", {"id": "asc"}],

@@ -35,6 +35,22 @@ from moments.errors import ConflictError
 from moments.records import SCHEMA_VERSION, Flag, FlagEvent, Post
 from search.mapping import Column, TextField, sqlite_columns, text_fields, value_at
 from search.migration import legacy_flag
+from search.query import (
+    FIELDS_BY_PATH,
+    And,
+    FieldMatch,
+    MatchAll,
+    Node,
+    Not,
+    Or,
+    Phrase,
+    Prefix,
+    Range,
+    Term,
+    TextLeaf,
+    fold,
+    parse,
+)
 from search.store import (
     ACTIVE_STATUSES,
     IndexResult,
@@ -118,13 +134,97 @@ class _Transaction:
             self._lock.release()
 
 
-def quote_terms(query: str) -> str:
-    """Make any user input a valid FTS5 query: every whitespace-separated term a quoted string.
+def _fts_string(text: str) -> str:
+    """``text`` as one FTS5 string: the tokenizer sees its words, FTS5 sees no operator in it."""
+    return '"' + text.replace('"', '""') + '"'
 
-    Terms stay ANDed (FTS5's implicit operator), so ``refund late!`` still means
-    "both words", only without any operator meaning for the punctuation.
+
+def _fts_leaf(leaf: TextLeaf) -> str:
+    """A free-text leaf as a safe FTS5 expression: quoted strings, a trailing ``*``, a column filter."""
+    expression = _fts_string(leaf.text) + (" *" if isinstance(leaf, Prefix) else "")
+    if leaf.field is not None:
+        column = FIELDS_BY_PATH[leaf.field].column
+        if not re.fullmatch(r"\w+", column):
+            raise ValueError(f"cannot filter FTS5 on column {column!r}")
+        expression = f"{{{column}}} : {expression}"
+    return expression
+
+
+def _sql_bound(value: datetime) -> str:
+    """A range bound in the fixed-width format :func:`_sql_datetime` stores (zero-padded years too)."""
+    value = value.astimezone(UTC)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z"
+    )
+
+
+def _sql_fold(value: str | bytes | int | float | None) -> str | bytes | int | float | None:
+    """``moments_fold()`` in SQL: :func:`search.query.fold` for text, anything else unchanged."""
+    return fold(value) if isinstance(value, str) else value
+
+
+class _SqlQuery:
+    """A query tree compiled to a SQL condition on ``posts`` (FTS5 only inside text leaves).
+
+    The boolean structure is plain SQL over ``posts``, so ``NOT``/``OR`` mean exactly what
+    they say (FTS5's own ``NOT`` is binary and its precedence differs); each text leaf is
+    a ``rowid IN (... MATCH ?)`` with a safely quoted FTS5 expression. Every condition is
+    true or false, never NULL, so ``NOT`` of a missing value is true, as in Elasticsearch.
+
+    Attributes:
+        where: The condition.
+        params: Its parameters, in order.
+        ranked: FTS5 expressions of the positive text leaves (under an even number of
+            NOTs), which bm25 ranks by.
     """
-    return " ".join(_quote(term) for term in query.split() if re.search(r"\w", term))
+
+    def __init__(self, node: Node) -> None:
+        self.params: list[Any] = []
+        self.ranked: list[str] = []
+        self.where = self._compile(node, positive=True)
+
+    def _compile(self, node: Node, *, positive: bool) -> str:
+        if isinstance(node, MatchAll):
+            return "1"
+        if isinstance(node, Term | Phrase | Prefix):
+            expression = _fts_leaf(node)
+            self.params.append(expression)
+            if positive:
+                self.ranked.append(expression)
+            return "posts.rowid IN (SELECT rowid FROM posts_fts WHERE posts_fts MATCH ?)"
+        if isinstance(node, FieldMatch):
+            field = FIELDS_BY_PATH[node.field]
+            value = fold(node.value)
+            if field.kind == "keywords":
+                subject = "moments_fold(json_each.value)"
+            else:
+                subject = f"moments_fold(posts.{_quote(field.column)})"
+            if node.prefix:
+                condition = f"substr({subject}, 1, ?) = ?"
+                self.params.extend([len(value), value])
+            else:
+                condition = f"{subject} = ?"
+                self.params.append(value)
+            if field.kind == "keywords":
+                return f"EXISTS (SELECT 1 FROM json_each(posts.{_quote(field.column)}) WHERE {condition})"
+            return f"coalesce({condition}, 0)"
+        if isinstance(node, Range):
+            column = f"posts.{_quote(FIELDS_BY_PATH[node.field].column)}"
+            parts = [f"{column} IS NOT NULL"]
+            if node.gte is not None:
+                parts.append(f"{column} >= ?")
+                self.params.append(_sql_bound(node.gte))
+            if node.lt is not None:
+                parts.append(f"{column} < ?")
+                self.params.append(_sql_bound(node.lt))
+            return f"({' AND '.join(parts)})"
+        if isinstance(node, And | Or):
+            joiner = " AND " if isinstance(node, And) else " OR "
+            return "(" + joiner.join(self._compile(child, positive=positive) for child in node.children) + ")"
+        if isinstance(node, Not):
+            return f"(NOT {self._compile(node.child, positive=not positive)})"
+        raise TypeError(f"not a query node: {node!r}")
 
 
 class SqliteStore(Store):
@@ -404,31 +504,36 @@ class SqliteStore(Store):
         return int(count)
 
     def search(self, query: str, *, brand: str | None = None, limit: int = 20) -> list[Post]:
-        """FTS5 search ranked by bm25, best first.
+        """Posts matching ``query`` (:mod:`search.query` syntax), best first.
 
-        The query is FTS5 syntax when it parses (``delay``, ``"lost bag"``,
-        ``refund AND late``); when it does not, its terms are quoted and ANDed
-        instead of failing.
+        Ranked by bm25 over the query's positive text leaves (posts that match only
+        through filters or ``NOT`` come after those), then by id.
+
+        Raises:
+            QuerySyntaxError: ``query`` is not valid syntax.
         """
-        if not query.strip():
-            return []
-        where = "posts_fts MATCH ?" + (f" AND {_BRAND_FILTER}" if brand else "")
-        sql = (
-            "SELECT posts.doc FROM posts_fts JOIN posts ON posts.rowid = posts_fts.rowid "
-            f"WHERE {where} ORDER BY bm25(posts_fts), posts.rowid LIMIT ?"
-        )
-        extra = [brand] if brand else []
-        attempts = [query]
-        if query.count('"') % 2:
-            # An unclosed phrase is most likely a phrase typed to the end: close it.
-            attempts.append(query + '"')
-        for attempt in attempts:
-            try:
-                return self._query(sql, [attempt, *extra, limit])
-            except sqlite3.OperationalError:
-                continue  # not valid FTS5 syntax (stray quote, ``foo:`` on an unknown column ...)
-        safe = quote_terms(query)
-        return self._query(sql, [safe, *extra, limit]) if safe else []
+        compiled = _SqlQuery(parse(query))
+        params: list[Any] = []
+        sql = "SELECT posts.doc FROM posts"
+        order = "posts.id"
+        if compiled.ranked:
+            sql += (
+                " LEFT JOIN (SELECT rowid AS hit, bm25(posts_fts) AS score FROM posts_fts WHERE posts_fts MATCH ?)"
+                " AS ranked ON ranked.hit = posts.rowid"
+            )
+            params.append(" OR ".join(f"({expression})" for expression in compiled.ranked))
+            order = "ranked.score IS NULL, ranked.score, posts.id"
+        sql += f" WHERE ({compiled.where})"
+        params.extend(compiled.params)
+        if brand:
+            sql += f" AND {_BRAND_FILTER}"
+            params.append(brand)
+        sql += f" ORDER BY {order} LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            # Field values compare case-insensitively, the way Elasticsearch's case_insensitive does.
+            self._db.create_function("moments_fold", 1, _sql_fold, deterministic=True)
+        return self._query(sql, params)
 
     def scan(self, *, since: datetime | None = None, brand: str | None = None) -> Iterator[Post]:
         """Every post (created at/after ``since``), read in pages so callers may write meanwhile."""

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
+
 from moments.records import Classification, Post
+from search.query import QuerySyntaxError
 from search.store import Store, TouchpointCount
 
 MakePost = Callable[..., Post]
@@ -101,12 +104,22 @@ def test_search_finds_matches_and_only_matches(store: Store, make_post: MakePost
     assert ids("tubular") == ["by-author"]
     assert ids("delay", limit=1) == ["delay-heavy"]
     assert ids("refu*") == ["refund"]
-    # Malformed query syntax is searched as plain words, never an error.
-    for broken in ('"lost bag', "delay)", "((delay", "title:", "AND", "*", '"', ""):
-        result = ids(broken)
-        assert isinstance(result, list)
-    assert ids('"lost bag') == ["lost-bag"]
-    assert ids("((delay") == ["delay-heavy", "delay-light"]
+    # Malformed syntax is an error naming the column (1-based), the same on every store; never a guess.
+    for broken, column in (
+        ('"lost bag', 1),
+        ("delay)", 6),
+        ("((delay", 2),
+        ("title:", 6),
+        ("AND", 1),
+        ("*", 1),
+        ('"', 1),
+        ("", 1),
+        ("   ", 1),
+    ):
+        with pytest.raises(QuerySyntaxError) as error:
+            store.search(broken)
+        assert error.value.column == column, (broken, str(error.value))
+        assert f"at column {column}:" in str(error.value)
 
 
 def test_brand_filter(store: Store, make_post: MakePost) -> None:
