@@ -285,7 +285,8 @@ _RACER = textwrap.dedent(
 )
 
 
-def _race(store: Store, store_url: str, tmp_path: Path, rounds: int = 12) -> None:
+def _race(store: Store, store_url: str, tmp_path: Path, rounds: int = 12) -> list[str]:
+    """Two processes add ``rounds`` notes each to one flag at once; returns the notes the log holds."""
     store.create_flag(_flag("post:test:race"), actor="rule:test", at=T0)
     script = tmp_path / "racer.py"
     script.write_text(_RACER, encoding="utf-8")
@@ -311,8 +312,10 @@ def _race(store: Store, store_url: str, tmp_path: Path, rounds: int = 12) -> Non
     assert flag is not None and flag.version == 1 + 2 * rounds
     # No lost update: every change of both processes is in the log, once, in version order.
     assert [e.version for e in events] == list(range(1, 2 * rounds + 2))
-    notes = sorted(e.note for e in events[1:] if e.note)
-    assert notes == sorted(f"{name} {n}" for name in ("agent-a", "agent-b") for n in range(rounds))
+    return sorted(e.note for e in events[1:] if e.note)
+
+
+_EVERY_NOTE = sorted(f"{name} {n}" for name in ("agent-a", "agent-b") for n in range(12))
 
 
 def test_two_processes_racing_on_sqlite_lose_nothing(tmp_home: Path, tmp_path: Path) -> None:
@@ -320,7 +323,7 @@ def test_two_processes_racing_on_sqlite_lose_nothing(tmp_home: Path, tmp_path: P
 
     db = tmp_home / "race.db"
     with SqliteStore(db) as store:
-        _race(store, str(db), tmp_path)
+        assert _race(store, str(db), tmp_path) == _EVERY_NOTE
 
 
 @pytest.mark.elasticsearch
@@ -331,7 +334,7 @@ def test_two_processes_racing_on_elasticsearch_lose_nothing(
 
     # The racers inherit $MOMENTS_ES_PREFIX (set by es_url), so they share this index.
     with ElasticStore(es_url, index_prefix=es_prefix, refresh=True) as store:
-        _race(store, es_url, tmp_path)
+        assert _race(store, es_url, tmp_path) == _EVERY_NOTE
 
 
 def test_stale_if_version_from_another_process_is_refused(store: Store, tmp_path: Path) -> None:
