@@ -70,8 +70,15 @@ _BRAND_FILTER = "EXISTS (SELECT 1 FROM json_each(posts.brand) WHERE json_each.va
 
 
 def _sql_datetime(value: datetime) -> str:
-    # Fixed width with microseconds and a Z, so text comparison is chronological.
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed width with microseconds and a Z, so text comparison is chronological.
+
+    Written field by field because ``strftime("%Y")`` does not zero-pad years before 1000.
+    """
+    value = value.astimezone(UTC)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z"
+    )
 
 
 def _column_value(record: BaseModel, column: Column) -> Any:
@@ -150,15 +157,6 @@ def _fts_leaf(leaf: TextLeaf) -> str:
     return expression
 
 
-def _sql_bound(value: datetime) -> str:
-    """A range bound in the fixed-width format :func:`_sql_datetime` stores (zero-padded years too)."""
-    value = value.astimezone(UTC)
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z"
-    )
-
-
 def _sql_fold(value: str | bytes | int | float | None) -> str | bytes | int | float | None:
     """``moments_fold()`` in SQL: :func:`search.query.fold` for text, anything else unchanged."""
     return fold(value) if isinstance(value, str) else value
@@ -214,10 +212,10 @@ class _SqlQuery:
             parts = [f"{column} IS NOT NULL"]
             if node.gte is not None:
                 parts.append(f"{column} >= ?")
-                self.params.append(_sql_bound(node.gte))
+                self.params.append(_sql_datetime(node.gte))
             if node.lt is not None:
                 parts.append(f"{column} < ?")
-                self.params.append(_sql_bound(node.lt))
+                self.params.append(_sql_datetime(node.lt))
             return f"({' AND '.join(parts)})"
         if isinstance(node, And | Or):
             joiner = " AND " if isinstance(node, And) else " OR "
@@ -410,22 +408,18 @@ class SqliteStore(Store):
 
     # ------------------------------------------------------------------ flags
 
-    def _insert_flag_row(self, flag: Flag, event: FlagEvent) -> None:
-        names = [c.name for c in self._flag_columns]
-        marks = ", ".join("?" for _ in names)
+    def _insert_row(self, table: str, columns: list[Column], record: BaseModel) -> None:
+        """One record as a row: its flattened columns plus the whole record as ``doc``."""
+        names = ", ".join(_quote(c.name) for c in columns)
+        marks = ", ".join("?" for _ in columns)
         self._db.execute(
-            f"INSERT INTO flags ({', '.join(_quote(n) for n in names)}, doc) VALUES ({marks}, ?)",
-            (*(_column_value(flag, c) for c in self._flag_columns), flag.model_dump_json()),
+            f"INSERT INTO {table} ({names}, doc) VALUES ({marks}, ?)",
+            (*(_column_value(record, c) for c in columns), record.model_dump_json()),
         )
-        self._insert_event_row(event)
 
-    def _insert_event_row(self, event: FlagEvent) -> None:
-        names = [c.name for c in self._event_columns]
-        self._db.execute(
-            f"INSERT INTO flag_events ({', '.join(_quote(n) for n in names)}, doc) "
-            f"VALUES ({', '.join('?' for _ in names)}, ?)",
-            (*(_column_value(event, c) for c in self._event_columns), event.model_dump_json()),
-        )
+    def _insert_flag_row(self, flag: Flag, event: FlagEvent) -> None:
+        self._insert_row("flags", self._flag_columns, flag)
+        self._insert_row("flag_events", self._event_columns, event)
 
     def _create_flag(self, flag: Flag, event: FlagEvent) -> None:
         try:
@@ -447,7 +441,7 @@ class SqliteStore(Store):
             if cursor.rowcount != 1:
                 row = self._db.execute("SELECT version FROM flags WHERE id = ?", (flag.id,)).fetchone()
                 raise ConflictError(flag.id, expected_version, row[0] if row else None)
-            self._insert_event_row(event)
+            self._insert_row("flag_events", self._event_columns, event)
 
     def get_flag(self, flag_id: str) -> Flag | None:
         """One flag by id, or ``None``."""
