@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -157,6 +158,69 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_watch_tick(config_path: Path, store: str | None, as_of: datetime | None, force: bool) -> bool:
+    """One tick, printed as one line; returns whether it was complete (not partial)."""
+    from flows.flows import watch
+
+    state = watch(config_path, store_url=store, as_of=as_of, force=force, return_state=True)
+    if state.is_failed():
+        print(f"watch: the tick failed: {state.message}", file=sys.stderr)
+        return False
+    summary = state.result()
+    print(summary.line(), file=sys.stderr if summary.partial else sys.stdout, flush=True)
+    return not summary.partial
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    import time
+
+    from flows.state import watch_interval
+
+    _prepare_prefect(args.verbose)
+    config_path = settings.config_path(args.config)
+    config = load_config(config_path)  # a bad config is one line and exit 2, before Prefect starts
+    if args.once:
+        complete = _run_watch_tick(config_path, args.store, args.as_of, force=True)
+        return 1 if args.strict and not complete else 0
+    interval = args.interval if args.interval is not None else watch_interval(config).total_seconds()
+    print(f"watch: a tick every {interval:g} s (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        while True:
+            started = time.monotonic()
+            # Each tick re-reads the config, so an edited brands.yaml takes effect without a restart.
+            _run_watch_tick(config_path, args.store, None, force=False)
+            time.sleep(max(interval - (time.monotonic() - started), 0.0))
+    except KeyboardInterrupt:
+        print("watch: stopped", file=sys.stderr)
+        return 0
+
+
+def _cmd_nightly(args: argparse.Namespace) -> int:
+    _prepare_prefect(args.verbose)
+    from flows.flows import nightly
+
+    config_path = settings.config_path(args.config)
+    load_config(config_path)
+    state = nightly(config_path, store_url=args.store, as_of=args.as_of, return_state=True)
+    if state.is_failed():
+        print(f"nightly: the run failed: {state.message}", file=sys.stderr)
+        return 1
+    summary = state.result()
+    print(summary.line())
+    print(f"nightly: report in {summary.run_dir / 'report.md'}")
+    return 1 if args.strict and summary.partial else 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    _prepare_prefect(args.verbose)
+    from flows.deploy import serve_flows
+
+    config_path = settings.config_path(args.config)
+    load_config(config_path)
+    serve_flows(config_path.resolve(), store_url=args.store)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     _prepare_prefect(args.verbose)
     from flows.demo import run_demo
@@ -175,6 +239,48 @@ its score grew by flag_rules.reopen_margin. Thresholds come from flag_rules in
 
 example:
   moments flag --config brands.yaml --store http://127.0.0.1:9200
+"""
+
+WATCH_DESCRIPTION = """\
+The unattended loop that catches a spreading moment of misery within minutes.
+Each tick, for every brand whose watch_interval has passed:
+  1. crawls the fast sources (Mastodon, Bluesky, Reddit, Hacker News, Lemmy);
+  2. re-polls, by id, the engagement of the brand's negative posts of the last
+     72 h (watch.repoll_window);
+  3. classifies what is new (a re-polled post keeps its classification) and indexes;
+  4. re-scores only the posts that changed, and detects bursts;
+  5. opens or escalates flags and notifies the channels in `notifications`.
+A tick's cost follows the new and changed posts, not the size of the store. If
+the store is down, posts are spooled and the changed ones stay pending for the
+next tick; a failing source or endpoint does not stop the others. The tick then
+ends "Partial" (a Prefect state named Partial), and still exits 0 unless --strict.
+
+examples:
+  moments watch --config brands.yaml --once       # one tick for every brand
+  moments watch --config brands.yaml              # loop, every watch interval
+  moments watch --config brands.yaml --interval 60
+"""
+
+NIGHTLY_DESCRIPTION = """\
+Every source of every brand, the slow ones too (App Store, review pages, RSS,
+imports); recovery of runs that died before indexing; velocity baselines
+rebuilt from the last 7 days; bursts detected hour by hour over the day; and the
+daily report, kept as a Prefect markdown artifact (key moments-nightly) and as
+report.md in the run directory.
+
+example:
+  moments nightly --config brands.yaml
+"""
+
+SERVE_DESCRIPTION = """\
+Serve the watch and nightly flows on the schedules in the config (Prefect's
+`serve`): watch every schedules.watch interval (or the shortest brand
+watch_interval), nightly on its cron line in its time zone. Runs until stopped.
+To spread the work over machines, deploy to a Prefect server with workers
+instead: see prefect.yaml and the README.
+
+example:
+  moments serve --config brands.yaml
 """
 
 FLAGS_DESCRIPTION = """\
@@ -207,7 +313,7 @@ def _list_options(parser: argparse.ArgumentParser) -> None:
 
 
 def register(commands: Commands) -> None:
-    """Add ``flag``, ``flags``, ``run`` and ``demo`` to the ``moments`` parser."""
+    """Add ``flag``, ``flags``, ``run``, ``watch``, ``nightly``, ``serve`` and ``demo`` to ``moments``."""
     flag = commands.add(
         "flag",
         help="flag negative posts that are spreading fast",
@@ -275,6 +381,38 @@ def register(commands: Commands) -> None:
         options=("store", "config"),
     )
     run.add_argument("--as-of", type=_parse_time, help="replay clock for recorded corpora (ISO 8601)")
+
+    watch = commands.add(
+        "watch",
+        help="poll fast sources, re-score what changed, flag and notify (once or in a loop)",
+        description=WATCH_DESCRIPTION,
+        handler=_cmd_watch,
+        options=("store", "config"),
+    )
+    watch.add_argument("--once", action="store_true", help="run one tick for every brand, then exit")
+    watch.add_argument(
+        "--interval", type=float, metavar="SECONDS", help="seconds between ticks (default: the config's)"
+    )
+    watch.add_argument("--as-of", type=_parse_time, help="replay clock for recorded sources (with --once)")
+    watch.add_argument("--strict", action="store_true", help="exit 1 when the tick was partial")
+
+    nightly = commands.add(
+        "nightly",
+        help="the nightly run: every source, recovery, bursts over the day, the daily report",
+        description=NIGHTLY_DESCRIPTION,
+        handler=_cmd_nightly,
+        options=("store", "config"),
+    )
+    nightly.add_argument("--as-of", type=_parse_time, help="replay clock for recorded corpora (ISO 8601)")
+    nightly.add_argument("--strict", action="store_true", help="exit 1 when the run was partial")
+
+    commands.add(
+        "serve",
+        help="run watch and nightly on the config's schedules (Prefect serve)",
+        description=SERVE_DESCRIPTION,
+        handler=_cmd_serve,
+        options=("store", "config"),
+    )
 
     commands.add(
         "demo",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -133,3 +134,69 @@ def print_flag_detail(
             Text(event.note or ""),
         )
     console.print(table)
+
+
+def _md(text: object) -> str:
+    # Markdown table cells: a pipe or a newline in user text must not break the table.
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def daily_report(summary: Any, config: Any, store_url: str | None) -> str:
+    """The nightly report as Markdown: posts, flags, bursts, notifications and source health.
+
+    Args:
+        summary: The nightly run's :class:`flows.flows.TickSummary`.
+        config: The loaded :class:`moments.config.MomentsConfig`.
+        store_url: The store, for the active queue and the touchpoint summary.
+    """
+    from search import open_store
+
+    lines = [
+        f"# Moments nightly report, {summary.now:%Y-%m-%d %H:%M} UTC",
+        "",
+        f"**{'PARTIAL' if summary.partial else 'Complete'}**: " + summary.line(),
+        "",
+        "## Posts",
+        "",
+        "| crawled | re-polled | recovered | classified | reused | indexed | spooled |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {summary.crawled} | {summary.repolled} | {summary.recovered} | {summary.classified} | {summary.reused} "
+        f"| {summary.indexed} | {summary.spooled} |",
+        "",
+        "## Flags",
+        "",
+        f"This run: {summary.flags or 'no changes'}.",
+    ]
+    if summary.bursts:
+        lines += ["", "Bursts: " + "; ".join(_md(b) for b in summary.bursts) + "."]
+    try:
+        with open_store(store_url) as store:
+            active_count = store.count_flags()
+            active = store.list_flags(limit=20)
+            by_touchpoint = store.touchpoint_summary()
+        lines += ["", f"Active flags: {active_count}. The 20 most urgent:", ""]
+        lines += ["| priority | flag | brand | touchpoint | status | score |", "|---|---|---|---|---|---:|"]
+        lines += [
+            f"| {f.priority} | `{_md(f.id)}` | {_md(f.brand or '')} | {_md(f.touchpoint or '')} | {f.status} "
+            f"| {f.score:.2f} |"
+            for f in active
+        ]
+        lines += ["", "## Touchpoints", "", "| touchpoint | posts | misery | magic |", "|---|---:|---:|---:|"]
+        lines += [f"| {_md(t.touchpoint)} | {t.total} | {t.misery} | {t.magic} |" for t in by_touchpoint[:15]]
+    except Exception as exc:  # the report still goes out with what the run itself knows
+        lines += ["", f"(The store could not be read for the queue: {_md(exc)})"]
+    lines += [
+        "",
+        "## Notifications",
+        "",
+        f"{summary.notifications or 'none'} ({summary.notifications_sent} notices sent).",
+        "",
+        "## Source health",
+        "",
+        "| source | health |",
+        "|---|---|",
+    ]
+    lines += [f"| {_md(name)} | {health} |" for name, health in sorted(summary.source_health.items())]
+    if summary.problems:
+        lines += ["", "## Left for the next run", ""] + [f"- {_md(p)}" for p in summary.problems]
+    return "\n".join(lines) + "\n"

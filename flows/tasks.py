@@ -13,17 +13,20 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.tasks import exponential_backoff
 
-from flows.flagging import apply_flags
-from moments.config import load_config
-from moments.records import ReadReport, read_posts_file, write_posts
-from search import open_store
+from flows.bursts import Burst, apply_bursts
+from flows.flagging import FlagRunReport, apply_flags, refresh_baselines
+from flows.state import baselines_path, pending_done, pending_ids
+from moments.config import MomentsConfig, load_config
+from moments.errors import WorkFailed
+from moments.records import Flag, Post, ReadReport, read_posts_file, write_posts
+from search import Store, open_store
 
 # Network-facing and store-facing tasks retry with backoff: 10s, 20s, 40s.
 _BACKOFF = exponential_backoff(backoff_factor=10)
@@ -38,11 +41,14 @@ class SourceSpec:
     query: str
     base_url: str | None = None
     options: tuple[tuple[str, str], ...] = ()
+    #: Re-poll these posts by id (a file of native ids) instead of searching.
+    ids_file: Path | None = None
 
     @property
     def slug(self) -> str:
+        kind = "-repoll" if self.ids_file is not None else ""
         safe = "".join(c if c.isalnum() else "-" for c in f"{self.brand}-{self.source}-{self.query}")
-        return safe.strip("-").lower()[:80]
+        return safe.strip("-").lower()[:80] + kind
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,8 @@ def crawl_source(
         command += ["--as-of", as_of.isoformat()]
     for key, value in spec.options:
         command += [f"--{key}", value]
+    if spec.ids_file is not None:
+        command += ["--ids", str(spec.ids_file)]
     completed = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), check=False)
     if completed.returncode != 0:
         tail = (completed.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -174,3 +182,172 @@ def flag_store(store_url: str | None, now: datetime, config_path: Path | None = 
         active = len(store.list_flags(limit=100_000))
     get_run_logger().info("flagging: %s; %d flags active", report.summary(), active)
     return StageResult(None, report.changed, detail=f"{active} active")
+
+
+# --------------------------------------------------------------------------- watch and nightly
+
+
+@dataclass
+class PreparedFile:
+    """A crawl file made ready to index: stored history merged, classified only where needed."""
+
+    path: Path | None
+    count: int
+    changed: list[str]
+    classified: int
+    reused: int
+    dropped: int
+
+
+def _same_text(a: Post, b: Post) -> bool:
+    return a.text == b.text and a.title == b.title
+
+
+def merge_stored(post: Post, stored: Post | None) -> tuple[Post, bool]:
+    """``post`` as crawled now, with what the store knew kept; and whether it changed.
+
+    * Engagement snapshots are the union of both histories (by time), so a lost
+      crawl state never erases the velocity the store already knew.
+    * The stored classification is kept when the text is the same: re-polling a post
+      for its engagement must not pay for the classifier again.
+    """
+    if stored is None:
+        return post, True
+    by_time = {snap.at: snap for snap in stored.engagement_history}
+    by_time.update({snap.at: snap for snap in post.engagement_history})
+    history = [by_time[at] for at in sorted(by_time)]
+    update: dict[str, Any] = {"engagement_history": history}
+    if stored.classification is not None and _same_text(post, stored):
+        update["classification"] = stored.classification
+    merged = post.model_copy(update=update)
+    changed = (
+        not _same_text(post, stored)
+        or merged.engagement != stored.engagement
+        or len(history) != len(stored.engagement_history)
+        or merged.classification is None
+    )
+    return merged, changed
+
+
+@task(name="prepare", retries=1, retry_delay_seconds=_BACKOFF)
+def prepare_file(
+    source: Path, out_dir: Path, store_url: str | None, taxonomy: dict[str, Any] | None = None
+) -> PreparedFile:
+    """Merge a crawl file with the stored posts and classify only what is new or edited.
+
+    When the store cannot be read (Elasticsearch down), every post is classified
+    and written as crawled: the crawl state carries the engagement history, and the
+    upsert spools, so nothing is lost; the tick is just slower.
+    """
+    from models import classify_posts
+
+    report = ReadReport()
+    crawled = list(read_posts_file(source, report))
+    stored: dict[str, Post] = {}
+    try:
+        with open_store(store_url) as store:
+            stored = store.get_many(p.id for p in crawled)
+    except WorkFailed as exc:
+        get_run_logger().warning("store unavailable while preparing %s (%s); classifying all", source.name, exc)
+    ready: list[Post] = []
+    to_classify: list[Post] = []
+    changed: list[str] = []
+    for post in crawled:
+        merged, did_change = merge_stored(post, stored.get(post.id))
+        if did_change:
+            changed.append(post.id)
+        (ready if merged.classification is not None else to_classify).append(merged)
+    classified = list(classify_posts(to_classify, _classifier(taxonomy))) if to_classify else []
+    name = source.name.removeprefix("crawl-").removesuffix(".partial")
+    out = out_dir / f"prepared-{name}"
+    partial = _atomic_jsonl(out)
+    with partial.open("w", encoding="utf-8") as handle:
+        count = write_posts([*ready, *classified], handle)
+    partial.replace(out)
+    get_run_logger().info(
+        "prepared %d posts from %s: %d classified, %d reused, %d changed",
+        count,
+        source.name,
+        len(classified),
+        len(ready),
+        len(changed),
+    )
+    return PreparedFile(out, count, changed, len(classified), len(ready), len(report.dropped))
+
+
+@task(name="repoll-targets")
+def repoll_targets(
+    store_url: str | None, now: datetime, window_hours: float, limit: int, source: str, brand: str, out: Path
+) -> Path | None:
+    """Write the native ids of the brand's recent negative posts on ``source`` to ``out`` (``None``: none)."""
+    with open_store(store_url) as store:
+        posts = store.recent_posts(
+            since=now - timedelta(hours=window_hours),
+            until=now,
+            sentiment="negative",
+            sources=[source],
+            brand=brand,
+            limit=limit,
+        )
+        ids = [post.native_id for post in posts]
+    if not ids:
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(ids) + "\n", encoding="utf-8")
+    return out
+
+
+def flag_pending(
+    store: Store,
+    config: MomentsConfig,
+    now: datetime,
+    burst_times: list[datetime],
+    *,
+    refresh_baseline: bool,
+) -> tuple[FlagRunReport, list[Burst], dict[str, Post], int]:
+    """Re-score the pending posts and detect bursts at ``burst_times``; forget what was re-scored.
+
+    Only the posts that changed since their last evaluation are read (by id), so a
+    tick's cost follows the new and changed posts, never the size of the store.
+
+    Returns:
+        The flag changes, the bursts found, the posts read (for notifications) and how
+        many were re-scored.
+    """
+    baselines = refresh_baselines(store, now, baselines_path(), force=refresh_baseline)
+    waiting = pending_ids()
+    found = store.get_many(waiting)
+    report = apply_flags(
+        store, now, config.rules_for, posts=[found[i] for i in waiting if i in found], baselines=baselines
+    )
+    bursts: list[Burst] = []
+    for at in burst_times:
+        detected, burst_report = apply_bursts(store, at, config.bursts, config.flag_rules)
+        bursts += detected
+        report.merge(burst_report)
+    pending_done(found, [i for i in waiting if i not in found], now)
+    return report, bursts, found, len(found)
+
+
+def notify_alerts(config: MomentsConfig, alerts: list[tuple[str, Flag]], posts: dict[str, Post], now: datetime) -> Any:
+    """Queue a notice for each opened or escalated flag in the outbox, then deliver what is due.
+
+    The outbox is written first and delivery marks a notice sent only on success, so a
+    failed send is retried by the next run and a re-run never sends twice.
+    """
+    from flows.notify import Notice, Outbox, deliver, enqueue
+
+    notices = [
+        Notice(
+            key=f"{flag.id}:v{flag.version}",
+            event="escalated" if action == "escalated" else "opened",
+            flag=flag,
+            posts=[posts[p] for p in flag.post_ids[:5] if p in posts],
+            at=now,
+        )
+        for action, flag in alerts
+    ]
+    with Outbox.open() as outbox:
+        if notices:
+            enqueue(outbox, config, notices)
+        return deliver(outbox, config, now)

@@ -237,11 +237,28 @@ class TaxonomyConfig(_Model):
 # --------------------------------------------------------------------------- flagging
 
 
+#: Words that say a customer may be hurt, unsafe or vulnerable: a post with one is
+#: flagged even before it spreads, and ranks higher (``flag_rules.vulnerability_terms``).
+#: A trailing ``*`` matches any ending (``injur*``: injured, injury).
+DEFAULT_VULNERABILITY_TERMS: tuple[str, ...] = (
+    "wheelchair", "disabled", "disability", "medical", "medication", "medicine", "insulin", "allerg*",
+    "injur*", "hurt", "unsafe", "safety", "emergency", "ambulance", "hospital", "pregnan*", "my child",
+    "my baby", "my daughter", "my son", "elderly", "panic attack", "harass*", "assault*", "discriminat*",
+    "stranded", "scam*", "fraud*", "suicid*",
+)  # fmt: skip
+
+
 class FlagRules(_Model):
-    """Thresholds of the flagging rule; set under ``flag_rules`` (and per brand).
+    """How the flagging rule scores and ranks posts; set under ``flag_rules`` (and per brand).
+
+    The score is a sum of points (see ``flows.flagging``): *need* (severity times the
+    touchpoint's criticality, vulnerability words, repeat complaints, time waited) and
+    *reach* (spread percentile within source and brand, acceleration, and the author's
+    followers, capped at ``reach_cap``).
 
     Attributes:
-        min_velocity: Interactions per hour a negative post needs to be flagged.
+        min_velocity: Interactions per hour a negative post needs to be flagged
+            (a post with a vulnerability word needs none).
         min_negative_probability: Sentiment confidence needed when the moment is not misery.
         p1_score: Score at or above which a flag is P1 (drop everything).
         p2_score: Score at or above which a flag is P2.
@@ -249,26 +266,54 @@ class FlagRules(_Model):
         reopen_margin: A flag a person resolved or dismissed is reopened by the rule
             only when the new score is at least ``(1 + reopen_margin)`` times the score
             it had when closed (0.5: half as bad again). The event log says so.
+        reach_cap: The most points the author's follower count can add. It must not
+            exceed the narrowest gap between priority thresholds, so that follower count
+            alone never moves a flag more than one priority level.
+        touchpoint_criticality: Multiplier of the severity points per touchpoint
+            (default 1.0; 1.5 for a touchpoint where a failure hurts most).
+        vulnerability_terms: Words or phrases (``*`` suffix: any ending) marking safety,
+            health or vulnerability.
+        repeat_window: How far back an earlier complaint by the same customer counts.
     """
 
     min_velocity: float = Field(default=20.0, ge=0)
     min_negative_probability: float = Field(default=0.5, ge=0, le=1)
-    p1_score: float = Field(default=6.0, ge=0)
-    p2_score: float = Field(default=4.0, ge=0)
-    p3_score: float = Field(default=2.5, ge=0)
+    p1_score: float = Field(default=7.0, ge=0)
+    p2_score: float = Field(default=5.0, ge=0)
+    p3_score: float = Field(default=3.0, ge=0)
     reopen_margin: float = Field(default=0.5, ge=0)
+    reach_cap: float = Field(default=1.0, ge=0)
+    touchpoint_criticality: dict[str, float] = Field(default_factory=dict)
+    vulnerability_terms: list[str] = Field(default_factory=lambda: list(DEFAULT_VULNERABILITY_TERMS))
+    repeat_window: Duration = timedelta(days=7)
 
     @model_validator(mode="after")
     def _ordered(self) -> FlagRules:
         if not self.p1_score >= self.p2_score >= self.p3_score:
             raise ValueError("priority thresholds must satisfy p1_score >= p2_score >= p3_score")
+        gap = min(self.p1_score - self.p2_score, self.p2_score - self.p3_score)
+        if self.reach_cap > gap:
+            raise ValueError(
+                f"reach_cap {self.reach_cap:g} is wider than the narrowest gap between priority thresholds "
+                f"({gap:g}): follower count alone could move a flag two levels"
+            )
+        for touchpoint, weight in self.touchpoint_criticality.items():
+            if not 0 <= weight <= 3:
+                raise ValueError(f"touchpoint_criticality.{touchpoint}: must be between 0 and 3, got {weight:g}")
         return self
 
     def merged(self, overrides: FlagRuleOverrides | None) -> FlagRules:
-        """These rules with a brand's overrides applied."""
+        """These rules with a brand's overrides applied (criticality maps are merged key by key)."""
         if overrides is None:
             return self
-        return FlagRules.model_validate({**self.model_dump(), **overrides.model_dump(exclude_none=True)})
+        changed = overrides.model_dump(exclude_none=True)
+        if "touchpoint_criticality" in changed:
+            changed["touchpoint_criticality"] = {**self.touchpoint_criticality, **changed["touchpoint_criticality"]}
+        return FlagRules.model_validate({**self.model_dump(), **changed})
+
+    def criticality(self, touchpoint: str | None) -> float:
+        """The severity multiplier of ``touchpoint`` (1.0 when not configured)."""
+        return self.touchpoint_criticality.get(touchpoint or "", 1.0)
 
 
 class FlagRuleOverrides(_Model):
@@ -280,6 +325,42 @@ class FlagRuleOverrides(_Model):
     p2_score: float | None = Field(default=None, ge=0)
     p3_score: float | None = Field(default=None, ge=0)
     reopen_margin: float | None = Field(default=None, ge=0)
+    reach_cap: float | None = Field(default=None, ge=0)
+    touchpoint_criticality: dict[str, float] | None = None
+    vulnerability_terms: list[str] | None = None
+    repeat_window: Duration | None = None
+
+
+class BurstRules(_Model):
+    """When a rise in misery posts about one brand and touchpoint becomes a ``burst`` flag.
+
+    The last ``window`` is compared with the same hours of each of the past
+    ``baseline_days`` days (daily seasonality: 9 pm is compared with 9 pm), with a
+    robust z-score (median and MAD).
+
+    Attributes:
+        window: The span whose misery posts are counted (1h).
+        baseline_days: How many earlier days give the baseline (7).
+        min_count: Fewest misery posts in the window for a burst (5).
+        min_z: Robust z-score at or above which it is a burst (3.0).
+    """
+
+    window: Duration = timedelta(hours=1)
+    baseline_days: int = Field(default=7, ge=1, le=56)
+    min_count: int = Field(default=5, ge=1)
+    min_z: float = Field(default=3.0, gt=0)
+
+
+class WatchSettings(_Model):
+    """What the watch flow polls each tick.
+
+    Attributes:
+        repoll_window: Negative posts younger than this get their engagement re-polled.
+        repoll_limit: The most posts re-polled per source per tick (newest first).
+    """
+
+    repoll_window: Duration = timedelta(hours=72)
+    repoll_limit: int = Field(default=500, ge=0)
 
 
 # --------------------------------------------------------------------------- notifications
@@ -289,8 +370,9 @@ class _Channel(_Model):
     min_priority: Priority = "P2"
     #: Only flags of these brands (default: every brand).
     brands: list[str] | None = None
-    #: Flags for the same brand within this window go out as one message.
-    cooldown: Duration = timedelta(minutes=10)
+    #: After a message about a brand, later flags of that brand wait this long and then go
+    #: out together as one message (a P1 never waits). ``null``: every flag at once.
+    cooldown: Duration | None = timedelta(minutes=10)
 
 
 class WebhookChannel(_Channel):
@@ -298,6 +380,8 @@ class WebhookChannel(_Channel):
 
     kind: Literal["webhook"]
     url: HttpUrl
+    # Machines take one event per request; they rate-limit themselves.
+    cooldown: Duration | None = None
     secret_env: EnvName | None = None
     timeout: Duration = timedelta(seconds=10)
 
@@ -458,9 +542,13 @@ class MomentsConfig(_Model):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     contact_url: str | None = None
+    #: The triage app's public address: notifications link each flag to ``{triage_url}/flags/{id}``.
+    triage_url: HttpUrl | None = None
     credentials: dict[str, dict[str, str]] = Field(default_factory=dict)
     import_: ImportConfig = Field(default_factory=ImportConfig, alias="import")
     flag_rules: FlagRules = Field(default_factory=FlagRules)
+    bursts: BurstRules = Field(default_factory=BurstRules)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
     notifications: list[NotificationChannel] = Field(default_factory=list)
     slas: dict[Priority, SlaTarget] = Field(default_factory=_default_slas)
     schedules: Schedules = Field(default_factory=Schedules)
@@ -683,6 +771,7 @@ __all__ = [
     "PRIORITIES",
     "SOURCES",
     "BrandConfig",
+    "BurstRules",
     "ConfigError",
     "EmailChannel",
     "FlagRuleOverrides",
@@ -698,7 +787,9 @@ __all__ = [
     "SourceConfig",
     "TaxonomyConfig",
     "TouchpointConfig",
+    "WatchSettings",
     "WebhookChannel",
+    "DEFAULT_VULNERABILITY_TERMS",
     "check_cron",
     "format_duration",
     "load_config",

@@ -90,7 +90,9 @@ def test_negative_and_spreading_is_flagged_with_reasons() -> None:
     assert flag.priority in {"P1", "P2"}
     assert flag.velocity_per_hour == pytest.approx(2500 / 3, rel=1e-3)
     joined = " ".join(flag.reasons)
-    assert "misery" in joined and "interactions/hour" in joined and "50,000 followers" in joined
+    assert "misery" in joined and "833 interactions/h" in joined and "author reach 50k (capped)" in joined
+    assert flag.points["followers"] == FlagRules().reach_cap
+    assert flag.reasons[-1].startswith(f"score {flag.score:.2f} = need ")
 
 
 def test_slow_negative_post_is_not_flagged() -> None:
@@ -126,7 +128,8 @@ def test_reassessing_an_agents_flag_keeps_their_work_and_only_raises_priority() 
     assert quiet is not None
     acknowledged = new_flag(quiet, earlier).with_status("acknowledged", earlier).model_copy(update={"assignee": "dana"})
 
-    fresh = evaluate(_post(likes=30_000, age_hours=1, followers=90_000), NOW)
+    critical = FlagRules(touchpoint_criticality={"fulfilment": 1.5})
+    fresh = evaluate(_post(likes=30_000, age_hours=1, followers=90_000), NOW, critical)
     assert fresh is not None and fresh.priority == "P1" != acknowledged.priority
     change = reassess(acknowledged, fresh, FlagRules())
     assert change is not None and change.action == "escalated"
@@ -149,7 +152,7 @@ def test_a_closed_flag_reopens_only_past_the_configured_margin() -> None:
     assert hotter is not None and hotter.score > first.score
 
     assert reassess(resolved, hotter, FlagRules(reopen_margin=10.0)) is None
-    change = reassess(resolved, hotter, FlagRules(reopen_margin=0.1))
+    change = reassess(resolved, hotter, FlagRules(reopen_margin=0.03))
     assert change is not None and change.action == "reopened"
     assert change.flag.status == "open" and change.flag.resolved_at is None
-    assert change.note is not None and "10%" in change.note
+    assert change.note is not None and "3%" in change.note
