@@ -206,7 +206,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     """``moments search migrate``: migrate the store now and say what moved."""
     with open_store(args.store, migrate=False) as store:
         report = store.migrate()
-        flags = len(store.list_flags(status=None, limit=100_000))
+        flags = store.count_flags(status=None)
         location = store.location
     print(f"migrated {location}: {report}; {flags} flags in the store")
     return 0

@@ -387,7 +387,21 @@ def start(version: str = ES_VERSION) -> Server:
         _chown_tree(es_home, user)
         _chown_tree(run_dir, user)
 
-    http_port, transport_port = _free_port(), _free_port()
+    return _launch(version, es_home, java_home, user, run_dir, _free_port())
+
+
+def restart(server: Server, version: str = ES_VERSION) -> Server:
+    """Start a stopped server again on the same port and data (to test an outage and recovery)."""
+    if _alive(server.pid):
+        raise DevServerError(f"Elasticsearch at {server.url} is still running (pid {server.pid})")
+    port = int(server.url.rsplit(":", 1)[1])
+    return _launch(version, install(version), find_java(), ensure_user(), Path(server.run_dir), port)
+
+
+def _launch(
+    version: str, es_home: Path, java_home: Path, user: pwd.struct_passwd | None, run_dir: Path, http_port: int
+) -> Server:
+    transport_port = _free_port()
     url = f"http://127.0.0.1:{http_port}"
     pid_file = run_dir / "elasticsearch.pid"
     command = [
@@ -422,6 +436,8 @@ def start(version: str = ES_VERSION) -> Server:
     }
     env.pop("JAVA_TOOL_OPTIONS", None)  # would be echoed into every server log line
     console_log = run_dir / "console.log"
+    if console_log.exists():  # a restart: keep the first run's output for the record
+        console_log.rename(run_dir / f"console-{time.strftime('%H%M%S')}.log")
     _say(f"starting Elasticsearch {version} on {url} (Java {java_version(java_home)} at {java_home})")
     with console_log.open("wb") as log_handle:
         process = subprocess.Popen(

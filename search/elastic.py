@@ -29,7 +29,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
@@ -73,7 +73,9 @@ from search.store import (
     Store,
     StoreError,
     TouchpointCount,
+    bucket_millis,
     summarise_touchpoints,
+    utc_millis,
 )
 
 log = logging.getLogger("moments.search.elastic")
@@ -86,6 +88,8 @@ T = TypeVar("T")
 _BATCH = 500
 #: Elasticsearch's default index.max_result_window: the most hits one search may return.
 _MAX_RESULT_WINDOW = 10_000
+#: Buckets per page of a composite aggregation.
+_COMPOSITE_PAGE = 1000
 #: HTTP statuses worth retrying: the cluster is busy or a node is restarting.
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 _SPOOL_NAME = re.compile(r"^elasticsearch-(?P<alias>.+)-(?P<stamp>\d{8}T\d{12}Z)-(?P<pid>\d+)-(?P<seq>\d+)\.jsonl$")
@@ -514,19 +518,40 @@ class ElasticStore(Store):
             return None
         return Flag.model_validate(read[0].model_dump(exclude={"events"}))
 
+    @staticmethod
+    def _flag_filters(
+        status: Sequence[str] | None, brand: str | None, kind: str | None, touchpoint: str | None
+    ) -> list[dict[str, Any]]:
+        filters: list[dict[str, Any]] = []
+        if status is not None:
+            filters.append({"terms": {"status": list(status)}})
+        for field, value in (("brand", brand), ("kind", kind), ("touchpoint", touchpoint)):
+            if value:
+                filters.append({"term": {field: value}})
+        return filters
+
+    def count_flags(
+        self,
+        *,
+        status: Sequence[str] | None = ACTIVE_STATUSES,
+        brand: str | None = None,
+        kind: str | None = None,
+    ) -> int:
+        """How many flags match, by the ``count`` API."""
+        query = {"bool": {"filter": self._flag_filters(status, brand, kind, None)}}
+        return int(self._call(lambda: self._client.count(index=self.flags_alias, query=query))["count"])
+
     def list_flags(
         self,
         *,
         status: Sequence[str] | None = ACTIVE_STATUSES,
         brand: str | None = None,
+        kind: str | None = None,
+        touchpoint: str | None = None,
         limit: int = 100,
     ) -> list[Flag]:
         """Flags in queue order: P1 first, then by score (highest first), then oldest."""
-        filters: list[dict[str, Any]] = []
-        if status is not None:
-            filters.append({"terms": {"status": list(status)}})
-        if brand:
-            filters.append({"term": {"brand": brand}})
+        filters = self._flag_filters(status, brand, kind, touchpoint)
         sort = [{"priority": "asc"}, {"score": "desc"}, {"opened_at": "asc"}, {"id": "asc"}]
         flags: list[Flag] = []
         after: list[Any] | None = None
@@ -662,6 +687,119 @@ class ElasticStore(Store):
                 yield Post.model_validate(hit["_source"])
         except (TransportError, ApiError) as exc:
             self._fail(exc)
+
+    def get_many(self, post_ids: Iterable[str]) -> dict[str, Post]:
+        """The stored posts among ``post_ids``, read with ``mget`` in chunks of 500."""
+        wanted = list(dict.fromkeys(post_ids))
+        found: dict[str, Post] = {}
+        for start in range(0, len(wanted), _BATCH):
+            chunk = wanted[start : start + _BATCH]
+            response = self._call(lambda chunk=chunk: dict(self._client.mget(index=self.alias, ids=chunk)))  # type: ignore[misc]
+            for doc in response["docs"]:
+                if doc.get("found"):
+                    post = Post.model_validate(doc["_source"])
+                    found[post.id] = post
+        return found
+
+    def count_posts(self, query: str = "", *, brand: str | None = None) -> int:
+        """How many posts match ``query`` (blank: all), by the ``count`` API.
+
+        Raises:
+            QuerySyntaxError: ``query`` is not valid syntax.
+        """
+        clause = text_query(parse(query), self._fields) if query.strip() else {"match_all": {}}
+        body = {"bool": {"must": [clause], "filter": self._filters(brand)}}
+        return int(self._call(lambda: self._client.count(index=self.alias, query=body))["count"])
+
+    @staticmethod
+    def _window(since: datetime, until: datetime | None) -> dict[str, Any]:
+        bounds = {"gte": _es_time(utc_millis(since))}
+        if until is not None:
+            bounds["lt"] = _es_time(utc_millis(until))
+        return {"range": {"created_at": bounds}}
+
+    def recent_posts(
+        self,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        sentiment: str | None = None,
+        sources: Sequence[str] | None = None,
+        brand: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Post]:
+        """Posts created in ``[since, until)``, newest first: a range query sorted on ``created_at``.
+
+        Paged with ``search_after`` on (created_at, id), so any number of posts (past the
+        10,000 one search may return) streams in pages of 500.
+        """
+        filters = [self._window(since, until), *self._filters(brand)]
+        if sentiment is not None:
+            filters.append({"term": {"classification.sentiment": sentiment}})
+        if sources is not None:
+            filters.append({"terms": {"source": list(sources)}})
+        sort = [{"created_at": "desc"}, {"id": "desc"}]
+        left = limit
+        after: list[Any] | None = None
+        while left is None or left > 0:
+            size = _BATCH if left is None else min(left, _BATCH)
+            paging = {"search_after": after} if after is not None else {}
+            response = self._search(
+                query={"bool": {"filter": filters}}, sort=sort, size=size, track_total_hits=False, **paging
+            )
+            hits = response["hits"]["hits"]
+            for hit in hits:
+                yield Post.model_validate(hit["_source"])
+            if left is not None:
+                left -= len(hits)
+            if len(hits) < size:
+                return
+            after = hits[-1]["sort"]
+
+    def moment_counts(
+        self,
+        *,
+        since: datetime,
+        until: datetime,
+        moment: str = "misery",
+        bucket: timedelta = timedelta(hours=1),
+        brand: str | None = None,
+    ) -> dict[tuple[str, str], dict[datetime, int]]:
+        """Posts of ``moment`` per (brand, touchpoint) and time bucket: one composite aggregation.
+
+        Sources: ``brand`` terms (a post with two brands lands in both), touchpoint
+        terms and a ``fixed_interval`` date histogram (aligned to the epoch), paged
+        with ``after_key``.
+        """
+        width = bucket_millis(bucket)
+        filters = [{"term": {"classification.moment": moment}}, self._window(since, until), *self._filters(brand)]
+        sources: list[dict[str, Any]] = []
+        if not brand:
+            # With a brand given, other brands of the same posts are not asked for.
+            sources.append({"brand": {"terms": {"field": "brand"}}})
+        sources.append({"touchpoint": {"terms": {"field": "classification.touchpoint"}}})
+        sources.append({"at": {"date_histogram": {"field": "created_at", "fixed_interval": f"{width}ms"}}})
+        counts: dict[tuple[str, str], dict[datetime, int]] = {}
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        after: dict[str, Any] | None = None
+        while True:
+            composite: dict[str, Any] = {"size": _COMPOSITE_PAGE, "sources": sources}
+            if after is not None:
+                composite["after"] = after
+            response = self._search(
+                query={"bool": {"filter": filters}},
+                size=0,
+                track_total_hits=False,
+                aggs={"counts": {"composite": composite}},
+            )
+            result = response["aggregations"]["counts"]
+            for item in result["buckets"]:
+                key = item["key"]
+                start = epoch + timedelta(milliseconds=int(key["at"]))
+                counts.setdefault((key.get("brand", brand), key["touchpoint"]), {})[start] = int(item["doc_count"])
+            after = result.get("after_key")
+            if not result["buckets"] or after is None:
+                return counts
 
     def touchpoint_summary(self, *, brand: str | None = None) -> list[TouchpointCount]:
         """Magic / misery / neutral counts per touchpoint, busiest touchpoint first."""

@@ -14,7 +14,9 @@ Layout (all derived from the schema by :mod:`search.mapping`):
 
 A schema field added later is added to an existing file on open (``ALTER TABLE``
 plus a backfill from ``doc``), so old databases keep working; a file written by
-schema 1 (flags inside posts) is migrated on open (``PRAGMA user_version``).
+schema 1 (flags inside posts) is migrated on open (``PRAGMA user_version``). Missing
+indexes (:data:`_INDEXES`) are created on every open too, so an older file gains the
+ones the window queries (``recent_posts``, ``moment_counts``) read through.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,9 @@ from search.store import (
     Store,
     StoreError,
     TouchpointCount,
+    bucket_millis,
     summarise_touchpoints,
+    utc_millis,
 )
 
 log = logging.getLogger("moments.search.sqlite")
@@ -67,6 +71,21 @@ log = logging.getLogger("moments.search.sqlite")
 #: import does not hold the write lock (or memory) for the whole file.
 _BATCH = 500
 _BRAND_FILTER = "EXISTS (SELECT 1 FROM json_each(posts.brand) WHERE json_each.value = ?)"
+#: The indexes every store file has, by name: (table, columns). Created on open when
+#: missing, so a file written by an older release gains them the first time it is opened.
+_INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
+    # recent_posts: a created_at window, newest first, ties by id, straight from the index.
+    "posts_created_at_id": ("posts", ("created_at", "id")),
+    # recent_posts(sentiment=...): only the posts of that sentiment in the window.
+    "posts_sentiment_created_at": ("posts", ("classification_sentiment", "created_at", "id")),
+    # moment_counts: only the posts of that moment in the window.
+    "posts_moment_created_at": ("posts", ("classification_moment", "created_at")),
+    "posts_classification_touchpoint": ("posts", ("classification_touchpoint",)),
+    "flags_status": ("flags", ("status",)),
+    "flags_brand": ("flags", ("brand",)),
+}
+#: Indexes of older releases that one of :data:`_INDEXES` replaced.
+_OBSOLETE_INDEXES = ("posts_created_at",)  # the start of posts_created_at_id
 
 
 def _sql_datetime(value: datetime) -> str:
@@ -286,17 +305,19 @@ class SqliteStore(Store):
             self._sync_columns("posts", self._columns, Post)
             self._sync_columns("flags", self._flag_columns, Flag)
             self._ensure_fts(fts_columns)
-            for table, name in (
-                ("posts", "created_at"),
-                ("posts", "classification_touchpoint"),
-                ("flags", "status"),
-                ("flags", "brand"),
-            ):
-                self._db.execute(f"CREATE INDEX IF NOT EXISTS {table}_{name} ON {table}({_quote(name)})")
+            self._ensure_indexes()
             is_new = version == 0 and self._db.execute("SELECT count(*) FROM posts").fetchone()[0] == 0
             if migrating or is_new:
                 # Migrated now, or a new file: nothing older can be inside it.
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _ensure_indexes(self) -> None:
+        """Create the indexes of :data:`_INDEXES` a file lacks (an older one, too) and drop replaced ones."""
+        for name, (table, columns) in _INDEXES.items():
+            listed = ", ".join(_quote(c) for c in columns)
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS {_quote(name)} ON {table}({listed})")
+        for name in _OBSOLETE_INDEXES:
+            self._db.execute(f"DROP INDEX IF EXISTS {_quote(name)}")
 
     def _sync_columns(self, table: str, columns: list[Column], model: type[BaseModel]) -> None:
         """Add columns the schema gained (backfilled from ``doc``) and drop ones it lost."""
@@ -449,27 +470,50 @@ class SqliteStore(Store):
             row = self._db.execute("SELECT doc FROM flags WHERE id = ?", (flag_id,)).fetchone()
         return Flag.model_validate_json(row[0]) if row else None
 
-    def list_flags(
-        self,
-        *,
-        status: Sequence[str] | None = ACTIVE_STATUSES,
-        brand: str | None = None,
-        limit: int = 100,
-    ) -> list[Flag]:
-        """Flags in queue order: P1 first, then by score (highest first), then oldest."""
+    @staticmethod
+    def _flag_filter(
+        status: Sequence[str] | None, brand: str | None, kind: str | None, touchpoint: str | None
+    ) -> tuple[str, list[Any]]:
+        """A ``WHERE`` clause (or nothing) on ``flags`` and its parameters."""
         conditions: list[str] = []
         params: list[Any] = []
         if status is not None:
             conditions.append(f"status IN ({', '.join('?' for _ in status)})")
             params.extend(status)
-        if brand:
-            conditions.append("brand = ?")
-            params.append(brand)
-        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        for column, value in (("brand", brand), ("kind", kind), ("touchpoint", touchpoint)):
+            if value:
+                conditions.append(f"{column} = ?")
+                params.append(value)
+        return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), params
+
+    def list_flags(
+        self,
+        *,
+        status: Sequence[str] | None = ACTIVE_STATUSES,
+        brand: str | None = None,
+        kind: str | None = None,
+        touchpoint: str | None = None,
+        limit: int = 100,
+    ) -> list[Flag]:
+        """Flags in queue order: P1 first, then by score (highest first), then oldest."""
+        where, params = self._flag_filter(status, brand, kind, touchpoint)
         sql = f"SELECT doc FROM flags {where} ORDER BY priority, score DESC, opened_at, id LIMIT ?"
         with self._lock:
             rows = self._db.execute(sql, (*params, limit)).fetchall()
         return [Flag.model_validate_json(row[0]) for row in rows]
+
+    def count_flags(
+        self,
+        *,
+        status: Sequence[str] | None = ACTIVE_STATUSES,
+        brand: str | None = None,
+        kind: str | None = None,
+    ) -> int:
+        """How many flags match, by SQL ``count``."""
+        where, params = self._flag_filter(status, brand, kind, None)
+        with self._lock:
+            (count,) = self._db.execute(f"SELECT count(*) FROM flags {where}", params).fetchone()
+        return int(count)
 
     def flag_events(self, flag_id: str) -> list[FlagEvent]:
         """A flag's event log, oldest first."""
@@ -524,10 +568,132 @@ class SqliteStore(Store):
             params.append(brand)
         sql += f" ORDER BY {order} LIMIT ?"
         params.append(limit)
+        self._register_fold()
+        return self._query(sql, params)
+
+    def _register_fold(self) -> None:
         with self._lock:
             # Field values compare case-insensitively, the way Elasticsearch's case_insensitive does.
             self._db.create_function("moments_fold", 1, _sql_fold, deterministic=True)
-        return self._query(sql, params)
+
+    def count_posts(self, query: str = "", *, brand: str | None = None) -> int:
+        """How many posts match ``query`` (blank: all), by SQL ``count`` over the compiled condition.
+
+        Raises:
+            QuerySyntaxError: ``query`` is not valid syntax.
+        """
+        compiled = _SqlQuery(parse(query) if query.strip() else MatchAll())
+        sql = f"SELECT count(*) FROM posts WHERE ({compiled.where})"
+        params = list(compiled.params)
+        if brand:
+            sql += f" AND {_BRAND_FILTER}"
+            params.append(brand)
+        self._register_fold()
+        with self._lock:
+            (count,) = self._db.execute(sql, params).fetchone()
+        return int(count)
+
+    def get_many(self, post_ids: Iterable[str]) -> dict[str, Post]:
+        """The stored posts among ``post_ids``, read with ``IN (...)`` in chunks of 500."""
+        wanted = list(dict.fromkeys(post_ids))
+        found: dict[str, Post] = {}
+        for start in range(0, len(wanted), _BATCH):
+            chunk = wanted[start : start + _BATCH]
+            marks = ", ".join("?" for _ in chunk)
+            for post in self._query(f"SELECT doc FROM posts WHERE id IN ({marks})", chunk):
+                found[post.id] = post
+        return found
+
+    def recent_posts(
+        self,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        sentiment: str | None = None,
+        sources: Sequence[str] | None = None,
+        brand: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Post]:
+        """Posts created in ``[since, until)``, newest first, read backwards along an index in pages.
+
+        The window (and ``sentiment``) is a range on ``posts_created_at_id`` (or
+        ``posts_sentiment_created_at``), which also gives the order; each page starts
+        after the last (created_at, id) seen, so no page re-reads the ones before it.
+        """
+        conditions = ["created_at >= ?"]
+        params: list[Any] = [_sql_datetime(utc_millis(since))]
+        if sentiment is not None:
+            conditions.append("classification_sentiment = ?")
+            params.append(sentiment)
+        if sources is not None:
+            conditions.append(f"source IN ({', '.join('?' for _ in sources)})")
+            params.extend(sources)
+        if brand:
+            conditions.append(_BRAND_FILTER)
+            params.append(brand)
+        where = " AND ".join(conditions)
+        order = "ORDER BY created_at DESC, id DESC LIMIT ?"
+        # The upper end of the range: ``until`` on the first page, then the last post read
+        # (which is below ``until``), so every page starts where the one before ended.
+        first = f"SELECT doc, created_at, id FROM posts WHERE {where} AND created_at < ? {order}"
+        later = f"SELECT doc, created_at, id FROM posts WHERE {where} AND (created_at, id) < (?, ?) {order}"
+        left = limit
+        after: tuple[str, str] | None = None
+        ceiling = _sql_datetime(utc_millis(until)) if until is not None else "~"  # "~" sorts after any date
+        while left is None or left > 0:
+            size = _BATCH if left is None else min(left, _BATCH)
+            with self._lock:
+                if after is None:
+                    rows = self._db.execute(first, (*params, ceiling, size)).fetchall()
+                else:
+                    rows = self._db.execute(later, (*params, *after, size)).fetchall()
+            for doc, created_at, post_id in rows:
+                after = (created_at, post_id)
+                yield Post.model_validate_json(doc)
+            if left is not None:
+                left -= len(rows)
+            if len(rows) < size:
+                return
+
+    def moment_counts(
+        self,
+        *,
+        since: datetime,
+        until: datetime,
+        moment: str = "misery",
+        bucket: timedelta = timedelta(hours=1),
+        brand: str | None = None,
+    ) -> dict[tuple[str, str], dict[datetime, int]]:
+        """Posts of ``moment`` per (brand, touchpoint) and time bucket, by SQL ``GROUP BY``.
+
+        Reads only that moment's posts in the window (``posts_moment_created_at``); each
+        brand of a post (``json_each``) is a group of its own.
+        """
+        width = bucket_millis(bucket)
+        # Milliseconds since the epoch, from the fixed-width text (ms are characters 21-23).
+        millis = (
+            "(CAST(strftime('%s', posts.created_at) AS INTEGER) * 1000"
+            " + CAST(substr(posts.created_at, 21, 3) AS INTEGER))"
+        )
+        conditions = ["posts.classification_moment = ?", "posts.created_at >= ?", "posts.created_at < ?"]
+        params: list[Any] = [moment, _sql_datetime(utc_millis(since)), _sql_datetime(utc_millis(until))]
+        if brand:
+            conditions.append("brands.value = ?")
+            params.append(brand)
+        sql = (
+            # Floor to a multiple of the width, for dates before 1970 too (SQL's % truncates).
+            f"SELECT brand, touchpoint, at - ((at % ?) + ?) % ?, count(DISTINCT post) FROM ("
+            f"SELECT brands.value AS brand, posts.classification_touchpoint AS touchpoint, {millis} AS at,"
+            " posts.rowid AS post FROM posts, json_each(posts.brand) AS brands"
+            f" WHERE {' AND '.join(conditions)}) GROUP BY 1, 2, 3"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (width, width, width, *params)).fetchall()
+        counts: dict[tuple[str, str], dict[datetime, int]] = {}
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        for brand_name, touchpoint, start, n in rows:
+            counts.setdefault((brand_name, touchpoint), {})[epoch + timedelta(milliseconds=start)] = int(n)
+        return counts
 
     def scan(self, *, since: datetime | None = None, brand: str | None = None) -> Iterator[Post]:
         """Every post (created at/after ``since``), read in pages so callers may write meanwhile."""

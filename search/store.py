@@ -20,7 +20,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Self
 
 from moments.errors import ConflictError, WorkFailed
@@ -86,6 +86,29 @@ def summarise_touchpoints(counts: dict[str, dict[str, int]]) -> list[TouchpointC
     return sorted(rows, key=lambda row: (-row.total, row.touchpoint))
 
 
+def utc_millis(value: datetime) -> datetime:
+    """``value`` in UTC (a naive datetime is taken as UTC), cut to the millisecond.
+
+    Window bounds are cut like this on every backend: Elasticsearch stores dates to the
+    millisecond, and a bound cut the same way selects the same posts from SQLite's
+    microsecond values.
+    """
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def bucket_millis(bucket: timedelta) -> int:
+    """``bucket`` in whole milliseconds, for :meth:`Store.moment_counts`.
+
+    Raises:
+        ValueError: ``bucket`` is not positive, or not a whole number of milliseconds.
+    """
+    millis, rest = divmod(bucket, timedelta(milliseconds=1))
+    if millis <= 0 or rest:
+        raise ValueError(f"a bucket must be a positive whole number of milliseconds, not {bucket!r}")
+    return int(millis)
+
+
 def flag_sort_key(flag: Flag) -> tuple[str, float, datetime, str]:
     """The queue order both backends use: priority (P1 first), score (highest first), oldest, id."""
     return (flag.priority, -flag.score, flag.opened_at, flag.id)
@@ -136,6 +159,78 @@ class Store(abc.ABC):
     def touchpoint_summary(self, *, brand: str | None = None) -> list[TouchpointCount]:
         """Magic / misery / neutral counts per touchpoint, over classified posts."""
 
+    @abc.abstractmethod
+    def get_many(self, post_ids: Iterable[str]) -> dict[str, Post]:
+        """The stored posts among ``post_ids``, by id; ids not stored are absent.
+
+        Read in chunks (SQLite ``IN``, Elasticsearch ``mget``), never one request per id.
+        """
+
+    @abc.abstractmethod
+    def count_posts(self, query: str = "", *, brand: str | None = None) -> int:
+        """How many posts match ``query`` (:mod:`search.query` syntax; blank: every post), counted by the store.
+
+        ``author:"@jo" AND sentiment:negative AND created_at:>=2026-11-01T00:00:00Z`` is
+        the kind of question it answers without fetching a single hit.
+
+        Raises:
+            QuerySyntaxError: ``query`` is not valid syntax.
+        """
+
+    @abc.abstractmethod
+    def recent_posts(
+        self,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        sentiment: str | None = None,
+        sources: Sequence[str] | None = None,
+        brand: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Post]:
+        """Posts created in ``[since, until)``, newest first (ties: id descending), read through an index.
+
+        Args:
+            since: Earliest ``created_at``, inclusive (a naive datetime is UTC).
+            until: Latest ``created_at``, exclusive; ``None``: no upper bound.
+            sentiment: Only posts whose ``classification.sentiment`` is this.
+            sources: Only posts from these sources (``None``: any; empty: none).
+            brand: Only posts naming this brand.
+            limit: At most this many posts (``None``: all of them).
+
+        Posts without ``created_at`` never match. The cost grows with the posts in the
+        window, not with the size of the store; posts are read in pages, so callers
+        may write while iterating.
+        """
+
+    @abc.abstractmethod
+    def moment_counts(
+        self,
+        *,
+        since: datetime,
+        until: datetime,
+        moment: str = "misery",
+        bucket: timedelta = timedelta(hours=1),
+        brand: str | None = None,
+    ) -> dict[tuple[str, str], dict[datetime, int]]:
+        """How many posts of one moment fall in each time bucket, per (brand, touchpoint), counted by the store.
+
+        Args:
+            since: Earliest ``created_at``, inclusive.
+            until: Latest ``created_at``, exclusive.
+            moment: The ``classification.moment`` to count.
+            bucket: The bucket width (whole milliseconds); buckets start at multiples
+                of it since the Unix epoch, in UTC.
+            brand: Only this brand's keys (a post naming several brands counts for each).
+
+        Returns:
+            ``{(brand, touchpoint): {bucket start (UTC): count}}``; empty buckets, and
+            keys without any post, are left out.
+
+        Raises:
+            ValueError: ``bucket`` is not a positive whole number of milliseconds.
+        """
+
     # ------------------------------------------------------------------ flags
 
     @abc.abstractmethod
@@ -148,9 +243,24 @@ class Store(abc.ABC):
         *,
         status: Sequence[str] | None = ACTIVE_STATUSES,
         brand: str | None = None,
+        kind: str | None = None,
+        touchpoint: str | None = None,
         limit: int = 100,
     ) -> list[Flag]:
-        """Flags in queue order (:func:`flag_sort_key`); ``status=None`` means every status."""
+        """Flags in queue order (:func:`flag_sort_key`); ``status=None`` means every status.
+
+        ``kind`` (``post`` or ``burst``), ``brand`` and ``touchpoint`` keep only flags with that value.
+        """
+
+    @abc.abstractmethod
+    def count_flags(
+        self,
+        *,
+        status: Sequence[str] | None = ACTIVE_STATUSES,
+        brand: str | None = None,
+        kind: str | None = None,
+    ) -> int:
+        """How many flags :meth:`list_flags` would list with these filters and no limit, counted by the store."""
 
     @abc.abstractmethod
     def flag_events(self, flag_id: str) -> list[FlagEvent]:

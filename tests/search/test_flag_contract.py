@@ -211,7 +211,7 @@ def _spreading(make_post: MakePost, likes: int, native_id: str = "viral", **extr
 
 
 def test_re_evaluation_escalates_one_flag_and_never_duplicates(store: Store, make_post: MakePost) -> None:
-    rules = FlagRules(min_velocity=5, p1_score=6.0, p2_score=4.0, p3_score=2.0, reopen_margin=0.5)
+    rules = FlagRules(min_velocity=5, p1_score=6.0, p2_score=5.0, p3_score=4.0, reopen_margin=0.5)
     flag_id = post_flag_id("mastodon:viral")
 
     first = apply_flags(store, T0, rules, posts=[_spreading(make_post, likes=20)])
@@ -241,7 +241,8 @@ def test_re_evaluation_escalates_one_flag_and_never_duplicates(store: Store, mak
 
 
 def test_a_closed_flag_reopens_only_past_the_margin_and_says_so(store: Store, make_post: MakePost) -> None:
-    rules = FlagRules(min_velocity=5, p1_score=6.0, p2_score=4.0, p3_score=2.0, reopen_margin=0.5)
+    # Scores are sums of bounded points (flows.flagging), so a margin of 15% is a big step.
+    rules = FlagRules(min_velocity=5, p1_score=6.0, p2_score=5.0, p3_score=4.0, reopen_margin=0.15)
     flag_id = post_flag_id("mastodon:viral")
     apply_flags(store, T0, rules, posts=[_spreading(make_post, likes=100)])
     closed = store.change_flag(flag_id, _set(status="resolved", note="refunded"), actor="dana")
@@ -256,10 +257,10 @@ def test_a_closed_flag_reopens_only_past_the_margin_and_says_so(store: Store, ma
     assert much_worse.reopened == [flag_id]
     reopened = store.get_flag(flag_id)
     assert reopened is not None and reopened.status == "open" and reopened.resolved_at is None
-    assert reopened.score >= score_when_closed * 1.5
+    assert reopened.score >= score_when_closed * 1.15
     last = store.flag_events(flag_id)[-1]
     assert last.action == "reopened" and last.actor == f"rule:{RULE_VERSION}"
-    assert last.note is not None and "50%" in last.note and "resolved" in last.note
+    assert last.note is not None and "15%" in last.note and "resolved" in last.note
     assert len(store.list_flags(status=None)) == 1
 
 
