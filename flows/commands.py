@@ -7,6 +7,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from moments import settings
 from moments.cli import Commands
@@ -162,7 +163,7 @@ def _run_watch_tick(config_path: Path, store: str | None, as_of: datetime | None
     """One tick, printed as one line; returns whether it was complete (not partial)."""
     from flows.flows import watch
 
-    state = watch(config_path, store_url=store, as_of=as_of, force=force, return_state=True)
+    state: Any = watch(config_path, store_url=store, as_of=as_of, force=force, return_state=True)
     if state.is_failed():
         print(f"watch: the tick failed: {state.message}", file=sys.stderr)
         return False
@@ -201,7 +202,7 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
 
     config_path = settings.config_path(args.config)
     load_config(config_path)
-    state = nightly(config_path, store_url=args.store, as_of=args.as_of, return_state=True)
+    state: Any = nightly(config_path, store_url=args.store, as_of=args.as_of, return_state=True)
     if state.is_failed():
         print(f"nightly: the run failed: {state.message}", file=sys.stderr)
         return 1

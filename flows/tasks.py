@@ -23,10 +23,11 @@ from prefect.tasks import exponential_backoff
 from flows.bursts import Burst, apply_bursts
 from flows.flagging import FlagRunReport, apply_flags, refresh_baselines
 from flows.state import baselines_path, pending_done, pending_ids
+from moments import settings
 from moments.config import MomentsConfig, load_config
 from moments.errors import WorkFailed
 from moments.records import Flag, Post, ReadReport, read_posts_file, write_posts
-from search import Store, open_store
+from search import Store, StoreError, open_store
 
 # Network-facing and store-facing tasks retry with backoff: 10s, 20s, 40s.
 _BACKOFF = exponential_backoff(backoff_factor=10)
@@ -164,9 +165,25 @@ def classify_file(source: Path, out_dir: Path, taxonomy: dict[str, Any] | None =
 
 @task(name="index", retries=3, retry_delay_seconds=_BACKOFF)
 def index_file(source: Path, store_url: str | None) -> StageResult:
-    """Upsert every post in ``source`` into the store (idempotent by post id)."""
+    """Upsert every post in ``source`` into the store (idempotent by post id).
+
+    When Elasticsearch is down, even at open, the posts are spooled to disk and the
+    next write replays them: the result's detail says how many (``"N spooled"``).
+    """
     report = ReadReport()
-    with open_store(store_url) as store:
+    chosen = settings.store_url(store_url)
+    try:
+        store = open_store(store_url)
+    except StoreError as exc:
+        if not settings.is_elasticsearch(chosen):
+            raise
+        from search.elastic import spool_posts
+
+        posts = list(read_posts_file(source, report))
+        spool_posts(posts)
+        get_run_logger().warning("store unavailable (%s); spooled %d posts", exc, len(posts))
+        return StageResult(None, 0, dropped=len(report.dropped), detail=f"{len(posts)} spooled")
+    with store:
         result = store.upsert(read_posts_file(source, report))
         location = store.location
     get_run_logger().info("indexed %d posts into %s (%d spooled)", result.written, location, result.spooled)
@@ -179,7 +196,7 @@ def flag_store(store_url: str | None, now: datetime, config_path: Path | None = 
     config = load_config(config_path) if config_path is not None else None
     with open_store(store_url) as store:
         report = apply_flags(store, now, config.rules_for if config else None)
-        active = len(store.list_flags(limit=100_000))
+        active = store.count_flags()
     get_run_logger().info("flagging: %s; %d flags active", report.summary(), active)
     return StageResult(None, report.changed, detail=f"{active} active")
 
@@ -314,6 +331,7 @@ def flag_pending(
         The flag changes, the bursts found, the posts read (for notifications) and how
         many were re-scored.
     """
+    store.upsert([])  # replays posts spooled while the store was down, before reading them
     baselines = refresh_baselines(store, now, baselines_path(), force=refresh_baseline)
     waiting = pending_ids()
     found = store.get_many(waiting)
@@ -338,16 +356,15 @@ def notify_alerts(config: MomentsConfig, alerts: list[tuple[str, Flag]], posts: 
     from flows.notify import Notice, Outbox, deliver, enqueue
 
     notices = [
-        Notice(
-            key=f"{flag.id}:v{flag.version}",
-            event="escalated" if action == "escalated" else "opened",
-            flag=flag,
-            posts=[posts[p] for p in flag.post_ids[:5] if p in posts],
-            at=now,
+        Notice.of(
+            flag,
+            "escalated" if action == "escalated" else "opened",
+            [posts[p] for p in flag.post_ids[:5] if p in posts],
+            now,
         )
         for action, flag in alerts
     ]
-    with Outbox.open() as outbox:
+    with Outbox() as outbox:
         if notices:
             enqueue(outbox, config, notices)
         return deliver(outbox, config, now)

@@ -83,6 +83,11 @@ def spool_dir() -> Path:
     return home() / "spool"
 
 
+def outbox_path() -> Path:
+    """The notification outbox: flag notices wait here until every channel has them."""
+    return home() / "outbox.sqlite"
+
+
 def runs_dir() -> Path:
     """Where pipeline runs keep their intermediate files."""
     return home() / "runs"

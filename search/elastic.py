@@ -96,6 +96,31 @@ _SPOOL_NAME = re.compile(r"^elasticsearch-(?P<alias>.+)-(?P<stamp>\d{8}T\d{12}Z)
 _spool_seq = itertools.count()
 
 
+def _spool_to(directory: Path, alias: str, posts: Iterable[Post]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    path = directory / f"elasticsearch-{alias}-{stamp}-{os.getpid()}-{next(_spool_seq)}.jsonl"
+    # Write then rename, so a replay never reads a half-written file.
+    unfinished = path.with_suffix(".partial")
+    with unfinished.open("w", encoding="utf-8") as handle:
+        count = write_posts(posts, handle)
+    unfinished.replace(path)
+    log.warning("spooled %d posts to %s", count, path)
+    return path
+
+
+def spool_posts(posts: Iterable[Post], *, index_prefix: str | None = None, spool_dir: Path | None = None) -> Path:
+    """Spool posts for an Elasticsearch that cannot even be opened; its next upsert replays them.
+
+    Args:
+        posts: The posts to keep.
+        index_prefix: The index prefix the store would use (default ``$MOMENTS_ES_PREFIX``).
+        spool_dir: Default ``$MOMENTS_HOME/spool``, where :class:`ElasticStore` looks.
+    """
+    alias = index_names(settings.es_prefix(index_prefix))[1]
+    return _spool_to(spool_dir if spool_dir is not None else settings.spool_dir(), alias, posts)
+
+
 class _Unavailable(Exception):
     """Elasticsearch could not take a write even after retries (internal: triggers spooling)."""
 
@@ -603,16 +628,7 @@ class ElasticStore(Store):
         return [path for *_, path in sorted(files)]
 
     def _spool(self, posts: list[Post]) -> Path:
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = self.spool_dir / f"elasticsearch-{self.alias}-{stamp}-{os.getpid()}-{next(_spool_seq)}.jsonl"
-        # Write then rename, so a replay never reads a half-written file.
-        unfinished = path.with_suffix(".partial")
-        with unfinished.open("w", encoding="utf-8") as handle:
-            write_posts(posts, handle)
-        unfinished.replace(path)
-        log.warning("spooled %d posts to %s", len(posts), path)
-        return path
+        return _spool_to(self.spool_dir, self.alias, posts)
 
     def _replay_spool(self) -> bool:
         """Write spooled posts, deleting each file once written; ``False`` if still unavailable."""

@@ -110,13 +110,13 @@ def test_full_config_parses_with_types(tmp_path: Path, monkeypatch: pytest.Monke
 
     # flag rules: given keys set, the rest keep defaults
     assert config.flag_rules.min_velocity == 20 and config.flag_rules.reopen_margin == 0.25
-    assert config.flag_rules.p1_score == 7 and config.flag_rules.p2_score == 4.0
+    assert config.flag_rules.p1_score == 7 and config.flag_rules.p2_score == 5.0
 
     # notifications are typed by kind, defaults filled in
     webhook, slack, email = config.notifications
     assert isinstance(webhook, WebhookChannel) and webhook.url == "http://127.0.0.1:8099/hook"
     assert webhook.secret_env == "MOMENTS_WEBHOOK_SECRET" and webhook.min_priority == "P2"
-    assert webhook.timeout == timedelta(seconds=10) and webhook.cooldown == timedelta(minutes=10)
+    assert webhook.timeout == timedelta(seconds=10) and webhook.cooldown is None
     assert isinstance(slack, SlackChannel) and slack.webhook_url_env == "MOMENTS_SLACK_WEBHOOK"
     assert slack.min_priority == "P1" and slack.brands == ["northwind air"] and slack.cooldown == timedelta(seconds=90)
     assert isinstance(email, EmailChannel) and email.to == ["care@example.org"]
@@ -569,7 +569,7 @@ def test_rules_for_merges_brand_overrides(tmp_path: Path) -> None:
     northwind = config.rules_for("NORTHWIND AIR")  # brand names ignore case
     assert northwind.min_velocity == 10  # the brand's override
     assert northwind.p1_score == 7 and northwind.reopen_margin == 0.25  # the global rules
-    assert northwind.p2_score == 4.0  # the defaults
+    assert northwind.p2_score == 5.0  # the defaults
     assert config.rules_for("Contoso Rail") == config.flag_rules
     assert config.rules_for("Unknown") == config.flag_rules
     assert config.rules_for(None) == config.flag_rules
@@ -639,3 +639,17 @@ def test_demo_config_loads(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, text))
     assert [b.name for b in config.brands] == ["Northwind Air"]
     assert {s.base_url for s in config.brands[0].sources} == {"http://127.0.0.1:1"}
+
+
+def test_touchpoint_criticality_merges_key_by_key_and_is_bounded() -> None:
+    config = parse_config(
+        {
+            "flag_rules": {"touchpoint_criticality": {"fulfilment": 1.5, "purchase_booking": 1.2}},
+            "brands": [{"name": "Northwind Air", "flag_rules": {"touchpoint_criticality": {"fulfilment": 2.0}}}],
+        }
+    )
+    rules = config.rules_for("Northwind Air")
+    assert rules.touchpoint_criticality == {"fulfilment": 2.0, "purchase_booking": 1.2}
+    assert rules.criticality("fulfilment") == 2.0 and rules.criticality("billing") == 1.0
+    with pytest.raises(ConfigError, match=r"touchpoint_criticality\.fulfilment: must be between 0 and 3"):
+        parse_config({"flag_rules": {"touchpoint_criticality": {"fulfilment": 9}}})
