@@ -29,8 +29,9 @@ from moments.errors import WorkFailed
 from moments.records import Flag, Post, ReadReport, read_posts_file, write_posts
 from search import Store, StoreError, open_store
 
-# Network-facing and store-facing tasks retry with backoff: 10s, 20s, 40s.
-_BACKOFF = exponential_backoff(backoff_factor=10)
+# Network-facing and store-facing tasks retry with backoff: 10s, 20s, 40s. The first step can be
+# set with MOMENTS_RETRY_BACKOFF_SECONDS (the test suite shortens it; read once, at import).
+_BACKOFF = exponential_backoff(backoff_factor=float(os.environ.get("MOMENTS_RETRY_BACKOFF_SECONDS") or 10))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,10 @@ ES_HOWTO = (
 
 MakePost = Callable[..., Post]
 
+# Flow tasks retry with 10 s, 20 s, 40 s backoff in production; tests that make a source fail
+# on purpose would spend that waiting. Read once when flows.tasks is imported, so set it first.
+os.environ.setdefault("MOMENTS_RETRY_BACKOFF_SECONDS", "0.2")
+
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
