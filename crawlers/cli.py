@@ -30,6 +30,19 @@ Re-runs are incremental: a cursor per source + query is kept under
 $MOMENTS_HOME/crawl-state (./var by default), so a re-run writes only new posts
 plus posts from the last 72 hours, re-polled with a new engagement snapshot.
 
+--ids FILE re-polls known posts instead of searching (mastodon, bluesky,
+reddit, hackernews, lemmy): FILE holds one native id a line (Post.native_id;
+a whole Post.id "SOURCE:ID" works too; "-" reads stdin; blank lines and #
+comments are skipped). Each post is fetched by id (mastodon /api/v1/statuses/ID,
+bluesky getPosts 25 at a time, reddit /api/info 100 at a time, hackernews
+/api/v1/items/ID, lemmy /api/v3/post|comment?id=N) and written in full with
+its current engagement and one more engagement_history snapshot per --as-of
+(re-running the same --as-of adds none). --query is optional with --ids: given,
+the snapshots go into that search's state (its cursor never moves); without
+it they are kept apart. Posts fetched by id are never dropped as already seen
+or for not matching a brand (no match: brand []); a post that is gone (deleted,
+404, missing from a batch answer) is counted as drop "gone", not an error.
+
 Without --config every post returned is kept with brand = [QUERY]; with a
 brands.yaml only posts matching a brand are kept (see crawlers/brands.example.yaml).
 """
@@ -43,6 +56,8 @@ examples:
   moments crawl import --query export.csv --config brands.yaml -o imported.jsonl
   moments crawl mastodon --query northwindair --base-url http://127.0.0.1:8765 \\
       --as-of 2026-11-20T12:00:00Z     # replay a recorded corpus reproducibly
+  moments crawl reddit --ids ids.txt --query '"northwind air"' -o repolled.jsonl
+      # ids.txt: t3_1abc01 and t3_1abc03 on two lines; re-poll their engagement
 
 exit status: 0 ok; 1 source unhealthy (unreachable, or output fell to zero);
 2 bad arguments or config.
@@ -60,7 +75,12 @@ def register(commands: Commands) -> None:
         options=("config",),
     )
     parser.add_argument("source", choices=SOURCES, metavar="SOURCE", help=f"one of: {', '.join(SOURCES)}")
-    parser.add_argument("--query", required=True, help="what to ask the source (see above)")
+    parser.add_argument("--query", help="what to ask the source (see above); optional with --ids")
+    parser.add_argument(
+        "--ids",
+        metavar="FILE",
+        help="re-poll these posts by id instead of searching: one native id a line ('-' for stdin)",
+    )
     parser.add_argument("--base-url", help="service root URL (default: the public service)")
     parser.add_argument("-o", "--output", type=Path, help="JSONL file to write (default: stdout)")
     parser.add_argument("--since", help="only posts created at or after this ISO 8601 time")
@@ -73,15 +93,35 @@ def register(commands: Commands) -> None:
     )
 
 
+def read_ids(name: str) -> list[str]:
+    """The lines of an ``--ids`` file (``-``: stdin).
+
+    Raises:
+        UsageError: The file cannot be read.
+    """
+    if name == "-":
+        return sys.stdin.read().splitlines()
+    try:
+        return Path(name).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UsageError(f"--ids: no such file: {name}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--ids: cannot read {name}: {exc}") from None
+
+
 def run_crawl(args: argparse.Namespace) -> int:
     """Handler of ``moments crawl``."""
     from crawlers.runner import crawl
 
+    ids = read_ids(args.ids) if args.ids is not None else None
+    if ids is None and not args.query:
+        raise UsageError("--query is required (unless --ids is given)")
     settings = {"MOMENTS_CRAWL_FAST": True} if args.fast else None
     try:
         stats = crawl(
             args.source,
-            args.query,
+            args.query or "",
+            ids=ids,
             base_url=args.base_url,
             output=args.output,
             config=args.config,

@@ -28,6 +28,7 @@ class CrawlStats:
         requests: HTTP requests made (including robots.txt and retries).
         responses: Responses received (any status, robots.txt included).
         robots_responses: Of those, robots.txt answers.
+        retried_responses: Of those, 429/5xx answers that were retried (not good answers).
         parsed: Posts found in responses, before filtering.
         items: Posts written.
         repolled: Of ``items``, posts seen before and re-polled for engagement.
@@ -38,6 +39,8 @@ class CrawlStats:
         healthy: False when the source was unreachable or its output fell to zero.
         health_reason: Why it is unhealthy (empty when healthy).
         finish_reason: Scrapy's close reason (``finished``, ``shutdown``, ...).
+        output: The JSONL file written (``None`` for stdout).
+        ids: For a crawl by id (``--ids``), how many ids were asked for; ``None`` for a search.
     """
 
     source: str
@@ -47,6 +50,7 @@ class CrawlStats:
     requests: int = 0
     responses: int = 0
     robots_responses: int = 0
+    retried_responses: int = 0
     parsed: int = 0
     items: int = 0
     repolled: int = 0
@@ -58,17 +62,26 @@ class CrawlStats:
     health_reason: str = ""
     finish_reason: str = ""
     output: str | None = None
+    ids: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
 
+    @property
+    def health_key(self) -> str:
+        """Its key in ``health.json``: ``source:query``, and ``source:query#ids`` for a crawl by id."""
+        return f"{self.source}:{self.query}" + ("#ids" if self.ids is not None else "")
+
     def summary(self) -> str:
         """One line for humans (the CLI prints it to stderr)."""
         drops = ", ".join(f"{k}={v}" for k, v in sorted(self.drops.items())) or "none"
         health = "healthy" if self.healthy else f"UNHEALTHY ({self.health_reason})"
+        what = repr(self.query)
+        if self.ids is not None:
+            what = f"by id ({self.ids} ids, {what})" if self.query else f"by id ({self.ids} ids)"
         return (
-            f"crawl {self.source} {self.query!r}: {self.items} posts written "
+            f"crawl {self.source} {what}: {self.items} posts written "
             f"({self.repolled} re-polled) from {self.parsed} parsed; {self.requests} requests, "
             f"{self.errors} errors; drops: {drops}; {health}"
         )
@@ -76,7 +89,12 @@ class CrawlStats:
 
 @dataclass
 class RunContext:
-    """Everything one crawl needs beyond the spider's own arguments."""
+    """Everything one crawl needs beyond the spider's own arguments.
+
+    ``ids`` makes it a crawl by id (``moments crawl SOURCE --ids FILE``): the
+    spider fetches exactly those posts (native ids) instead of searching, and
+    the pipelines re-poll them (see :class:`crawlers.pipelines.IncrementalPipeline`).
+    """
 
     source: str
     query: str
@@ -87,6 +105,7 @@ class RunContext:
     output: Path | None = None
     country: str = "us"
     matcher: BrandMatcher | None = None
+    ids: list[str] | None = None
     parsed: int = 0
     items: int = 0
     repolled: int = 0
@@ -94,6 +113,8 @@ class RunContext:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     stats: CrawlStats | None = None
+    # Posts a crawl by id re-polled: the state entries it writes back.
+    polled: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.config is not None and self.config.brands and self.matcher is None:
@@ -123,6 +144,11 @@ class RunContext:
         if cursor is None:
             return None
         return min(cursor, self.now - timedelta(hours=REPOLL_HOURS))
+
+    @property
+    def by_id(self) -> bool:
+        """Whether this is a crawl of known posts by id, not a search."""
+        return self.ids is not None
 
     def drop(self, reason: str, detail: str = "") -> None:
         """Count a dropped post or page, and say why in the log."""

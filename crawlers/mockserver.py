@@ -32,6 +32,23 @@ Recording format: JSON files, each ``{"interactions": [...]}``::
 
 Use it as ``with serve_recordings(path) as base_url: ...`` or from a shell:
 ``python -m crawlers.mockserver DIR [--port N]`` (prints the base URL).
+
+Changing the answers of a running server (thread-safe, e.g. engagement that
+climbs between two polls)::
+
+    with running_server(path) as server:       # a MockServer (RecordingServer)
+        crawl(..., base_url=server.base_url)
+        server.replace(new_recording)            # answer from these from now on
+        server.add({"request": {...}, "response": {...}})  # or add/override some
+        crawl(..., base_url=server.base_url)
+
+:meth:`RecordingServer.replace` and :meth:`RecordingServer.add` take what a
+recording holds: a file or directory path (or several), a ``{"interactions":
+[...]}`` dict, one interaction dict, or a list of interaction dicts. Replacing
+starts every response sequence afresh; an added interaction wins over an
+existing one that is as specific. A request being answered sees the old or the
+new interactions, never a mix. ``running_server()`` without recordings starts
+an empty server (every request a 404) to fill with ``add``.
 """
 
 from __future__ import annotations
@@ -47,7 +64,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
 
 log = logging.getLogger("moments.mockserver")
@@ -122,6 +139,19 @@ def _as_query(raw: dict[str, Any] | None) -> dict[str, list[str]]:
     return out
 
 
+def parse_interaction(item: dict[str, Any]) -> Interaction:
+    """One recorded interaction (``{"request": ..., "response"|"responses": ...}``)."""
+    request = item["request"]
+    responses = item.get("responses") or [item["response"]]
+    return Interaction(
+        method=request.get("method", "GET").upper(),
+        path=unquote(request["path"]),
+        query=_as_query(request.get("query")),
+        responses=responses,
+        headers={k.lower(): str(v) for k, v in (request.get("headers") or {}).items()},
+    )
+
+
 def load_interactions(sources: Iterable[Path]) -> list[Interaction]:
     """Read every recording file (``*.json``, recursively for directories).
 
@@ -139,46 +169,90 @@ def load_interactions(sources: Iterable[Path]) -> list[Interaction]:
             if not isinstance(data, dict) or "interactions" not in data:
                 log.debug("skipping %s: not a recording", path)
                 continue
-            for item in data["interactions"]:
-                request = item["request"]
-                responses = item.get("responses") or [item["response"]]
-                interactions.append(
-                    Interaction(
-                        method=request.get("method", "GET").upper(),
-                        path=unquote(request["path"]),
-                        query=_as_query(request.get("query")),
-                        responses=responses,
-                        headers={k.lower(): str(v) for k, v in (request.get("headers") or {}).items()},
-                    )
-                )
+            interactions.extend(parse_interaction(item) for item in data["interactions"])
     return interactions
 
 
+_Recording: TypeAlias = str | Path | dict[str, Any] | Interaction
+#: What :meth:`RecordingServer.replace` and :meth:`RecordingServer.add` take.
+Recordings: TypeAlias = _Recording | Iterable[_Recording]
+
+
+def as_interactions(recordings: Recordings | None) -> list[Interaction]:
+    """Interactions from paths, recording dicts, interaction dicts or :class:`Interaction` objects.
+
+    Raises:
+        TypeError: Something else.
+    """
+    if recordings is None:
+        return []
+    if isinstance(recordings, Interaction):
+        return [recordings]
+    if isinstance(recordings, str | Path):
+        return load_interactions([Path(recordings)])
+    if isinstance(recordings, dict):
+        if "interactions" in recordings:
+            return [parse_interaction(item) for item in recordings["interactions"]]
+        if "request" in recordings:
+            return [parse_interaction(recordings)]
+        raise TypeError("a recording dict holds 'interactions', or is one interaction with a 'request'")
+    if isinstance(recordings, Iterable):
+        return [interaction for item in recordings for interaction in as_interactions(item)]
+    raise TypeError(f"not recordings: {type(recordings).__name__}")
+
+
 class RecordingServer(ThreadingHTTPServer):
-    """A threaded HTTP server that answers from recorded interactions."""
+    """A threaded HTTP server that answers from recorded interactions.
+
+    What it answers can be changed while it runs, from any thread:
+    :meth:`replace` and :meth:`add` (see the module docstring).
+    """
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, interactions: list[Interaction], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, interactions: Recordings | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__((host, port), _Handler)
         self.base_url = f"http://{host}:{self.server_address[1]}"
         self.lock = threading.Lock()
         self.request_log: list[str] = []
         self.request_times: list[float] = []  # time.monotonic() of each request, for timing tests
         # Index by (method, path): the benchmark corpus has hundreds of pages.
-        self.index: dict[tuple[str, str], list[Interaction]] = {}
+        self.index: dict[tuple[str, str], list[Interaction]] = self._indexed(as_interactions(interactions))
+
+    def _indexed(self, interactions: list[Interaction]) -> dict[tuple[str, str], list[Interaction]]:
+        """Rendered for this server's base URL and indexed by (method, path)."""
+        index: dict[tuple[str, str], list[Interaction]] = {}
         for interaction in interactions:
             interaction.rendered = [_render(spec, self.base_url) for spec in interaction.responses]
-            self.index.setdefault((interaction.method, interaction.path), []).append(interaction)
+            index.setdefault((interaction.method, interaction.path), []).append(interaction)
+        return index
+
+    def replace(self, recordings: Recordings) -> None:
+        """Answer from these recordings from now on, instead of the current ones (thread-safe).
+
+        Response sequences start afresh; the request log is kept.
+        """
+        index = self._indexed(as_interactions(recordings))
+        with self.lock:
+            self.index = index
+
+    def add(self, recordings: Recordings) -> None:
+        """Answer from these recordings too (thread-safe); they win over ones as specific."""
+        added = self._indexed(as_interactions(recordings))
+        with self.lock:
+            index = {key: list(items) for key, items in self.index.items()}
+            for key, items in added.items():
+                index[key] = [*items, *index.get(key, [])]
+            self.index = index
 
     def answer(self, method: str, raw_path: str, headers: dict[str, str] | None = None) -> _Response:
         """Find the response for a request (404 JSON when nothing was recorded)."""
         parts = urlsplit(raw_path)
         path = unquote(parts.path)
         query = parse_qs(parts.query, keep_blank_values=True)
-        candidates = [i for i in self.index.get((method, path), []) if i.matches(method, path, query, headers)]
         with self.lock:
+            candidates = [i for i in self.index.get((method, path), []) if i.matches(method, path, query, headers)]
             self.request_log.append(f"{method} {raw_path}")
             self.request_times.append(time.monotonic())
             if not candidates:
@@ -186,10 +260,15 @@ class RecordingServer(ThreadingHTTPServer):
                     return _Response(404, [("Content-Type", "text/plain")], b"")
                 body = json.dumps({"error": "no recorded response", "method": method, "path": raw_path})
                 return _Response(404, [("Content-Type", "application/json")], body.encode())
+            # The first of the most specific: file order, and added ones before older ones.
             best = max(candidates, key=lambda i: len(i.query) + len(i.headers))
             response = best.rendered[min(best.served, len(best.rendered) - 1)]
             best.served += 1
             return response
+
+
+#: The name tests and tools use for the server :func:`running_server` yields.
+MockServer = RecordingServer
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -223,11 +302,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def running_server(
-    recordings: str | Path | Iterable[str | Path], *, host: str = "127.0.0.1", port: int = 0
+    recordings: Recordings | None = None, *, host: str = "127.0.0.1", port: int = 0
 ) -> Iterator[RecordingServer]:
-    """Like :func:`serve_recordings`, but yields the server (``base_url``, ``request_log``)."""
-    paths = [Path(recordings)] if isinstance(recordings, str | Path) else [Path(p) for p in recordings]
-    server = RecordingServer(load_interactions(paths), host, port)
+    """Like :func:`serve_recordings`, but yields the server itself.
+
+    It has ``base_url``, ``request_log``, ``request_times``, and
+    :meth:`~RecordingServer.replace` / :meth:`~RecordingServer.add` to change
+    its answers while it runs. ``recordings`` may be anything those take, or
+    ``None`` for an empty server.
+    """
+    server = RecordingServer(recordings, host, port)
     thread = threading.Thread(target=server.serve_forever, name="moments-mockserver", daemon=True)
     thread.start()
     try:
@@ -239,13 +323,12 @@ def running_server(
 
 
 @contextmanager
-def serve_recordings(
-    recordings: str | Path | Iterable[str | Path], *, host: str = "127.0.0.1", port: int = 0
-) -> Iterator[str]:
+def serve_recordings(recordings: Recordings, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve recordings on a background thread for the duration of a ``with`` block.
 
     Args:
-        recordings: A recording file or directory, or several.
+        recordings: A recording file or directory, or several (or recording dicts, see
+            :func:`as_interactions`).
         host: Interface to bind.
         port: Port to bind; 0 picks a free one.
 

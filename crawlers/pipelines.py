@@ -6,10 +6,12 @@ Spiders yield plain dicts close to the platform's own fields (see
 1. :class:`CleanPipeline` (100): HTML to text, URLs and mentions as fields,
    language, UTC timestamps, the crawl clock; validates into a ``Post``.
 2. :class:`BrandPipeline` (200): with a config, keeps posts about a brand and
-   sets ``brand``; without one, ``brand`` is ``[query]``.
+   sets ``brand``; without one, ``brand`` is ``[query]``. Posts fetched by id
+   are never dropped here (see the class).
 3. :class:`DuplicatePipeline` (300): marks near-duplicate reposts.
 4. :class:`IncrementalPipeline` (400): skips posts seen by an earlier run,
-   re-polls recent ones (engagement snapshot appended), moves the cursor.
+   re-polls recent ones (engagement snapshot appended), moves the cursor. A
+   crawl by id only re-polls: one snapshot per poll time, cursor untouched.
 5. :class:`JsonlWriterPipeline` (900): one JSON line per post.
 
 A post that cannot be made valid is dropped with a counted reason; the crawl
@@ -27,7 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import ValidationError
 from scrapy.exceptions import DropItem
 
-from crawlers.state import REPOLL_HOURS
+from crawlers.state import REPOLL_HOURS, add_snapshot
 from crawlers.text import (
     bottom_k,
     detect_language,
@@ -185,17 +187,26 @@ class CleanPipeline(_Pipeline):
 
 
 class BrandPipeline(_Pipeline):
-    """Keep posts about a configured brand; without a config every post is about the query."""
+    """Keep posts about a configured brand; without a config every post is about the query.
+
+    A crawl by id re-polls posts that are already stored because they were
+    about a brand when first crawled, so the text match only sets ``brand``
+    and never drops one: its text may have been edited, the brand rules may
+    have changed, or it came from a source a brand owns (``match: all``) and
+    the crawl by id has no ``--query`` to tell which. Such a post keeps
+    ``brand = []`` (without ``--query`` and without a config, too): the
+    caller keeps the brands it stored.
+    """
 
     def process_item(self, post: Post) -> Post:
         ctx = self.ctx
         if ctx.matcher is None:
-            post.brand = [ctx.query]
+            post.brand = [ctx.query] if ctx.query or not ctx.by_id else []
             return post
         text = f"{post.title or ''}\n{post.text}"
         brands = ctx.matcher.match(text, mentions=post.mentions, author=post.author.handle)
         brands = list(dict.fromkeys([*ctx.owner_brands, *brands]))
-        if not brands:
+        if not brands and not ctx.by_id:
             raise self.drop("no_brand_match")
         post.brand = brands
         return post
@@ -285,6 +296,11 @@ def _snapshot(post: Post, at: str | None = None) -> dict[str, Any]:
 class IncrementalPipeline(_Pipeline):
     """Only new posts, plus recent ones re-polled with an engagement snapshot each time.
 
+    In a crawl by id every post is a re-poll: none is dropped as
+    ``already_seen``, the cursor does not move, and the post's snapshots in
+    ``state.recent`` (those of the search crawl of ``--query``, when given)
+    get one more, one per poll time (see :func:`crawlers.state.add_snapshot`).
+
     The state is changed in memory only; :class:`crawlers.health.HealthExtension`
     saves it (atomically) when the spider closes. Saving mid-run would be wrong,
     not just slow: pages come newest first, so the cursor jumps to the newest
@@ -301,6 +317,8 @@ class IncrementalPipeline(_Pipeline):
 
     def process_item(self, post: Post) -> Post:
         ctx = self.ctx
+        if ctx.by_id:
+            return self._repoll(post)
         state = ctx.state
         if self._now is not ctx.now:
             self._now = ctx.now
@@ -314,12 +332,12 @@ class IncrementalPipeline(_Pipeline):
         cursor = ctx.start_cursor
         if known is None and cursor is not None and created_at is not None and created_at <= cursor:
             raise self.drop("already_seen")
-        history = list(known.get("snapshots", [])) if known else []
+        history: list[Any] = list(known.get("snapshots", [])) if known else []
         # One snapshot per poll time: replaying the same as-of twice must not double it.
         crawled_at = post.crawled_at
         snap = _snapshot(post, self._now_iso if crawled_at == self._now else crawled_at.isoformat())
         if not history or history[-1].get("at") != snap["at"]:
-            history.append(snap)
+            history = add_snapshot(history, snap)
         # One validation of the whole list (validate_assignment turns the dicts into snapshots).
         post.engagement_history = history
         if known is not None:
@@ -328,6 +346,22 @@ class IncrementalPipeline(_Pipeline):
             created = created_at.isoformat() if created_at else self._now_iso
             state.recent[post.id] = {"created_at": created, "snapshots": history}
         state.advance(created_at)
+        return post
+
+    def _repoll(self, post: Post) -> Post:
+        """A post fetched by id: append this poll's snapshot, never drop, keep the cursor."""
+        ctx = self.ctx
+        state = ctx.state
+        known = state.recent.get(post.id)
+        # Dicts: validate_assignment turns them into snapshots.
+        history: list[Any] = add_snapshot(list(known.get("snapshots", [])) if known else [], _snapshot(post))
+        post.engagement_history = history
+        if known is not None:
+            ctx.repolled += 1
+        created = post.created_at.isoformat() if post.created_at else ctx.now.isoformat()
+        # Kept for the next poll; pruned like any other once out of the re-poll window.
+        state.recent[post.id] = {"created_at": created, "snapshots": history}
+        ctx.polled.add(post.id)
         return post
 
 

@@ -7,6 +7,10 @@ Twisted's reactor cannot be restarted, so only the first crawl of a process
 runs in it; any later call transparently runs in a fresh child process
 (``python -m crawlers.runner``) and returns the same :class:`CrawlStats`.
 
+A crawl by id (``ids=[...]``, ``moments crawl SOURCE --ids FILE``) fetches
+known posts of :data:`BY_ID_SOURCES` by their native ids instead of searching,
+to re-poll their engagement (see :func:`crawl`).
+
 Politeness defaults (robots.txt obeyed, AutoThrottle, 2 concurrent requests
 per domain, a 1 s download delay, backoff on 429/5xx) can be switched to
 "as fast as possible" with ``MOMENTS_CRAWL_FAST=1`` or
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from crawlers.context import CrawlStats, RunContext
-from crawlers.state import Clock, CrawlState, default_state_dir, resolve_as_of
+from crawlers.state import IDS_STATE_KEY, Clock, CrawlState, default_state_dir, resolve_as_of
 from crawlers.text import parse_timestamp
 from moments.config import SOURCES, MomentsConfig, load_config
 
@@ -51,6 +56,9 @@ SPIDERS: dict[str, str] = {
     "import": "crawlers.spiders.file_import:FileImportSpider",
 }
 assert set(SPIDERS) == set(SOURCES)
+
+#: Sources whose posts can be fetched by native id (``--ids``).
+BY_ID_SOURCES = ("mastodon", "bluesky", "reddit", "hackernews", "lemmy")
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "BOT_NAME": "moments",
@@ -99,7 +107,11 @@ FAST_SETTINGS: dict[str, Any] = {
 
 @dataclass
 class CrawlJob:
-    """One source + query to crawl (see :func:`crawl` for the fields)."""
+    """One source + query to crawl (see :func:`crawl` for the fields).
+
+    With ``ids`` (native ids) it is a crawl by id: those posts are fetched,
+    not a search; ``query`` may then be empty.
+    """
 
     source: str
     query: str
@@ -108,6 +120,23 @@ class CrawlJob:
     since: str | datetime | None = None
     country: str = "us"
     extra: dict[str, Any] = field(default_factory=dict)
+    ids: list[str] | None = None
+
+
+def normalize_ids(source: str, ids: Iterable[str]) -> list[str]:
+    """Native ids as a crawl by id takes them: one per entry, in order, each once.
+
+    Blank entries and ``#`` comments are skipped, and a whole post id
+    (``mastodon:1100``, as in ``Post.id``) loses its ``source:`` prefix.
+    """
+    prefix = f"{source}:"
+    out: dict[str, None] = {}
+    for raw in ids:
+        native_id = str(raw).strip()
+        if not native_id or native_id.startswith("#"):
+            continue
+        out[native_id.removeprefix(prefix)] = None
+    return list(out)
 
 
 def user_agent(config: MomentsConfig | None) -> str:
@@ -165,7 +194,13 @@ def _as_since(since: str | datetime | None) -> datetime | None:
 
 
 def state_key(job: CrawlJob) -> str:
-    """What a cursor is kept per: the query, and the storefront for the App Store."""
+    """What a cursor is kept per: the query, and the storefront for the App Store.
+
+    A crawl by id with a query shares its search's state (it adds snapshots,
+    never moves the cursor); without one it has its own, :data:`IDS_STATE_KEY`.
+    """
+    if job.ids is not None and not job.query:
+        return IDS_STATE_KEY
     return f"{job.query}@{job.country.lower()}" if job.source == "appstore" else job.query
 
 
@@ -196,6 +231,7 @@ def crawl(
     country: str = "us",
     state_dir: Path | str | None = None,
     settings: dict[str, Any] | None = None,
+    ids: Iterable[str] | None = None,
 ) -> CrawlStats:
     """Crawl one source with a real Scrapy crawl and write posts as JSONL.
 
@@ -215,11 +251,31 @@ def crawl(
         country: App Store storefront (two letters).
         state_dir: Cursor and health directory (default ``$MOMENTS_HOME/crawl-state``).
         settings: Scrapy setting overrides (``MOMENTS_CRAWL_FAST: True`` drops delays).
+        ids: Crawl by id: fetch these posts (native ids, ``Post.id`` without
+            ``source:``) instead of searching, to re-poll their engagement;
+            only for :data:`BY_ID_SOURCES`, and ``query`` may be ``""``. Every
+            post fetched is written with this poll's snapshot appended to its
+            ``engagement_history`` (one per ``as_of``); none is dropped as
+            already seen or for not matching a brand; a post that is gone
+            (404, deleted, missing from a batch answer) is a drop ``gone``,
+            not an error. The cursor never moves: with ``query`` the
+            snapshots go into that search's state, else into their own.
 
     Returns:
         The run's :class:`CrawlStats` (also written to the state directory).
+
+    Raises:
+        ValueError: Unknown source, a source that cannot fetch by id, a bad timestamp.
     """
-    job = CrawlJob(source, query, base_url, Path(output) if output else None, since, country)
+    job = CrawlJob(
+        source,
+        query,
+        base_url,
+        Path(output) if output else None,
+        since,
+        country,
+        ids=normalize_ids(source, ids) if ids is not None else None,
+    )
     return crawl_many([job], config=config, as_of=as_of, state_dir=state_dir, settings=settings)[0]
 
 
@@ -237,6 +293,9 @@ def crawl_many(
         One :class:`CrawlStats` per job, in order; a failing source is reported
         unhealthy and does not stop the others.
     """
+    for job in jobs:
+        if job.ids is not None and job.source not in BY_ID_SOURCES:
+            raise ValueError(f"{job.source} cannot fetch posts by id; --ids works for {', '.join(BY_ID_SOURCES)}")
     loaded = _as_config(config)
     if all(_is_local(job) for job in jobs) and "MOMENTS_CRAWL_FAST" not in (settings or {}):
         # Politeness protects other people's servers; a recorded corpus on
@@ -282,6 +341,7 @@ def _crawl_here(
             since=_as_since(job.since),
             output=job.output,
             country=job.country,
+            ids=job.ids,
         )
         contexts.append(ctx)
         deferred = process.crawl(spider_class(job.source), ctx=ctx, base_url=job.base_url, query=job.query)
@@ -292,7 +352,12 @@ def _crawl_here(
     for ctx in contexts:
         if ctx.stats is None:
             ctx.stats = CrawlStats(
-                ctx.source, ctx.query, errors=max(ctx.errors, 1), healthy=False, health_reason="crawl did not run"
+                ctx.source,
+                ctx.query,
+                errors=max(ctx.errors, 1),
+                healthy=False,
+                health_reason="crawl did not run",
+                ids=len(ctx.ids) if ctx.ids is not None else None,
             )
             ctx.stats.error_samples = ctx.error_samples
         results.append(ctx.stats)
@@ -322,6 +387,7 @@ def _crawl_in_child(
                     "output": str(j.output) if j.output else None,
                     "since": j.since.isoformat() if isinstance(j.since, datetime) else j.since,
                     "country": j.country,
+                    "ids": j.ids,
                 }
                 for j in jobs
             ],
@@ -335,7 +401,14 @@ def _crawl_in_child(
         subprocess.run([sys.executable, "-m", "crawlers.runner", str(spec_path)], check=False)
         if not stats_path.exists():
             return [
-                CrawlStats(j.source, j.query, errors=1, healthy=False, health_reason="crawl process failed")
+                CrawlStats(
+                    j.source,
+                    j.query,
+                    errors=1,
+                    healthy=False,
+                    health_reason="crawl process failed",
+                    ids=len(j.ids) if j.ids is not None else None,
+                )
                 for j in jobs
             ]
         return [CrawlStats(**s) for s in json.loads(stats_path.read_text(encoding="utf-8"))]
@@ -349,7 +422,13 @@ def _child_main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     jobs = [
         CrawlJob(
-            j["source"], j["query"], j["base_url"], Path(j["output"]) if j["output"] else None, j["since"], j["country"]
+            j["source"],
+            j["query"],
+            j["base_url"],
+            Path(j["output"]) if j["output"] else None,
+            j["since"],
+            j["country"],
+            ids=j.get("ids"),
         )
         for j in spec["jobs"]
     ]

@@ -9,6 +9,13 @@ One JSON file per source and query under ``$MOMENTS_HOME/crawl-state/``
   engagement snapshots, so a re-run re-polls them and appends a snapshot;
 * ``runs``: the last few runs' health figures, to spot output falling to zero.
 
+A crawl by id (``moments crawl SOURCE --ids FILE``) shares the file of its
+``--query`` (or uses :data:`IDS_STATE_KEY` without one) but only adds
+engagement snapshots to ``recent``: it never moves the cursor and adds no
+``runs`` entry, and it writes its snapshots into the file as it is on disk at
+the end of the run (:meth:`CrawlState.save_polled`), so a search crawl saved
+meanwhile keeps its cursor.
+
 The clock: ``crawled_at`` and snapshot times come from ``--as-of`` or
 ``MOMENTS_AS_OF`` when given (a recorded corpus replays "as of" its recording
 time and gives the same results every time), else from the wall clock.
@@ -30,6 +37,8 @@ from moments import settings
 
 REPOLL_HOURS = 72
 MAX_RUNS_KEPT = 20
+#: The state key of a crawl by id without ``--query`` (its own file, ``by_id.json``).
+IDS_STATE_KEY = "(by id)"
 
 
 def default_state_dir() -> Path:
@@ -61,6 +70,25 @@ class Clock:
     def now(self) -> datetime:
         """The current crawl time."""
         return self.as_of if self.as_of is not None else datetime.now(UTC)
+
+
+def add_snapshot(history: list[Any], snapshot: dict[str, Any]) -> list[Any]:
+    """``history`` with ``snapshot`` added, one per poll time (``at``), oldest first.
+
+    A snapshot whose ``at`` is already there is not added again, so replaying a
+    poll (the same ``--as-of``) leaves the history as it was.
+    """
+    at = snapshot.get("at")
+    if any(s.get("at") == at for s in history):
+        return history
+    out = [*history, snapshot]
+    if len(out) > 1 and _at_key(out[-2]) > _at_key(snapshot):
+        out.sort(key=_at_key)  # a replay of an older poll time: keep the order by time
+    return out
+
+
+def _at_key(snapshot: dict[str, Any]) -> datetime:
+    return parse_timestamp(snapshot.get("at")) or datetime.min.replace(tzinfo=UTC)
 
 
 def _slug(text: str) -> str:
@@ -123,6 +151,35 @@ class CrawlState:
         horizon = now - timedelta(hours=REPOLL_HOURS)
         for key in [k for k, v in self.recent.items() if (parse_timestamp(v.get("created_at")) or now) < horizon]:
             del self.recent[key]
+
+    def save_polled(self, post_ids: set[str], now: datetime) -> None:
+        """Write the snapshots of these posts into the state file as it is now on disk.
+
+        For a crawl by id: it loaded the file at its start, but a search crawl
+        of the same source and query may have saved since, moving the cursor
+        and adding snapshots. Only ``recent`` entries of ``post_ids`` (their
+        snapshots merged by ``at``) and ``last_success`` are written; the
+        cursor and ``runs`` on disk stay as they are.
+        """
+        assert self.path is not None
+        disk = CrawlState.load(self.path.parent.parent, self.source, self.query)
+        for key in post_ids:
+            mine = self.recent.get(key)
+            if mine is None:
+                continue
+            theirs = disk.recent.get(key)
+            if theirs:
+                history = list(theirs.get("snapshots") or [])
+                for snapshot in mine.get("snapshots") or []:
+                    history = add_snapshot(history, snapshot)
+                mine = {**mine, "snapshots": history}
+            disk.recent[key] = mine
+        if self.last_success and (disk.last_success is None or self.last_success > disk.last_success):
+            disk.last_success = self.last_success
+        disk.prune(now)
+        disk.save()
+        self.cursor, self.recent, self.runs = disk.cursor, disk.recent, disk.runs
+        self.last_success = disk.last_success
 
     def save(self) -> None:
         """Write atomically (a crash mid-write must not lose the cursor)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urljoin
@@ -41,12 +41,27 @@ def dig(data: Any, *path: str | int, default: Any = None) -> Any:
     return data if data is not None else default
 
 
+#: Statuses that mean "this post is not there (any more)": a drop ``gone``, not an error.
+GONE_STATUSES = (404, 410)
+
+
+def batches(items: list[str], size: int) -> Iterator[list[str]]:
+    """``items`` in consecutive lists of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 class MomentsSpider(scrapy.Spider):
     """Base spider: takes a base URL (the service root) and a query, and a run context.
 
     Subclasses set ``name`` (the source name), ``default_base_url`` and
     implement :meth:`start`, yielding raw post dicts for the pipelines (see
     :meth:`post`).
+
+    A crawl by id (``ctx.ids``, see :attr:`ids`): a spider that can fetch
+    posts by native id does so instead of searching, with :meth:`id_request`
+    (a 404/410 answer is then :meth:`gone`, not an error) and the same
+    item-building code as its search.
     """
 
     default_base_url: ClassVar[str | None] = None
@@ -57,6 +72,11 @@ class MomentsSpider(scrapy.Spider):
         self.query = query
         base = base_url or self.default_base_url or ""
         self.base_url = base.rstrip("/") + "/" if base else ""
+
+    @property
+    def ids(self) -> list[str] | None:
+        """The native ids to fetch in a crawl by id; ``None`` for a search."""
+        return self.ctx.ids
 
     # Requests -----------------------------------------------------------------
 
@@ -70,6 +90,30 @@ class MomentsSpider(scrapy.Spider):
         """A request whose failures are counted, not fatal."""
         kwargs.setdefault("errback", self.on_error)
         return scrapy.Request(url, callback=callback, **kwargs)
+
+    def id_request(
+        self, url: str, callback: Any, *, extra_statuses: Iterable[int] = (), **kwargs: Any
+    ) -> scrapy.Request:
+        """A request for one post by id: a 404/410 (and ``extra_statuses``) reaches the callback.
+
+        The callback checks :meth:`is_gone` first.
+        """
+        meta = dict(kwargs.pop("meta", None) or {})
+        meta["handle_httpstatus_list"] = [*GONE_STATUSES, *extra_statuses]
+        return self.request(url, callback, meta=meta, **kwargs)
+
+    @staticmethod
+    def is_gone(response: Response) -> bool:
+        """Whether a by-id answer says the post is not there (404, 410)."""
+        return response.status in GONE_STATUSES
+
+    def gone(self, native_id: str, detail: str = "") -> None:
+        """Count a post asked for by id that is deleted, removed or unknown."""
+        self.ctx.drop("gone", f"{native_id}: {detail}" if detail else native_id)
+
+    def bad_id(self, native_id: str, expected: str) -> None:
+        """Count an id that cannot be one of this source's (no request is made for it)."""
+        self.ctx.drop("bad_id", f"{native_id!r}: expected {expected}")
 
     def on_error(self, failure: Failure) -> None:
         """Count a failed request by kind; robots.txt refusals are drops, not errors."""

@@ -8,6 +8,10 @@ https://docs.bsky.app/docs/api/app-bsky-actor-get-profiles):
 * ``GET /xrpc/app.bsky.actor.getProfiles?actors=did1&actors=did2...`` (at most
   25 actors) returns ``{"profiles": [ProfileViewDetailed]}`` with
   ``followersCount``: posts of a page wait for their authors' profiles.
+* By id (https://docs.bsky.app/docs/api/app-bsky-feed-get-posts):
+  ``GET /xrpc/app.bsky.feed.getPosts?uris=at://...&uris=...`` (at most 25
+  URIs) returns ``{"posts": [PostView]}``; deleted or unknown posts are
+  simply absent. A post's native id is its ``at://`` URI, so ids map 1:1.
 * With an app password configured (``credentials.bluesky.identifier`` and
   ``app_password``), ``POST /xrpc/com.atproto.server.createSession`` first and
   send ``Authorization: Bearer <accessJwt>``; against the real service both go
@@ -27,12 +31,13 @@ from typing import Any
 from scrapy import Request
 from scrapy.http import Response
 
-from crawlers.spiders.base import MomentsSpider, dig
+from crawlers.spiders.base import MomentsSpider, batches, dig
 from crawlers.text import parse_timestamp
 
 PAGE_SIZE = 100
 PDS_BASE_URL = "https://bsky.social"
 PROFILES_BATCH = 25
+POSTS_BATCH = 25
 
 
 class BlueskySpider(MomentsSpider):
@@ -64,7 +69,8 @@ class BlueskySpider(MomentsSpider):
                 dont_filter=True,
             )
         else:
-            yield self.search_request(None)
+            for request in self.first_requests():
+                yield request
 
     def parse_session(self, response: Response) -> Iterator[Any]:
         data = self.load_json(response)
@@ -73,7 +79,44 @@ class BlueskySpider(MomentsSpider):
             self.headers = {"Authorization": f"Bearer {token}"}
         else:
             self.ctx.error("bluesky login gave no accessJwt; searching anonymously")
-        yield self.search_request(None)
+        yield from self.first_requests()
+
+    def first_requests(self) -> Iterator[Request]:
+        """The first search page, or (a crawl by id) the ``getPosts`` batches."""
+        if self.ids is None:
+            yield self.search_request(None)
+            return
+        uris = []
+        for native_id in self.ids:
+            if native_id.startswith("at://"):
+                uris.append(native_id)
+            else:
+                self.bad_id(native_id, "an at:// URI")
+        for batch in batches(uris, POSTS_BATCH):
+            yield self.request(
+                self.api_url("/xrpc/app.bsky.feed.getPosts", {"uris": batch}),
+                self.parse_posts,
+                headers=self.headers,
+                cb_kwargs={"uris": batch},
+            )
+
+    def parse_posts(self, response: Response, uris: list[str]) -> Iterator[Any]:
+        """A ``getPosts`` answer: the posts found, and a drop ``gone`` for each URI missing."""
+        data = self.load_json(response)
+        if data is None:
+            return
+        posts = dig(data, "posts")
+        if not isinstance(posts, list):
+            self.layout_changed(response, "an object with a 'posts' array")
+            return
+        views = [p for p in posts if isinstance(p, dict) and p.get("uri")]
+        if len(views) < len(posts):
+            self.ctx.drop("unexpected_layout", f"{len(posts) - len(views)} post views without uri at {response.url}")
+        found = {str(v["uri"]) for v in views}
+        for uri in uris:
+            if uri not in found:
+                self.gone(uri, "not in the getPosts answer")
+        yield from self.with_followers(views, None)
 
     def search_request(self, cursor: str | None) -> Request:
         """One page of ``searchPosts``."""

@@ -11,10 +11,18 @@ PostView: ``post.{id,name,body,url,ap_id,published}``,
 ``comment.{id,content,ap_id,published}``, ``post.name``,
 ``counts.{score,upvotes,downvotes,child_count}``. Older Lemmy versions send
 ``published`` without a zone; it is UTC.
+
+By id: a native id is ``post/N`` or ``comment/N`` (a bare ``N`` is a post).
+``GET /api/v3/post?id=N`` returns ``{"post_view": PostView, ...}`` and
+``GET /api/v3/comment?id=N`` ``{"comment_view": CommentView, ...}``. Not
+found is a 404, or on older versions a 400 with ``{"error":
+"couldnt_find_post"}`` (or ``_comment``); those, and views marked
+``deleted`` or ``removed``, are gone.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -26,6 +34,7 @@ from crawlers.text import parse_timestamp
 
 PAGE_SIZE = 50
 MAX_PAGES = 40
+_NOT_FOUND_ERRORS = ("couldnt_find_post", "couldnt_find_comment", "couldnt_find_object", "not_found", "deleted")
 
 
 class LemmySpider(MomentsSpider):
@@ -36,8 +45,56 @@ class LemmySpider(MomentsSpider):
     kinds: tuple[str, ...] = ("Posts", "Comments")
 
     async def start(self) -> AsyncIterator[Any]:
+        if self.ids is not None:
+            for request in self.id_requests(self.ids):
+                yield request
+            return
         for kind in self.kinds:
             yield self.page_request(kind, 1)
+
+    def id_requests(self, ids: list[str]) -> Iterator[Request]:
+        """One ``GET /api/v3/post?id=N`` (or ``/comment``) per id."""
+        for native_id in ids:
+            what, _, number = native_id.rpartition("/")
+            what = what or "post"
+            if what not in ("post", "comment") or not number.isdigit():
+                self.bad_id(native_id, "post/N or comment/N")
+                continue
+            yield self.id_request(
+                self.api_url(f"/api/v3/{what}", {"id": number}),
+                self.parse_view,
+                extra_statuses=(400,),
+                cb_kwargs={"native_id": f"{what}/{number}", "kind": "Posts" if what == "post" else "Comments"},
+            )
+
+    def parse_view(self, response: Response, native_id: str, kind: str) -> Iterator[Any]:
+        """A post or comment fetched by id."""
+        if self.is_gone(response):
+            self.gone(native_id, f"HTTP {response.status}")
+            return
+        if response.status == 400:
+            try:
+                error = dig(json.loads(response.body), "error")
+            except ValueError:
+                error = None
+            if error in _NOT_FOUND_ERRORS:
+                self.gone(native_id, str(error))
+            else:
+                self.ctx.error(f"HTTP 400 from {response.url}: {error or response.body[:200]!r}")
+            return
+        data = self.load_json(response)
+        if data is None:
+            return
+        key = "post_view" if kind == "Posts" else "comment_view"
+        view = dig(data, key)
+        inner = dig(view, "post" if kind == "Posts" else "comment")
+        if not isinstance(inner, dict) or inner.get("id") is None:
+            self.layout_changed(response, f"an object with {key}.{key.split('_')[0]}.id")
+            return
+        if inner.get("deleted") or inner.get("removed"):
+            self.gone(native_id, "deleted or removed")
+            return
+        yield self.view_to_post(view, kind)
 
     def page_request(self, kind: str, page: int) -> Request:
         """One page of posts or comments."""

@@ -7,6 +7,9 @@ https://docs.joinmastodon.org/methods/search/#v2):
   pages via ``max_id``, linked from the ``Link: <...>; rel="next"`` header.
 * ``GET /api/v2/search?q=...&type=statuses`` (only with a token: full-text
   search needs an authenticated user); ``{"statuses": [...]}``.
+* By id (https://docs.joinmastodon.org/methods/statuses/#get):
+  ``GET /api/v1/statuses/:id`` returns one Status (public ones need no token;
+  the token is sent when configured); 404 when it is deleted or not visible.
 
 Status fields used: ``id``, ``created_at``, ``content`` (HTML),
 ``spoiler_text``, ``language``, ``url``/``uri``, ``favourites_count``,
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import quote
 
 from scrapy.http import Response
 
@@ -42,6 +46,10 @@ class MastodonSpider(MomentsSpider):
         self.seen: set[str] = set()
 
     async def start(self) -> AsyncIterator[Any]:
+        if self.ids is not None:
+            for request in self.id_requests(self.ids):
+                yield request
+            return
         yield self.request(self.api_url(f"/api/v1/timelines/tag/{self.tag}", {"limit": PAGE_SIZE}), self.parse)
         if self.token:
             yield self.request(
@@ -49,6 +57,25 @@ class MastodonSpider(MomentsSpider):
                 self.parse_search,
                 headers={"Authorization": f"Bearer {self.token}"},
             )
+
+    def id_requests(self, ids: list[str]) -> Iterator[Any]:
+        """One ``GET /api/v1/statuses/:id`` per id."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        for native_id in ids:
+            url = self.api_url(f"/api/v1/statuses/{quote(native_id, safe='')}")
+            yield self.id_request(url, self.parse_status, headers=headers, cb_kwargs={"native_id": native_id})
+
+    def parse_status(self, response: Response, native_id: str) -> Iterator[Any]:
+        if self.is_gone(response):
+            self.gone(native_id, f"HTTP {response.status}")
+            return
+        status = self.load_json(response)
+        if status is None:
+            return
+        if not isinstance(status, dict) or "id" not in status:
+            self.layout_changed(response, "a Status object with an id")
+            return
+        yield self.status_to_post(status)
 
     def parse(self, response: Response) -> Iterator[Any]:
         statuses = self.load_json(response)

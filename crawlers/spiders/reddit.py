@@ -11,6 +11,13 @@ Link fields used: ``id``, ``name``, ``title``, ``selftext``, ``author``,
 ``subreddit``, ``created_utc``, ``permalink``, ``url``, ``score``,
 ``num_comments``, ``upvote_ratio``.
 
+By id (https://www.reddit.com/dev/api/#GET_api_info):
+``GET /api/info.json?id=t3_a,t3_b`` (at most 100 fullnames) returns the same
+Listing holding the things that exist; a native id is the fullname
+(``t3_abc``; a bare ``abc`` is taken as a link). A thing missing from the
+answer, or deleted or removed (``[deleted]``/``[removed]`` text,
+``removed_by_category``), is gone.
+
 OAuth (``credentials.reddit.client_id`` / ``client_secret``): an
 application-only token from ``POST /api/v1/access_token``
 (``grant_type=client_credentials``, HTTP basic auth) then
@@ -23,6 +30,7 @@ any other base URL (a local recording server) both use the base URL.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -30,11 +38,14 @@ from urllib.parse import urlencode
 from scrapy import Request
 from scrapy.http import Response
 
-from crawlers.spiders.base import MomentsSpider, dig
+from crawlers.spiders.base import MomentsSpider, batches, dig
 from crawlers.text import parse_timestamp
 
 PAGE_SIZE = 100
 OAUTH_BASE_URL = "https://oauth.reddit.com"
+INFO_BATCH = 100
+_FULLNAME = re.compile(r"^(t[1-6]_)?[a-z0-9]+$", re.IGNORECASE)
+_GONE_TEXT = ("[deleted]", "[removed]")
 
 
 class RedditSpider(MomentsSpider):
@@ -67,7 +78,8 @@ class RedditSpider(MomentsSpider):
                 dont_filter=True,
             )
         else:
-            yield self.listing_request(None)
+            for request in self.first_requests():
+                yield request
 
     def parse_token(self, response: Response) -> Iterator[Any]:
         token = dig(self.load_json(response), "access_token")
@@ -80,7 +92,51 @@ class RedditSpider(MomentsSpider):
                 self.base_url = OAUTH_BASE_URL + "/"
         else:
             self.ctx.error("reddit OAuth gave no access_token; crawling anonymously")
-        yield self.listing_request(None)
+        yield from self.first_requests()
+
+    def first_requests(self) -> Iterator[Request]:
+        """The first listing page, or (a crawl by id) the ``/api/info`` batches."""
+        if self.ids is None:
+            yield self.listing_request(None)
+            return
+        names = []
+        for native_id in self.ids:
+            match = _FULLNAME.match(native_id)
+            if match is None:
+                self.bad_id(native_id, "a fullname such as t3_abc123")
+                continue
+            name = native_id.lower()  # fullnames are lower-case base 36
+            names.append(name if match.group(1) else f"t3_{name}")
+        for batch in batches(list(dict.fromkeys(names)), INFO_BATCH):
+            url = self.api_url("/api/info.json", {"id": ",".join(batch), "raw_json": 1})
+            yield self.request(url, self.parse_info, headers=self.headers, cb_kwargs={"names": batch})
+
+    def parse_info(self, response: Response, names: list[str]) -> Iterator[Any]:
+        """An ``/api/info`` Listing: the things found, and a drop ``gone`` for the rest."""
+        data = self.load_json(response)
+        if data is None:
+            return
+        children = dig(data, "data", "children")
+        if not isinstance(children, list):
+            self.layout_changed(response, "a Listing with data.children")
+            return
+        found = set()
+        for child in children:
+            thing = dig(child, "data")
+            if not isinstance(thing, dict) or not thing.get("id"):
+                self.ctx.drop("unexpected_layout", f"listing child without data.id at {response.url}")
+                continue
+            kind = dig(child, "kind", default="t3")
+            name = str(thing.get("name") or f"{kind}_{thing['id']}")
+            found.add(name)
+            text = thing.get("selftext") if kind == "t3" else thing.get("body")
+            if thing.get("removed_by_category") or text in _GONE_TEXT:
+                self.gone(name, "deleted or removed")
+                continue
+            yield self.link_to_post(thing, kind)
+        for name in names:
+            if name not in found:
+                self.gone(name, "not in the /api/info answer")
 
     def listing_request(self, after: str | None) -> Request:
         """One page of the search or subreddit listing."""

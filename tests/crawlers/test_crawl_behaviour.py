@@ -293,6 +293,7 @@ def test_crawl_help_teaches(tmp_home: Path) -> None:
         [sys.executable, "-m", "moments.cli", "crawl", "--help"], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert "examples:" in done.stdout and "--as-of" in done.stdout and "appstore" in done.stdout
+    assert "--ids FILE" in done.stdout and "gone" in done.stdout
 
 
 def test_import_csv_needs_no_server(crawl: Crawl) -> None:
