@@ -46,7 +46,7 @@ import math
 import re
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -107,17 +107,23 @@ def _rate_between(later: object, earlier: object) -> tuple[float, int, float] | 
 def engagement_velocity(post: Post) -> Velocity | None:
     """Interactions per hour for ``post``, or ``None`` when it cannot be known.
 
+    Two readings, and the higher one wins: the rate between the two latest snapshots
+    at least 15 minutes apart (what is happening now), and all engagement over the
+    post's age (what the first crawl saw). The second keeps a post that spread fast
+    and then paused on the radar: a tick that could not run (the store was down)
+    must not let the re-poll after it decide the moment never happened.
+
     Args:
         post: A crawled post; its snapshots and ``crawled_at`` are the clock.
 
     Returns:
-        The velocity between the two latest snapshots at least 15 minutes apart
-        (with the interval before it, when there is one), else total engagement
-        over the post's age at crawl time; ``None`` when the post has no creation
-        time and no usable snapshots.
+        The velocity, with the interval before the latest one when there is one (for
+        acceleration); ``None`` when the post has no creation time and no usable
+        snapshots.
     """
     history = sorted(post.engagement_history, key=lambda s: s.at)
     latest = history[-1] if history else None
+    recent: Velocity | None = None
     if latest is not None:
         for i in range(len(history) - 2, -1, -1):
             rate = _rate_between(latest, history[i])
@@ -129,13 +135,17 @@ def engagement_velocity(post: Post) -> Velocity | None:
                 if before is not None:
                     previous = before[0]
                     break
-            return Velocity(rate[0], rate[1], rate[2], "between re-polls", previous)
+            recent = Velocity(rate[0], rate[1], rate[2], "between re-polls", previous)
+            break
     if post.created_at is None:
-        return None
+        return recent
     observed_at = latest.at if latest is not None else post.crawled_at
     interactions = latest.total() if latest is not None else post.engagement.total()
     hours = max((observed_at - post.created_at).total_seconds() / 3600, _MIN_AGE_HOURS)
-    return Velocity(interactions / hours, interactions, hours, "since posted")
+    overall = Velocity(interactions / hours, interactions, hours, "since posted")
+    if recent is not None and recent.per_hour >= overall.per_hour:
+        return recent
+    return overall if recent is None else replace(overall, previous_per_hour=None)
 
 
 # --------------------------------------------------------------------------- baselines
@@ -480,9 +490,24 @@ def reassess(current: Flag, assessment: Assessment, rules: FlagRules) -> FlagCha
     updated = current.model_copy(update={**figures, "priority": priority})
     if priority != current.priority:
         return FlagChange(updated, "escalated", f"priority {current.priority} -> {priority}")
-    if updated.model_dump(exclude={"version", "updated_at"}) == current.model_dump(exclude={"version", "updated_at"}):
+    if not _material(current, updated):
         return None
     return FlagChange(updated, "updated")
+
+
+#: A refreshed score or velocity is worth an event only when it moved this much; otherwise the
+#: log of a post re-polled every tick for three days would be hundreds of "waiting 0.1 h more".
+MATERIAL_SCORE_CHANGE = 0.25
+MATERIAL_VELOCITY_CHANGE = 0.25
+
+
+def _material(current: Flag, updated: Flag) -> bool:
+    if updated.post_ids != current.post_ids or updated.rule_version != current.rule_version:
+        return True
+    if abs(updated.score - current.score) >= MATERIAL_SCORE_CHANGE:
+        return True
+    old, new = current.velocity_per_hour or 0.0, updated.velocity_per_hour or 0.0
+    return abs(new - old) >= MATERIAL_VELOCITY_CHANGE * max(old, 1.0)
 
 
 @dataclass

@@ -235,6 +235,8 @@ def merge_stored(post: Post, stored: Post | None) -> tuple[Post, bool]:
     by_time.update({snap.at: snap for snap in post.engagement_history})
     history = [by_time[at] for at in sorted(by_time)]
     update: dict[str, Any] = {"engagement_history": history}
+    if not post.brand and stored.brand:  # a re-poll by id matches no keyword: it is still that brand's post
+        update["brand"] = stored.brand
     if stored.classification is not None and _same_text(post, stored):
         update["classification"] = stored.classification
     merged = post.model_copy(update=update)
