@@ -10,7 +10,7 @@ Shape (``crawlers/brands.example.yaml`` is a complete, commented example)::
       columns: {native_id: id, text: body}
     flag_rules:                        # the flagging rule's thresholds (every brand)
       min_velocity: 20                 # interactions/hour a negative post needs
-      reopen_margin: 0.5               # reopen a resolved flag only at +50% score
+      reopen_margin: 0.2               # reopen a resolved flag only at +20% score
     notifications:                     # where new and escalated flags are sent
       - {kind: webhook, url: "http://127.0.0.1:8099/hook", secret_env: MOMENTS_WEBHOOK_SECRET, min_priority: P2}
       - {kind: slack, webhook_url_env: MOMENTS_SLACK_WEBHOOK, min_priority: P1}
@@ -281,7 +281,7 @@ class FlagRules(_Model):
     p1_score: float = Field(default=7.0, ge=0)
     p2_score: float = Field(default=5.0, ge=0)
     p3_score: float = Field(default=3.0, ge=0)
-    reopen_margin: float = Field(default=0.5, ge=0)
+    reopen_margin: float = Field(default=0.2, ge=0)
     reach_cap: float = Field(default=1.0, ge=0)
     touchpoint_criticality: dict[str, float] = Field(default_factory=dict)
     vulnerability_terms: list[str] = Field(default_factory=lambda: list(DEFAULT_VULNERABILITY_TERMS))
