@@ -582,6 +582,7 @@ def test_secrets_never_appear_in_logs_reports_or_status(
     tmp_home: Path,
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # whatever level an earlier test left it at
     slack_url = f"{receiver.url}/services/T01/B02/{SLACK_TOKEN}"
     channels: list[dict[str, Any]] = [
         {"kind": "webhook", "url": f"{receiver.url}/hook?token={SLACK_TOKEN}x", "secret_env": "HOOK_SECRET"},

@@ -159,7 +159,7 @@ def test_brand_taxonomy_and_flag_rules_from_config_change_the_run(
         "        - {id: on_the_ground, description: 'airport, check-in, gates, bags, delays on the ground'}\n"
         "        - {id: in_the_air, description: 'the flight itself: seats, crew, food, comfort on board'}\n"
         "        - {id: money_matters, description: 'fares, refunds, fees, charges and compensation'}\n"
-        "    flag_rules: {min_velocity: 1000000}\n"
+        "    flag_rules: {min_velocity: 1000000, vulnerability_terms: []}\n"
     )
     text = text.replace("    sources:\n", brand_settings + "    sources:\n", 1)
     config = tmp_path / "brands.yaml"

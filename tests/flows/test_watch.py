@@ -132,17 +132,18 @@ def test_a_spreading_complaint_is_flagged_escalated_and_notified_once_per_change
     again = _tick(config, store_url, T1 + timedelta(minutes=15))
     assert again.opened == again.escalated == [] and len(_verified(receiver)) == 2
 
-    # Tick 3: no more engagement. Nothing changes, nothing is sent.
+    # Tick 3: no more engagement. The flag's figures are refreshed (it slowed down), nothing is sent.
     third = _tick(config, store_url, T1 + timedelta(minutes=30))
     assert third.opened == third.escalated == [] and third.notifications_sent == 0
+    assert "1 updated" in third.flags
     assert len(_verified(receiver)) == 2
 
     with open_store(store_url) as store:
         assert store.count() == 2
         assert store.count_flags(status=None) == 1
         flag = store.get_flag(flag_id)
-        assert flag is not None and flag.version == 2 and flag.priority == escalated["priority"]
-        assert [e.action for e in store.flag_events(flag_id)] == ["opened", "escalated"]
+        assert flag is not None and flag.version == 3 and flag.priority == escalated["priority"]
+        assert [e.action for e in store.flag_events(flag_id)] == ["opened", "escalated", "updated"]
         post = store.get("mastodon:5001")
         assert post is not None and [s.total() for s in post.engagement_history] == [25, 3000, 3000]
 
