@@ -766,6 +766,7 @@ def load_config(path: str | Path) -> MomentsConfig:
 
 __all__ = [
     "CHANNEL_KINDS",
+    "DEFAULT_VULNERABILITY_TERMS",
     "FAST_SOURCES",
     "OWNED_SOURCES",
     "PRIORITIES",
@@ -789,7 +790,6 @@ __all__ = [
     "TouchpointConfig",
     "WatchSettings",
     "WebhookChannel",
-    "DEFAULT_VULNERABILITY_TERMS",
     "check_cron",
     "format_duration",
     "load_config",
