@@ -576,23 +576,19 @@ def _rules_lookup(rules: FlagRules | RulesFor | None) -> RulesFor:
     return rules
 
 
-def _query_value(value: str) -> str:
-    # A quoted phrase in the query language; quotes and backslashes cannot be escaped there.
-    return '"' + value.replace('"', " ").replace("\\", " ") + '"'
-
-
 def prior_complaints(store: Store, post: Post, window: timedelta) -> int:
     """Earlier negative posts by the same author about the same brand within ``window`` (0 if unknown)."""
     handle = post.author.handle
     if not handle or post.created_at is None or not post.brand:
         return 0
-    since = (post.created_at - window).isoformat().replace("+00:00", "Z")
-    until = post.created_at.isoformat().replace("+00:00", "Z")
-    query = (
-        f"author:{_query_value(handle)} AND source:{_query_value(post.source)} AND sentiment:negative "
-        f"AND created_at:>={since} AND created_at:<{until}"
+    return store.count_author_posts(
+        handle=handle,
+        source=post.source,
+        since=post.created_at - window,
+        until=post.created_at,
+        sentiment="negative",
+        brand=post.brand[0],
     )
-    return store.count_posts(query, brand=post.brand[0])
 
 
 def apply_assessment(

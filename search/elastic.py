@@ -727,6 +727,23 @@ class ElasticStore(Store):
         body = {"bool": {"must": [clause], "filter": self._filters(brand)}}
         return int(self._call(lambda: self._client.count(index=self.alias, query=body))["count"])
 
+    def count_author_posts(
+        self,
+        *,
+        handle: str,
+        source: str,
+        since: datetime,
+        until: datetime,
+        sentiment: str | None = None,
+        brand: str | None = None,
+    ) -> int:
+        """Posts by one author on one source in ``[since, until)``: a ``count`` of term and range filters."""
+        filters = [{"term": {"author.handle": handle}}, {"term": {"source": source}}, self._window(since, until)]
+        if sentiment is not None:
+            filters.append({"term": {"classification.sentiment": sentiment}})
+        body = {"bool": {"filter": filters + self._filters(brand)}}
+        return int(self._call(lambda: self._client.count(index=self.alias, query=body))["count"])
+
     @staticmethod
     def _window(since: datetime, until: datetime | None) -> dict[str, Any]:
         bounds = {"gte": _es_time(utc_millis(since))}

@@ -81,6 +81,8 @@ _INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
     # moment_counts: only the posts of that moment in the window.
     "posts_moment_created_at": ("posts", ("classification_moment", "created_at")),
     "posts_classification_touchpoint": ("posts", ("classification_touchpoint",)),
+    # count_author_posts: one customer's posts in a window (repeat complaints).
+    "posts_author_created_at": ("posts", ("author_handle", "source", "created_at")),
     "flags_status": ("flags", ("status",)),
     "flags_brand": ("flags", ("brand",)),
 }
@@ -589,6 +591,29 @@ class SqliteStore(Store):
             sql += f" AND {_BRAND_FILTER}"
             params.append(brand)
         self._register_fold()
+        with self._lock:
+            (count,) = self._db.execute(sql, params).fetchone()
+        return int(count)
+
+    def count_author_posts(
+        self,
+        *,
+        handle: str,
+        source: str,
+        since: datetime,
+        until: datetime,
+        sentiment: str | None = None,
+        brand: str | None = None,
+    ) -> int:
+        """Posts by one author on one source in ``[since, until)``, along ``posts_author_created_at``."""
+        sql = "SELECT count(*) FROM posts WHERE author_handle = ? AND source = ? AND created_at >= ? AND created_at < ?"
+        params: list[Any] = [handle, source, _sql_datetime(utc_millis(since)), _sql_datetime(utc_millis(until))]
+        if sentiment is not None:
+            sql += " AND classification_sentiment = ?"
+            params.append(sentiment)
+        if brand:
+            sql += f" AND {_BRAND_FILTER}"
+            params.append(brand)
         with self._lock:
             (count,) = self._db.execute(sql, params).fetchone()
         return int(count)

@@ -178,6 +178,23 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def count_author_posts(
+        self,
+        *,
+        handle: str,
+        source: str,
+        since: datetime,
+        until: datetime,
+        sentiment: str | None = None,
+        brand: str | None = None,
+    ) -> int:
+        """Posts by one author (exact handle, on one source) created in ``[since, until)``.
+
+        An index lookup on (author, time), for the repeat-complaint check the flagging rule
+        makes for every candidate flag: it must not cost a scan of the window.
+        """
+
+    @abc.abstractmethod
     def recent_posts(
         self,
         *,

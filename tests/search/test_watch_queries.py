@@ -300,6 +300,30 @@ def test_list_flags_kind_and_touchpoint_filters(flagged: Store) -> None:
     assert names(touchpoint="check-in") == []
 
 
+def test_count_author_posts_counts_one_customers_posts_in_a_window(store: Store, make_post: MakePost) -> None:
+    store.upsert(
+        [
+            _post(make_post, "a1", T, handle="@jo"),
+            _post(make_post, "a2", T + H, handle="@jo"),
+            _post(make_post, "a3", T + 2 * H, handle="@jo"),  # at `until`: excluded
+            _post(make_post, "a4", T + H, handle="@jo", moment="magic"),  # positive
+            _post(make_post, "a5", T + H, handle="@jo", source="reddit"),  # another platform's @jo
+            _post(make_post, "a6", T + H, handle="@JO"),  # handles are exact
+            _post(make_post, "a7", T + H, handle="@jo", brand=["contoso"]),
+            _post(make_post, "a8", T - H, handle="@jo"),  # before the window
+        ]
+    )
+
+    def count(**extra: Any) -> int:
+        return store.count_author_posts(handle="@jo", source="mastodon", since=T, until=T + 2 * H, **extra)
+
+    assert count() == 4
+    assert count(sentiment="negative") == 3
+    assert count(sentiment="negative", brand="contoso") == 1
+    assert count(brand="northwind") == 3
+    assert store.count_author_posts(handle="@jo", source="reddit", since=T, until=T + 2 * H) == 1
+
+
 # --------------------------------------------------------------------------- SQLite plans
 
 
@@ -353,6 +377,11 @@ def _assert_windows_use_indexes(store: SqliteStore, make_post: MakePost) -> None
 
     (plan,) = _plans(store, lambda: store.count_posts("author:x AND created_at:>=2026-11-20T01:00:00Z"))
     assert "USING INDEX posts_created_at_id (created_at>?)" in plan
+
+    count = lambda: store.count_author_posts(handle="@x", source="mastodon", since=T, until=T + H)  # noqa: E731
+    (plan,) = _plans(store, count)
+    index = "INDEX posts_author_created_at (author_handle=? AND source=? AND created_at>? AND created_at<?)"
+    assert f"USING COVERING {index}" in plan
 
 
 def test_sqlite_window_queries_read_through_indexes(tmp_path: Path, make_post: MakePost) -> None:
