@@ -102,16 +102,9 @@ class BlueskySpider(MomentsSpider):
 
     def parse_posts(self, response: Response, uris: list[str]) -> Iterator[Any]:
         """A ``getPosts`` answer: the posts found, and a drop ``gone`` for each URI missing."""
-        data = self.load_json(response)
-        if data is None:
+        _, views = self._post_views(response)
+        if views is None:
             return
-        posts = dig(data, "posts")
-        if not isinstance(posts, list):
-            self.layout_changed(response, "an object with a 'posts' array")
-            return
-        views = [p for p in posts if isinstance(p, dict) and p.get("uri")]
-        if len(views) < len(posts):
-            self.ctx.drop("unexpected_layout", f"{len(posts) - len(views)} post views without uri at {response.url}")
         found = {str(v["uri"]) for v in views}
         for uri in uris:
             if uri not in found:
@@ -130,17 +123,24 @@ class BlueskySpider(MomentsSpider):
         }
         return self.request(self.api_url("/xrpc/app.bsky.feed.searchPosts", params), self.parse, headers=self.headers)
 
-    def parse(self, response: Response) -> Iterator[Any]:
+    def _post_views(self, response: Response) -> tuple[Any, list[dict[str, Any]] | None]:
+        """The JSON body and its ``posts`` views that have a URI (``None``: not a posts answer, counted)."""
         data = self.load_json(response)
         if data is None:
-            return
+            return None, None
         posts = dig(data, "posts")
         if not isinstance(posts, list):
             self.layout_changed(response, "an object with a 'posts' array")
-            return
+            return data, None
         views = [p for p in posts if isinstance(p, dict) and p.get("uri")]
         if len(views) < len(posts):
             self.ctx.drop("unexpected_layout", f"{len(posts) - len(views)} post views without uri at {response.url}")
+        return data, views
+
+    def parse(self, response: Response) -> Iterator[Any]:
+        data, views = self._post_views(response)
+        if views is None:
+            return
         cursor = dig(data, "cursor")
         reached_stop = any(self.past_stop(parse_timestamp(dig(p, "record", "createdAt"))) for p in views)
         next_page = self.search_request(str(cursor)) if cursor and views and not reached_stop else None
