@@ -606,7 +606,11 @@ class SqliteStore(Store):
         brand: str | None = None,
     ) -> int:
         """Posts by one author on one source in ``[since, until)``, along ``posts_author_created_at``."""
-        sql = "SELECT count(*) FROM posts WHERE author_handle = ? AND source = ? AND created_at >= ? AND created_at < ?"
+        # INDEXED BY: with a sentiment, the planner would rather walk every negative post of the window.
+        sql = (
+            "SELECT count(*) FROM posts INDEXED BY posts_author_created_at"
+            " WHERE author_handle = ? AND source = ? AND created_at >= ? AND created_at < ?"
+        )
         params: list[Any] = [handle, source, _sql_datetime(utc_millis(since)), _sql_datetime(utc_millis(until))]
         if sentiment is not None:
             sql += " AND classification_sentiment = ?"

@@ -378,10 +378,16 @@ def _assert_windows_use_indexes(store: SqliteStore, make_post: MakePost) -> None
     (plan,) = _plans(store, lambda: store.count_posts("author:x AND created_at:>=2026-11-20T01:00:00Z"))
     assert "USING INDEX posts_created_at_id (created_at>?)" in plan
 
+    index = "INDEX posts_author_created_at (author_handle=? AND source=? AND created_at>? AND created_at<?)"
     count = lambda: store.count_author_posts(handle="@x", source="mastodon", since=T, until=T + H)  # noqa: E731
     (plan,) = _plans(store, count)
-    index = "INDEX posts_author_created_at (author_handle=? AND source=? AND created_at>? AND created_at<?)"
     assert f"USING COVERING {index}" in plan
+    # With a sentiment and a brand too (as the flagging rule asks): still one author's posts, not the window's.
+    count = lambda: store.count_author_posts(  # noqa: E731
+        handle="@x", source="mastodon", since=T, until=T + H, sentiment="negative", brand="b"
+    )
+    (plan,) = _plans(store, count)
+    assert plan.startswith(f"SEARCH posts USING {index}")
 
 
 def test_sqlite_window_queries_read_through_indexes(tmp_path: Path, make_post: MakePost) -> None:
