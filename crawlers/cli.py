@@ -42,6 +42,10 @@ the snapshots go into that search's state (its cursor never moves); without
 it they are kept apart. Posts fetched by id are never dropped as already seen
 or for not matching a brand (no match: brand []); a post that is gone (deleted,
 404, missing from a batch answer) is counted as drop "gone", not an error.
+Mastodon and Bluesky posts that were reshared also get Post.reshares: who
+reshared them (mastodon reblogged_by, bluesky getRepostedBy + getProfiles, at
+most 3 pages a post) with their follower counts and the first poll that saw
+them; a listing that fails only logs a warning.
 
 Without --config every post returned is kept with brand = [QUERY]; with a
 brands.yaml only posts matching a brand are kept (see crawlers/brands.example.yaml).
@@ -79,7 +83,8 @@ def register(commands: Commands) -> None:
     parser.add_argument(
         "--ids",
         metavar="FILE",
-        help="re-poll these posts by id instead of searching: one native id a line ('-' for stdin)",
+        help="re-poll these posts by id instead of searching: one native id a line ('-' for stdin); "
+        "mastodon and bluesky also list who reshared each post (Post.reshares)",
     )
     parser.add_argument("--base-url", help="service root URL (default: the public service)")
     parser.add_argument("-o", "--output", type=Path, help="JSONL file to write (default: stdout)")

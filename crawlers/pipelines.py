@@ -11,7 +11,8 @@ Spiders yield plain dicts close to the platform's own fields (see
 3. :class:`DuplicatePipeline` (300): marks near-duplicate reposts.
 4. :class:`IncrementalPipeline` (400): skips posts seen by an earlier run,
    re-polls recent ones (engagement snapshot appended), moves the cursor. A
-   crawl by id only re-polls: one snapshot per poll time, cursor untouched.
+   crawl by id only re-polls: one snapshot per poll time, cursor untouched,
+   and the resharers the spider listed merged with those of earlier polls.
 5. :class:`JsonlWriterPipeline` (900): one JSON line per post.
 
 A post that cannot be made valid is dropped with a counted reason; the crawl
@@ -29,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import ValidationError
 from scrapy.exceptions import DropItem
 
-from crawlers.state import REPOLL_HOURS, add_snapshot
+from crawlers.state import REPOLL_HOURS, add_snapshot, merge_reshares
 from crawlers.text import (
     bottom_k,
     detect_language,
@@ -88,6 +89,18 @@ def _int(value: Any) -> int | None:
         return int(float(value))
     except (TypeError, ValueError):
         return None
+
+
+def _reshares(raw: Any, at: datetime) -> list[dict[str, Any]]:
+    """A spider's resharers (``handle``, ``followers``) as ``Reshare`` dicts seen at ``at``."""
+    out = []
+    for entry in raw if isinstance(raw, list) else []:
+        handle = entry.get("handle") if isinstance(entry, dict) else None
+        if handle is None or not str(handle).strip():
+            continue
+        followers = _int(entry.get("followers"))
+        out.append({"handle": str(handle).strip(), "followers": followers if (followers or 0) >= 0 else None, "at": at})
+    return out
 
 
 class CleanPipeline(_Pipeline):
@@ -173,6 +186,7 @@ class CleanPipeline(_Pipeline):
                     "created_at": created_at,
                     "crawled_at": ctx.now,
                     "engagement": engagement,
+                    "reshares": _reshares(item.get("reshares"), ctx.now),
                     "urls": extract_urls(body_for_lang, [*(item.get("urls") or []), *hrefs]),
                     "mentions": extract_mentions(text, item.get("mentions") or []),
                     "duplicate_of": item.get("duplicate_of") or None,
@@ -301,6 +315,14 @@ class IncrementalPipeline(_Pipeline):
     ``state.recent`` (those of the search crawl of ``--query``, when given)
     get one more, one per poll time (see :func:`crawlers.state.add_snapshot`).
 
+    Resharers (crawl by id, sources that list them): the spider's are stamped
+    with this poll's time (``crawled_at``) and merged into the ones
+    ``state.recent`` keeps from earlier polls, the first time an account was
+    seen kept (:func:`crawlers.state.merge_reshares`); the post carries the
+    merged list, also when this poll did not list them (count unchanged, or
+    the listing failed). A search crawl makes no resharer request, but a post
+    whose entry has resharers carries them, and keeps them in the state.
+
     The state is changed in memory only; :class:`crawlers.health.HealthExtension`
     saves it (atomically) when the spider closes. Saving mid-run would be wrong,
     not just slow: pages come newest first, so the cursor jumps to the newest
@@ -342,9 +364,13 @@ class IncrementalPipeline(_Pipeline):
         post.engagement_history = history
         if known is not None:
             ctx.repolled += 1
+            if known.get("reshares"):
+                listed: list[Any] = merge_reshares(known["reshares"], None)  # by an earlier crawl by id
+                post.reshares = listed
         if in_window:
             created = created_at.isoformat() if created_at else self._now_iso
-            state.recent[post.id] = {"created_at": created, "snapshots": history}
+            # Other keys (resharers of a crawl by id) stay.
+            state.recent[post.id] = {**(known or {}), "created_at": created, "snapshots": history}
         state.advance(created_at)
         return post
 
@@ -360,7 +386,16 @@ class IncrementalPipeline(_Pipeline):
             ctx.repolled += 1
         created = post.created_at.isoformat() if post.created_at else ctx.now.isoformat()
         # Kept for the next poll; pruned like any other once out of the re-poll window.
-        state.recent[post.id] = {"created_at": created, "snapshots": history}
+        entry: dict[str, Any] = {**(known or {}), "created_at": created, "snapshots": history}
+        seen = [{"handle": r.handle, "followers": r.followers, "at": r.at.isoformat()} for r in post.reshares]
+        reshares: list[Any] = merge_reshares(entry.get("reshares"), seen)
+        if reshares or "reshares" in entry:
+            entry["reshares"] = reshares
+        listed: dict[str, int] = getattr(self.crawler.spider, "reshares_listed", {})
+        if post.native_id in listed:
+            entry["reshares_count"] = listed[post.native_id]  # the next poll skips the listing at this count
+        post.reshares = reshares  # validate_assignment makes them Reshares
+        state.recent[post.id] = entry
         ctx.polled.add(post.id)
         return post
 

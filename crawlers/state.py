@@ -6,7 +6,10 @@ One JSON file per source and query under ``$MOMENTS_HOME/crawl-state/``
 * ``cursor``: the newest ``created_at`` seen, so the next run asks only for
   newer posts (minus the re-poll window, see below);
 * ``recent``: posts created within the last :data:`REPOLL_HOURS` and their
-  engagement snapshots, so a re-run re-polls them and appends a snapshot;
+  engagement snapshots, so a re-run re-polls them and appends a snapshot; for
+  posts re-polled by id, also the accounts seen resharing them (``reshares``,
+  each with the poll that first saw it, see :func:`merge_reshares`) and the
+  reshare count their listing was last read at (``reshares_count``);
 * ``runs``: the last few runs' health figures, to spot output falling to zero.
 
 A crawl by id (``moments crawl SOURCE --ids FILE``) shares the file of its
@@ -37,6 +40,8 @@ from moments import settings
 
 REPOLL_HOURS = 72
 MAX_RUNS_KEPT = 20
+#: Resharers kept per post (the first seen): the state stays small on a post that goes viral.
+MAX_RESHARES_KEPT = 500
 #: The state key of a crawl by id without ``--query`` (its own file, ``by_id.json``).
 IDS_STATE_KEY = "(by id)"
 
@@ -89,6 +94,37 @@ def add_snapshot(history: list[Any], snapshot: dict[str, Any]) -> list[Any]:
 
 def _at_key(snapshot: dict[str, Any]) -> datetime:
     return parse_timestamp(snapshot.get("at")) or datetime.min.replace(tzinfo=UTC)
+
+
+def merge_reshares(known: list[Any] | None, seen: list[Any] | None) -> list[dict[str, Any]]:
+    """The resharers of ``known`` (earlier polls) and ``seen`` (this one), each account once.
+
+    Entries are ``{"handle", "followers", "at"}`` (``at`` ISO 8601, the poll that
+    saw the account). Sources do not say when an account reshared, so the
+    earliest ``at`` of a handle is kept, with the follower count seen then (a
+    later count only fills in an unknown one). An account that undid its
+    reshare stays: it was exposed to its followers. Oldest first (ties in the
+    order the source listed them), at most :data:`MAX_RESHARES_KEPT`: the first
+    seen are kept, so once a post is past the cap its list stops growing.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for entry in [*(known or []), *(seen or [])]:
+        handle = entry.get("handle") if isinstance(entry, dict) else None
+        at = parse_timestamp(entry.get("at")) if isinstance(entry, dict) else None
+        if not isinstance(handle, str) or not handle or at is None:
+            continue  # not one of ours (a hand-edited or damaged state file): never fail the post
+        followers = entry.get("followers")
+        followers = followers if type(followers) is int and followers >= 0 else None
+        mine = {"handle": handle, "followers": followers, "at": at.isoformat()}
+        old = merged.get(handle)
+        if old is None:
+            merged[handle] = mine
+        elif _at_key(mine) < _at_key(old):
+            merged[handle] = mine if mine["followers"] is not None else {**mine, "followers": old["followers"]}
+        elif old["followers"] is None and mine["followers"] is not None:
+            old["followers"] = mine["followers"]
+    out = sorted(merged.values(), key=_at_key)  # stable: ties keep the listing order
+    return out[:MAX_RESHARES_KEPT]
 
 
 def _slug(text: str) -> str:
@@ -158,7 +194,8 @@ class CrawlState:
         For a crawl by id: it loaded the file at its start, but a search crawl
         of the same source and query may have saved since, moving the cursor
         and adding snapshots. Only ``recent`` entries of ``post_ids`` (their
-        snapshots merged by ``at``) and ``last_success`` are written; the
+        snapshots merged by ``at``, their resharers by handle, see
+        :func:`merge_reshares`) and ``last_success`` are written; the
         cursor and ``runs`` on disk stay as they are.
         """
         assert self.path is not None
@@ -172,7 +209,9 @@ class CrawlState:
                 history = list(theirs.get("snapshots") or [])
                 for snapshot in mine.get("snapshots") or []:
                     history = add_snapshot(history, snapshot)
-                mine = {**mine, "snapshots": history}
+                mine = {**theirs, **mine, "snapshots": history}
+                if theirs.get("reshares") or mine.get("reshares"):
+                    mine["reshares"] = merge_reshares(theirs.get("reshares"), mine.get("reshares"))
             disk.recent[key] = mine
         if self.last_success and (disk.last_success is None or self.last_success > disk.last_success):
             disk.last_success = self.last_success

@@ -18,8 +18,16 @@ post spreads.
   ``spread`` (up to 3: the velocity's percentile among recent posts of the same
   source and brand, since 50 reposts mean more on Mastodon than on Reddit),
   ``accelerating`` (+0.5 when the latest interval is 25% faster than the one
-  before) and ``followers`` (0.25 per decade of followers, capped at
-  ``reach_cap``).
+  before), ``followers`` (0.25 per decade of followers, capped at
+  ``reach_cap``) and ``forecast`` (up to 2 as the virality forecast's ``p_viral``
+  rises from 0.5 to 1: :mod:`models.forecast`, the chance of reaching the
+  source's ``viral_threshold`` within ``forecast_horizon``).
+
+The forecast is how a flag escalates *before* the counts do: a post whose early
+reshares come from well-followed accounts, fast, gets its forecast points (and a
+reason such as "forecast 3,800 reposts in 24 h (80% range 2,100–6,000; p_viral
+0.82)") while its velocity is still modest. A forecast more likely than not to go
+viral also opens a flag below ``min_velocity``.
 
 ``reach_cap`` may not exceed the narrowest gap between priority thresholds
 (:class:`moments.config.FlagRules` checks it), so the author's follower count alone
@@ -46,22 +54,20 @@ import math
 import re
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
+from models.engagement import Velocity, engagement_velocity
+from models.forecast import Forecast, forecast_post
 from moments.config import FlagRules
 from moments.errors import ConflictError
 from moments.records import Flag, FlagKind, Post, Priority, post_flag_id, priority_rank
 from search.store import FlagChange, Store
 
-RULE_VERSION = "virality-v2"
+RULE_VERSION = "virality-v3"
 
-# Two snapshots closer than this say more about polling jitter than about spread.
-_MIN_SNAPSHOT_GAP_HOURS = 0.25
-# A post seconds old with 3 likes is not "180 per hour": floor the age.
-_MIN_AGE_HOURS = 0.5
 # Fewer recent posts than this make a percentile meaningless: use a wider baseline.
 _MIN_BASELINE = 20
 # Without any baseline, this velocity counts as the top of the scale (percentile 1.0).
@@ -82,70 +88,9 @@ WAITING_FULL_HOURS = 24.0
 ACCELERATION_POINTS = 0.5
 ACCELERATION_RATIO = 1.25
 FOLLOWER_POINTS_PER_DECADE = 0.25
-
-
-@dataclass(frozen=True)
-class Velocity:
-    """Interactions per hour, and how it was measured (for the flag's reasons)."""
-
-    per_hour: float
-    interactions: int
-    hours: float
-    method: str
-    #: The interval before the latest one, when there are three snapshots (for acceleration).
-    previous_per_hour: float | None = None
-
-
-def _rate_between(later: object, earlier: object) -> tuple[float, int, float] | None:
-    hours = (later.at - earlier.at).total_seconds() / 3600  # type: ignore[attr-defined]
-    if hours < _MIN_SNAPSHOT_GAP_HOURS:
-        return None
-    gained = max(later.total() - earlier.total(), 0)  # type: ignore[attr-defined]
-    return gained / hours, gained, hours
-
-
-def engagement_velocity(post: Post) -> Velocity | None:
-    """Interactions per hour for ``post``, or ``None`` when it cannot be known.
-
-    Two readings, and the higher one wins: the rate between the two latest snapshots
-    at least 15 minutes apart (what is happening now), and all engagement over the
-    post's age (what the first crawl saw). The second keeps a post that spread fast
-    and then paused on the radar: a tick that could not run (the store was down)
-    must not let the re-poll after it decide the moment never happened.
-
-    Args:
-        post: A crawled post; its snapshots and ``crawled_at`` are the clock.
-
-    Returns:
-        The velocity, with the interval before the latest one when there is one (for
-        acceleration); ``None`` when the post has no creation time and no usable
-        snapshots.
-    """
-    history = sorted(post.engagement_history, key=lambda s: s.at)
-    latest = history[-1] if history else None
-    recent: Velocity | None = None
-    if latest is not None:
-        for i in range(len(history) - 2, -1, -1):
-            rate = _rate_between(latest, history[i])
-            if rate is None:
-                continue
-            previous = None
-            for j in range(i - 1, -1, -1):
-                before = _rate_between(history[i], history[j])
-                if before is not None:
-                    previous = before[0]
-                    break
-            recent = Velocity(rate[0], rate[1], rate[2], "between re-polls", previous)
-            break
-    if post.created_at is None:
-        return recent
-    observed_at = latest.at if latest is not None else post.crawled_at
-    interactions = latest.total() if latest is not None else post.engagement.total()
-    hours = max((observed_at - post.created_at).total_seconds() / 3600, _MIN_AGE_HOURS)
-    overall = Velocity(interactions / hours, interactions, hours, "since posted")
-    if recent is not None and recent.per_hour >= overall.per_hour:
-        return recent
-    return overall if recent is None else replace(overall, previous_per_hour=None)
+FORECAST_POINTS = 2.0
+#: ``p_viral`` below this adds nothing: a forecast must call virality more likely than not.
+FORECAST_FROM = 0.5
 
 
 # --------------------------------------------------------------------------- baselines
@@ -364,7 +309,13 @@ def evaluate(
     velocity = engagement_velocity(post)
     per_hour = velocity.per_hour if velocity is not None else 0.0
     vulnerable = vulnerability_words(f"{post.title or ''} {post.text}", rules.vulnerability_terms)
-    if per_hour < rules.min_velocity and not vulnerable:
+    predicted: Forecast | None = forecast_post(
+        post, threshold=rules.viral_threshold_for(post.source), horizon=rules.forecast_horizon
+    )
+    if predicted is not None and predicted.method == "none":
+        predicted = None
+    on_track = predicted is not None and predicted.p_viral > FORECAST_FROM
+    if per_hour < rules.min_velocity and not vulnerable and not on_track:
         return None
 
     brand = post.brand[0] if post.brand else None
@@ -386,6 +337,9 @@ def evaluate(
         "spread": SPREAD_POINTS * standing.percentile,
         "accelerating": ACCELERATION_POINTS if accelerating else 0.0,
         "followers": min(FOLLOWER_POINTS_PER_DECADE * math.log10(1 + followers), rules.reach_cap),
+        "forecast": FORECAST_POINTS * max(0.0, (predicted.p_viral - FORECAST_FROM) / (1 - FORECAST_FROM))
+        if predicted is not None
+        else 0.0,
     }
     points = {name: round(value, 3) for name, value in points.items()}
     score = round(sum(points.values()), 3)
@@ -409,6 +363,8 @@ def evaluate(
         else:
             spread += f", no {source_name} baseline yet"
         reasons.append(spread)
+    if predicted is not None:
+        reasons.append(predicted.describe())
     if accelerating and velocity is not None and velocity.previous_per_hour is not None:
         reasons.append(f"accelerating ({velocity.previous_per_hour:,.0f}/h -> {velocity.per_hour:,.0f}/h)")
     if followers:

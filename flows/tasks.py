@@ -26,7 +26,7 @@ from flows.state import baselines_path, pending_done, pending_ids
 from moments import settings
 from moments.config import MomentsConfig, load_config
 from moments.errors import WorkFailed
-from moments.records import Flag, Post, ReadReport, read_posts_file, write_posts
+from moments.records import Flag, Post, ReadReport, Reshare, read_posts_file, write_posts
 from search import Store, StoreError, open_store
 
 # Network-facing and store-facing tasks retry with backoff: 10s, 20s, 40s. The first step can be
@@ -221,11 +221,25 @@ def _same_text(a: Post, b: Post) -> bool:
     return a.text == b.text and a.title == b.title
 
 
+def _merged_reshares(stored: list[Reshare], crawled: list[Reshare]) -> list[Reshare]:
+    """Every account that reshared, once, with the earliest time it was seen (a crawl may list none)."""
+    first: dict[str, Reshare] = {}
+    for reshare in [*stored, *crawled]:
+        known = first.get(reshare.handle)
+        if known is None or reshare.at < known.at:
+            followers = reshare.followers if reshare.followers is not None else (known.followers if known else None)
+            first[reshare.handle] = reshare.model_copy(update={"followers": followers})
+        elif known.followers is None and reshare.followers is not None:
+            first[reshare.handle] = known.model_copy(update={"followers": reshare.followers})
+    return sorted(first.values(), key=lambda r: r.at)
+
+
 def merge_stored(post: Post, stored: Post | None) -> tuple[Post, bool]:
     """``post`` as crawled now, with what the store knew kept; and whether it changed.
 
     * Engagement snapshots are the union of both histories (by time), so a lost
-      crawl state never erases the velocity the store already knew.
+      crawl state never erases the velocity the store already knew; so are the
+      accounts that reshared it (each with the earliest time it was seen).
     * The stored classification is kept when the text is the same: re-polling a post
       for its engagement must not pay for the classifier again.
     """
@@ -235,6 +249,9 @@ def merge_stored(post: Post, stored: Post | None) -> tuple[Post, bool]:
     by_time.update({snap.at: snap for snap in post.engagement_history})
     history = [by_time[at] for at in sorted(by_time)]
     update: dict[str, Any] = {"engagement_history": history}
+    reshares = _merged_reshares(stored.reshares, post.reshares)
+    if reshares != post.reshares:
+        update["reshares"] = reshares
     if not post.brand and stored.brand:  # a re-poll by id matches no keyword: it is still that brand's post
         update["brand"] = stored.brand
     if stored.classification is not None and _same_text(post, stored):
@@ -244,6 +261,7 @@ def merge_stored(post: Post, stored: Post | None) -> tuple[Post, bool]:
         not _same_text(post, stored)
         or merged.engagement != stored.engagement
         or len(history) != len(stored.engagement_history)
+        or len(merged.reshares) != len(stored.reshares)
         or merged.classification is None
     )
     return merged, changed

@@ -274,6 +274,12 @@ class FlagRules(_Model):
         vulnerability_terms: Words or phrases (``*`` suffix: any ending) marking safety,
             health or vulnerability.
         repeat_window: How far back an earlier complaint by the same customer counts.
+        viral_threshold: Reposts (or interactions, where a source has no repost count)
+            within ``forecast_horizon`` that make a post viral: the virality forecast's
+            ``p_viral`` is the chance of reaching it.
+        viral_thresholds: Per source, replacing ``viral_threshold`` (50 reposts are a lot
+            on Mastodon, little on Reddit); merged key by key with a brand's.
+        forecast_horizon: How far after posting the forecast looks.
     """
 
     min_velocity: float = Field(default=20.0, ge=0)
@@ -286,6 +292,9 @@ class FlagRules(_Model):
     touchpoint_criticality: dict[str, float] = Field(default_factory=dict)
     vulnerability_terms: list[str] = Field(default_factory=lambda: list(DEFAULT_VULNERABILITY_TERMS))
     repeat_window: Duration = timedelta(days=7)
+    viral_threshold: float = Field(default=500.0, gt=0)
+    viral_thresholds: dict[str, float] = Field(default_factory=dict)
+    forecast_horizon: Duration = timedelta(hours=24)
 
     @model_validator(mode="after")
     def _ordered(self) -> FlagRules:
@@ -300,6 +309,11 @@ class FlagRules(_Model):
         for touchpoint, weight in self.touchpoint_criticality.items():
             if not 0 <= weight <= 3:
                 raise ValueError(f"touchpoint_criticality.{touchpoint}: must be between 0 and 3, got {weight:g}")
+        for source, threshold in self.viral_thresholds.items():
+            if threshold <= 0:
+                raise ValueError(f"viral_thresholds.{source}: must be above 0, got {threshold:g}")
+        if self.forecast_horizon <= timedelta(0):
+            raise ValueError("forecast_horizon must be positive")
         return self
 
     def merged(self, overrides: FlagRuleOverrides | None) -> FlagRules:
@@ -307,13 +321,18 @@ class FlagRules(_Model):
         if overrides is None:
             return self
         changed = overrides.model_dump(exclude_none=True)
-        if "touchpoint_criticality" in changed:
-            changed["touchpoint_criticality"] = {**self.touchpoint_criticality, **changed["touchpoint_criticality"]}
+        for key in ("touchpoint_criticality", "viral_thresholds"):
+            if key in changed:
+                changed[key] = {**getattr(self, key), **changed[key]}
         return FlagRules.model_validate({**self.model_dump(), **changed})
 
     def criticality(self, touchpoint: str | None) -> float:
         """The severity multiplier of ``touchpoint`` (1.0 when not configured)."""
         return self.touchpoint_criticality.get(touchpoint or "", 1.0)
+
+    def viral_threshold_for(self, source: str) -> float:
+        """The count that makes a post from ``source`` viral (for ``p_viral``)."""
+        return self.viral_thresholds.get(source, self.viral_threshold)
 
 
 class FlagRuleOverrides(_Model):
@@ -329,6 +348,9 @@ class FlagRuleOverrides(_Model):
     touchpoint_criticality: dict[str, float] | None = None
     vulnerability_terms: list[str] | None = None
     repeat_window: Duration | None = None
+    viral_threshold: float | None = Field(default=None, gt=0)
+    viral_thresholds: dict[str, float] | None = None
+    forecast_horizon: Duration | None = None
 
 
 class BurstRules(_Model):

@@ -121,6 +121,19 @@ class EngagementSnapshot(_Counters):
     at: UtcDatetime
 
 
+class Reshare(_Record):
+    """One account that reshared the post (a Mastodon reblog, a Bluesky repost).
+
+    Sources list who reshared but not when, so ``at`` is the poll that first saw the
+    account (the crawler keeps the earliest); ``followers`` is that account's reach,
+    the weight a self-exciting forecast gives its reshare (:mod:`models.forecast`).
+    """
+
+    handle: str
+    followers: int | None = Field(default=None, ge=0)
+    at: UtcDatetime
+
+
 class Classification(_Record):
     """What the models say about a post."""
 
@@ -152,6 +165,8 @@ class Post(_Record):
     crawled_at: UtcDatetime
     engagement: Engagement = Field(default_factory=Engagement)
     engagement_history: list[EngagementSnapshot] = Field(default_factory=list)
+    #: Who reshared the post, for sources that list them (posts under watch only).
+    reshares: list[Reshare] = Field(default_factory=list, json_schema_extra={"index": "none"})
     urls: list[str] = Field(default_factory=list)
     mentions: list[str] = Field(default_factory=list)
     duplicate_of: str | None = None

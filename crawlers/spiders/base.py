@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -16,6 +17,13 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from crawlers.context import RunContext
+from moments.records import post_id
+
+log = logging.getLogger("moments.crawl")
+
+#: Pages of resharers read per post in a crawl by id: a viral post's list is long, and
+#: each page is one more request to the source (Mastodon: 3 x 80, Bluesky: 3 x 100 accounts).
+MAX_RESHARE_PAGES = 3
 
 _LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?([^";]+)"?')
 
@@ -62,6 +70,14 @@ class MomentsSpider(scrapy.Spider):
     posts by native id does so instead of searching, with :meth:`id_request`
     (a 404/410 answer is then :meth:`gone`, not an error) and the same
     item-building code as its search.
+
+    Resharers (crawl by id only): a spider whose source lists who reshared a
+    post asks :meth:`wants_reshares` (at which count), chains its listing requests with the raw
+    post in ``cb_kwargs`` (``post``, ``count``, ``reshares`` so far), and
+    yields the post once with :meth:`with_reshares`; :meth:`reshares_failed`
+    is their errback, which never loses the post. The pipeline stamps each
+    account with the poll time and keeps the first one seen across polls
+    (:class:`crawlers.pipelines.IncrementalPipeline`).
     """
 
     default_base_url: ClassVar[str | None] = None
@@ -72,6 +88,8 @@ class MomentsSpider(scrapy.Spider):
         self.query = query
         base = base_url or self.default_base_url or ""
         self.base_url = base.rstrip("/") + "/" if base else ""
+        #: Native id -> reshare count, for posts whose resharers this run listed (see with_reshares).
+        self.reshares_listed: dict[str, int] = {}
 
     @property
     def ids(self) -> list[str] | None:
@@ -126,6 +144,73 @@ class MomentsSpider(scrapy.Spider):
             self.ctx.drop("robots_disallowed", url)
         else:
             self.ctx.error(f"{failure.type.__name__ if failure.type else 'error'} fetching {url}: {failure.value}")
+
+    # Resharers (crawl by id) --------------------------------------------------
+
+    def wants_reshares(self, native_id: str, count: Any) -> int | None:
+        """The reshare count to list this post's resharers at, or ``None`` to list none.
+
+        Only in a crawl by id, only when the post was reshared, and not when
+        the count is the one an earlier poll listed them at (``reshares_count``
+        in the crawl state): the pipeline then gives the post the resharers the
+        state keeps.
+        """
+        if not self.ctx.by_id or type(count) is not int or count <= 0:
+            return None
+        known = self.ctx.state.recent.get(post_id(self.ctx.source, native_id)) or {}
+        return None if known.get("reshares_count") == count else count
+
+    def with_reshares(self, post: dict[str, Any], reshares: list[dict[str, Any]], count: int) -> dict[str, Any]:
+        """The raw post with its resharers (``handle``, ``followers``), listed at ``count``.
+
+        Listed means read without a failure, up to :data:`MAX_RESHARE_PAGES` pages.
+        """
+        post["reshares"] = reshares
+        self.reshares_listed[str(post["native_id"])] = count
+        return post
+
+    def reshares_failed(self, failure: Failure) -> Iterator[dict[str, Any]]:
+        """Errback of a resharer request: warn, and send the post with the resharers read so far."""
+        request = getattr(failure, "request", None)
+        kwargs = request.cb_kwargs if request is not None else {}
+        if failure.check(HttpError):
+            why = f"HTTP {failure.value.response.status}"  # type: ignore[union-attr]
+        elif failure.check(IgnoreRequest):
+            why = "request ignored (robots.txt?)"
+        else:
+            why = f"{failure.type.__name__ if failure.type else 'error'}: {failure.value}"
+        post = kwargs.get("post")
+        if post is not None:
+            yield self.reshares_incomplete(post, kwargs.get("reshares"), why, request.url if request else "?")
+
+    def reshares_incomplete(
+        self, post: dict[str, Any], reshares: list[dict[str, Any]] | None, why: str, url: str
+    ) -> dict[str, Any]:
+        """The raw post with the resharers read before a listing failed: warned and counted, not an error.
+
+        The post is not marked as listed, so the next poll asks again.
+        """
+        log.warning(
+            "%s: resharers of %s not read in full (%s at %s); the post goes out with %d of them",
+            self.ctx.source,
+            post.get("native_id"),
+            why,
+            url,
+            len(reshares or []),
+        )
+        stats = getattr(getattr(self, "crawler", None), "stats", None)
+        if stats is not None:
+            stats.inc_value("moments/reshares_failed")
+        post["reshares"] = list(reshares or [])
+        return post
+
+    @staticmethod
+    def reshare_json(response: Response) -> Any | None:
+        """A resharer page as JSON, or ``None`` when it is not JSON (the caller warns)."""
+        try:
+            return json.loads(response.body)
+        except (ValueError, UnicodeDecodeError):
+            return None
 
     # Responses ----------------------------------------------------------------
 

@@ -12,6 +12,13 @@ https://docs.bsky.app/docs/api/app-bsky-actor-get-profiles):
   ``GET /xrpc/app.bsky.feed.getPosts?uris=at://...&uris=...`` (at most 25
   URIs) returns ``{"posts": [PostView]}``; deleted or unknown posts are
   simply absent. A post's native id is its ``at://`` URI, so ids map 1:1.
+* Resharers, by id only (https://docs.bsky.app/docs/api/app-bsky-feed-get-reposted-by):
+  ``GET /xrpc/app.bsky.feed.getRepostedBy?uri=AT_URI&limit=100[&cursor=C]``
+  returns ``{"cursor": "...", "repostedBy": [ProfileView]}`` (``did``,
+  ``handle``, no follower count), then ``getProfiles`` (25 a request) gives
+  the reposters' ``followersCount``. Asked for only when ``repostCount`` > 0,
+  at most :data:`~crawlers.spiders.base.MAX_RESHARE_PAGES` pages a post; the
+  post is yielded after them, with ``reshares`` filled.
 * With an app password configured (``credentials.bluesky.identifier`` and
   ``app_password``), ``POST /xrpc/com.atproto.server.createSession`` first and
   send ``Authorization: Bearer <accessJwt>``; against the real service both go
@@ -31,10 +38,12 @@ from typing import Any
 from scrapy import Request
 from scrapy.http import Response
 
-from crawlers.spiders.base import MomentsSpider, batches, dig
+from crawlers.spiders.base import MAX_RESHARE_PAGES, MomentsSpider, batches, dig
 from crawlers.text import parse_timestamp
 
 PAGE_SIZE = 100
+#: Reposters per ``getRepostedBy`` page (the API's maximum).
+RESHARE_PAGE_SIZE = 100
 PDS_BASE_URL = "https://bsky.social"
 PROFILES_BATCH = 25
 POSTS_BATCH = 25
@@ -192,9 +201,80 @@ class BlueskySpider(MomentsSpider):
             did = dig(view, "author", "did")
             if did:
                 self.followers.setdefault(did, None)  # asked once, even when the profile was missing
-            yield self.view_to_post(view)
+            post = self.view_to_post(view)
+            count = self.wants_reshares(str(post["native_id"]), view.get("repostCount"))
+            if count is None:
+                yield post
+            else:
+                yield self.reposted_by_request(post=post, count=count, reshares=[], page=1, cursor=None)
         if next_page is not None:
             yield next_page
+
+    # Resharers (crawl by id) ----------------------------------------------------
+
+    def reposted_by_request(
+        self, *, post: dict[str, Any], count: int, reshares: list[dict[str, Any]], page: int, cursor: str | None
+    ) -> Request:
+        """One page of a post's reposters; the post rides along until its resharers are read."""
+        params = {"uri": post["native_id"], "limit": RESHARE_PAGE_SIZE, "cursor": cursor}
+        return self.request(
+            self.api_url("/xrpc/app.bsky.feed.getRepostedBy", params),
+            self.parse_reposted_by,
+            headers=self.headers,
+            errback=self.reshares_failed,
+            cb_kwargs={"post": post, "count": count, "reshares": reshares, "page": page},
+            dont_filter=True,  # a filtered request would take the post with it
+        )
+
+    def parse_reposted_by(
+        self, response: Response, post: dict[str, Any], count: int, reshares: list[dict[str, Any]], page: int
+    ) -> Iterator[Any]:
+        """A ``getRepostedBy`` page: its reposters, then the next page or their profiles."""
+        data = self.reshare_json(response)
+        reposters = dig(data, "repostedBy")
+        if not isinstance(reposters, list):
+            yield self.reshares_incomplete(post, reshares, "no 'repostedBy' array", response.url)
+            return
+        reshares = reshares + [
+            # The handle is what Reshare keeps; the did finds the follower count.
+            {"handle": profile.get("handle") or did, "followers": self.followers.get(did), "did": did}
+            for profile in reposters
+            if isinstance(profile, dict) and (did := profile.get("did"))
+        ]
+        cursor = dig(data, "cursor")
+        if cursor and reposters and page < MAX_RESHARE_PAGES:
+            yield self.reposted_by_request(post=post, count=count, reshares=reshares, page=page + 1, cursor=cursor)
+            return
+        yield from self._reshare_profiles(post, count, reshares)
+
+    def _reshare_profiles(self, post: dict[str, Any], count: int, reshares: list[dict[str, Any]]) -> Iterator[Any]:
+        """Ask for the next 25 reposters without a known follower count, or send the post."""
+        missing = list(dict.fromkeys(r["did"] for r in reshares if r["did"] not in self.followers))
+        if not missing:
+            for reshare in reshares:
+                reshare["followers"] = self.followers.get(reshare["did"])
+            yield self.with_reshares(post, reshares, count)
+            return
+        # One batch at a time: the post goes out after the last one.
+        yield self.request(
+            self.api_url("/xrpc/app.bsky.actor.getProfiles", {"actors": missing[:PROFILES_BATCH]}),
+            self.parse_reshare_profiles,
+            headers=self.headers,
+            errback=self.reshares_failed,
+            cb_kwargs={"post": post, "count": count, "reshares": reshares, "asked": missing[:PROFILES_BATCH]},
+            dont_filter=True,
+        )
+
+    def parse_reshare_profiles(
+        self, response: Response, post: dict[str, Any], count: int, reshares: list[dict[str, Any]], asked: list[str]
+    ) -> Iterator[Any]:
+        data = self.reshare_json(response)
+        for profile in dig(data, "profiles", default=[]) or []:
+            if isinstance(profile, dict) and profile.get("did"):
+                self.followers[profile["did"]] = profile.get("followersCount")
+        for did in asked:
+            self.followers.setdefault(did, None)  # asked once, even when the profile was missing
+        yield from self._reshare_profiles(post, count, reshares)
 
     def view_to_post(self, view: dict[str, Any]) -> dict[str, Any]:
         """Map one ``PostView`` to a raw post."""

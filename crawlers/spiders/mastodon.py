@@ -10,6 +10,12 @@ https://docs.joinmastodon.org/methods/search/#v2):
 * By id (https://docs.joinmastodon.org/methods/statuses/#get):
   ``GET /api/v1/statuses/:id`` returns one Status (public ones need no token;
   the token is sent when configured); 404 when it is deleted or not visible.
+* Resharers, by id only (https://docs.joinmastodon.org/methods/statuses/#reblogged_by):
+  ``GET /api/v1/statuses/:id/reblogged_by?limit=80`` returns an array of
+  Account (``acct``, ``followers_count``), newest first; older pages via the
+  ``Link: <...>; rel="next"`` header. Asked for only when ``reblogs_count`` > 0,
+  at most :data:`~crawlers.spiders.base.MAX_RESHARE_PAGES` pages a post; the
+  post is yielded after them, with ``reshares`` filled.
 
 Status fields used: ``id``, ``created_at``, ``content`` (HTML),
 ``spoiler_text``, ``language``, ``url``/``uri``, ``favourites_count``,
@@ -26,10 +32,12 @@ from urllib.parse import quote
 
 from scrapy.http import Response
 
-from crawlers.spiders.base import MomentsSpider, dig, link_header
+from crawlers.spiders.base import MAX_RESHARE_PAGES, MomentsSpider, dig, link_header
 from crawlers.text import parse_timestamp
 
 PAGE_SIZE = 40
+#: Accounts per ``reblogged_by`` page (the API's maximum).
+RESHARE_PAGE_SIZE = 80
 
 
 class MastodonSpider(MomentsSpider):
@@ -58,12 +66,16 @@ class MastodonSpider(MomentsSpider):
                 headers={"Authorization": f"Bearer {self.token}"},
             )
 
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The token, when one is configured (public statuses need none)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
     def id_requests(self, ids: list[str]) -> Iterator[Any]:
         """One ``GET /api/v1/statuses/:id`` per id."""
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         for native_id in ids:
             url = self.api_url(f"/api/v1/statuses/{quote(native_id, safe='')}")
-            yield self.id_request(url, self.parse_status, headers=headers, cb_kwargs={"native_id": native_id})
+            yield self.id_request(url, self.parse_status, headers=self.auth_headers, cb_kwargs={"native_id": native_id})
 
     def parse_status(self, response: Response, native_id: str) -> Iterator[Any]:
         if self.is_gone(response):
@@ -75,7 +87,49 @@ class MastodonSpider(MomentsSpider):
         if not isinstance(status, dict) or "id" not in status:
             self.layout_changed(response, "a Status object with an id")
             return
-        yield self.status_to_post(status)
+        post = self.status_to_post(status)
+        # A boost's counters are its original's (see status_to_post), and so are its resharers.
+        inner = status["reblog"] if isinstance(status.get("reblog"), dict) and status["reblog"].get("id") else status
+        count = self.wants_reshares(str(post["native_id"]), inner.get("reblogs_count"))
+        if count is None:
+            yield post
+            return
+        url = self.api_url(
+            f"/api/v1/statuses/{quote(str(inner['id']), safe='')}/reblogged_by", {"limit": RESHARE_PAGE_SIZE}
+        )
+        yield self.reblogged_by_request(url, post=post, count=count, reshares=[], page=1)
+
+    def reblogged_by_request(
+        self, url: str, *, post: dict[str, Any], count: int, reshares: list[dict[str, Any]], page: int
+    ) -> Any:
+        """One page of a status's resharers; the post rides along until the last one."""
+        return self.request(
+            url,
+            self.parse_reblogged_by,
+            headers=self.auth_headers,
+            errback=self.reshares_failed,
+            cb_kwargs={"post": post, "count": count, "reshares": reshares, "page": page},
+            dont_filter=True,  # a filtered request would take the post with it
+        )
+
+    def parse_reblogged_by(
+        self, response: Response, post: dict[str, Any], count: int, reshares: list[dict[str, Any]], page: int
+    ) -> Iterator[Any]:
+        """A ``reblogged_by`` page: its accounts, then the next page or the post."""
+        accounts = self.reshare_json(response)
+        if not isinstance(accounts, list):
+            yield self.reshares_incomplete(post, reshares, "not an array of accounts", response.url)
+            return
+        reshares = reshares + [
+            {"handle": handle, "followers": account.get("followers_count")}
+            for account in accounts
+            if isinstance(account, dict) and (handle := account.get("acct") or account.get("username"))
+        ]
+        next_url = link_header(response, "next")
+        if next_url and accounts and page < MAX_RESHARE_PAGES:
+            yield self.reblogged_by_request(next_url, post=post, count=count, reshares=reshares, page=page + 1)
+        else:
+            yield self.with_reshares(post, reshares, count)
 
     def parse(self, response: Response) -> Iterator[Any]:
         statuses = self.load_json(response)
