@@ -31,8 +31,8 @@ test: $(STAMP)
 	$(PY) -m search.devserver run -- $(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check moments crawlers models flows search tests bench .ci
-	$(VENV)/bin/mypy moments crawlers models flows search
+	$(VENV)/bin/ruff check moments crawlers models flows search triage tests bench .ci
+	$(VENV)/bin/mypy moments crawlers models flows search triage
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,10 +1,21 @@
 """The Elasticsearch store, for teams that want Kibana and a shared, scalable index.
 
 Posts live in ``moments-posts-v1`` behind the alias ``moments-posts``, flags in
-``moments-flags-v1`` behind ``moments-flags``; every read and write goes through an
-alias, so a later mapping version is a reindex plus an alias swap, and Kibana data
+``moments-flags-v1`` behind ``moments-flags``, and the triage app's accounts (users,
+API tokens, sessions, settings, login-failure counters) in ``moments-app-v1`` behind
+``moments-app``, created the first time an account method is used; every read and
+write goes through an alias, so a later mapping version is a reindex plus an alias swap, and Kibana data
 views never need to change. The mappings are derived from the schema
 (:func:`search.mapping.es_mapping`) and created on first use.
+
+An app document is one record by type and key (id ``user:alice``, ``token:<id>``,
+``session:<hash>``, ``login:<key>``, ``setting:<key>``): the record as JSON under
+``record``, not indexed, beside a few keyword fields to filter on. Reads by key are
+realtime GETs, so a write is seen by every process at once; writes that a list shows
+(users, tokens, settings: rare, made by hand) also refresh the small index, so a
+search shows them at once. Changes to a stored record
+(revoking a token, counting a failed login) are compare-and-sets on the document's
+sequence number, retried on a lost race.
 
 A flag document holds the flag and its event log together (:class:`StoredFlag`), and
 every change is an ``index`` with ``if_seq_no``/``if_primary_term`` taken from the
@@ -48,6 +59,7 @@ from elasticsearch import (
 from elasticsearch import ConflictError as EsConflictError
 
 from moments import settings
+from moments.accounts import ApiToken, AppSetting, Session, User
 from moments.errors import ConflictError
 from moments.records import Flag, FlagEvent, Post, ReadReport, read_posts, write_posts
 from search.mapping import StoredFlag, es_mapping, index_names, text_fields
@@ -70,10 +82,12 @@ from search.store import (
     ACTIVE_STATUSES,
     IndexResult,
     MigrationReport,
+    RecordExists,
     Store,
     StoreError,
     TouchpointCount,
     bucket_millis,
+    failures_within,
     summarise_touchpoints,
     utc_millis,
 )
@@ -94,6 +108,29 @@ _COMPOSITE_PAGE = 1000
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 _SPOOL_NAME = re.compile(r"^elasticsearch-(?P<alias>.+)-(?P<stamp>\d{8}T\d{12}Z)-(?P<pid>\d+)-(?P<seq>\d+)\.jsonl$")
 _spool_seq = itertools.count()
+
+#: Version of the app index's mapping, bumped like :data:`search.mapping.MAPPING_VERSION`.
+APP_MAPPING_VERSION = 1
+#: The app index: one document per account record, by type and key; the record itself is not indexed.
+APP_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "type": {"type": "keyword"},
+        "key": {"type": "keyword"},
+        "user": {"type": "keyword"},
+        "created_at": {"type": "date"},
+        "record": {"type": "object", "enabled": False},
+        "failures": {"type": "date"},
+    },
+}
+#: Lost compare-and-set races an app write absorbs before giving up.
+_APP_ATTEMPTS = 20
+
+
+def app_index_names(prefix: str | None = None) -> tuple[str, str]:
+    """App index and alias for a prefix (default ``$MOMENTS_ES_PREFIX``): ``moments-app-v1``, ``moments-app``."""
+    chosen = settings.es_prefix(prefix)
+    return f"{chosen}-app-v{APP_MAPPING_VERSION}", f"{chosen}-app"
 
 
 def _spool_to(directory: Path, alias: str, posts: Iterable[Post]) -> Path:
@@ -284,6 +321,8 @@ class ElasticStore(Store):
         prefix = settings.es_prefix(index_prefix)
         self.index, self.alias = index_names(prefix)
         self.flags_index, self.flags_alias = index_names(prefix, "flags")
+        self.app_index, self.app_alias = app_index_names(prefix)
+        self._app_ready = False
         self._timeout = timeout
         self._retries = retries
         self._backoff = backoff
@@ -608,6 +647,233 @@ class ElasticStore(Store):
         """A flag's event log, oldest first."""
         read = self._read_flag(flag_id)
         return sorted(read[0].events, key=lambda e: e.version) if read else []
+
+    # ------------------------------------------------------------------ accounts
+
+    def _app(self) -> str:
+        """The app alias, its index created on first use (so a posts-only store never gets one)."""
+        if not self._app_ready:
+            self._ensure_index(self.app_index, self.app_alias, APP_MAPPING)
+            self._app_ready = True
+        return self.app_alias
+
+    def _app_get(self, kind: str, key: str) -> tuple[dict[str, Any], int, int] | None:
+        """A realtime GET of one app document: its source, sequence number and primary term."""
+        alias = self._app()
+        try:
+            response = self._client.get(index=alias, id=f"{kind}:{key}", realtime=True)
+        except NotFoundError:
+            return None
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+        return dict(response["_source"]), int(response["_seq_no"]), int(response["_primary_term"])
+
+    def _app_write(
+        self,
+        kind: str,
+        key: str,
+        body: dict[str, Any],
+        *,
+        create: bool = False,
+        cas: tuple[int, int] | None = None,
+        listed: bool = False,
+    ) -> bool:
+        """Write one app document; ``False`` when ``create`` found it there or ``cas`` lost a race.
+
+        Args:
+            create: Only if no document has this id.
+            cas: Only if the stored document is still at this (sequence number, primary term).
+            listed: Refresh, because a list (a search) must show the write as soon as it returns.
+        """
+        alias = self._app()
+        document = {"type": kind, "key": key, **body}
+        # Listed records (users, tokens, settings) change rarely, by hand: a forced refresh of this
+        # small index makes them searchable at once, where "wait_for" would cost up to a second each.
+        refresh: Literal[True] | None = True if listed else None
+        try:
+            if create:
+                self._client.create(index=alias, id=f"{kind}:{key}", document=document, refresh=refresh)
+            elif cas is not None:
+                self._client.index(
+                    index=alias,
+                    id=f"{kind}:{key}",
+                    document=document,
+                    if_seq_no=cas[0],
+                    if_primary_term=cas[1],
+                    refresh=refresh,
+                )
+            else:
+                self._client.index(index=alias, id=f"{kind}:{key}", document=document, refresh=refresh)
+        except EsConflictError:
+            return False
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+        return True
+
+    def _app_search(self, kind: str, user: str | None, sort: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every app record of one type (and user), in ``sort`` order, paged with ``search_after``."""
+        alias = self._app()
+        filters: list[dict[str, Any]] = [{"term": {"type": kind}}]
+        if user is not None:
+            filters.append({"term": {"user": user}})
+        records: list[dict[str, Any]] = []
+        after: list[Any] | None = None
+        while True:
+            paging = {"search_after": after} if after is not None else {}
+            response = self._call(
+                lambda paging=paging: dict(  # type: ignore[misc]
+                    self._client.search(
+                        index=alias,
+                        query={"bool": {"filter": filters}},
+                        sort=[*sort, {"key": "asc"}],
+                        size=_BATCH,
+                        **paging,
+                    )
+                )
+            )
+            hits = response["hits"]["hits"]
+            records.extend(hit["_source"]["record"] for hit in hits)
+            if len(hits) < _BATCH:
+                return records
+            after = hits[-1]["sort"]
+
+    def get_user(self, name: str) -> User | None:
+        """One user by name (realtime GET), or ``None``."""
+        read = self._app_get("user", name)
+        return User.model_validate(read[0]["record"]) if read else None
+
+    def put_user(self, user: User, *, update: bool = False) -> None:
+        """Create a user (``create``: refused if the id exists), or replace the stored one with ``update=True``."""
+        body = {"user": user.name, "created_at": _es_time(user.created_at), "record": user.model_dump(mode="json")}
+        if not update:
+            if not self._app_write("user", user.name, body, create=True, listed=True):
+                raise RecordExists("user", user.name)
+            return
+        for _ in range(_APP_ATTEMPTS):
+            read = self._app_get("user", user.name)
+            if read is None:
+                raise KeyError(user.name)
+            if self._app_write("user", user.name, body, cas=read[1:], listed=True):
+                return
+        raise StoreError(f"could not update user {user.name!r} at {self.location}: too many concurrent writers")
+
+    def list_users(self) -> list[User]:
+        """Every user, by name."""
+        return [User.model_validate(record) for record in self._app_search("user", None, [])]
+
+    @staticmethod
+    def _token_body(token: ApiToken) -> dict[str, Any]:
+        return {"user": token.user, "created_at": _es_time(token.created_at), "record": token.model_dump(mode="json")}
+
+    def create_token(self, token: ApiToken) -> None:
+        """Store a new token (refused if its id exists)."""
+        if not self._app_write("token", token.id, self._token_body(token), create=True, listed=True):
+            raise RecordExists("token", token.id)
+
+    def get_token(self, token_id: str) -> ApiToken | None:
+        """One token by id (realtime GET), or ``None``."""
+        read = self._app_get("token", token_id)
+        return ApiToken.model_validate(read[0]["record"]) if read else None
+
+    def list_tokens(self, *, user: str | None = None) -> list[ApiToken]:
+        """Tokens (of one user, or all), oldest first."""
+        records = self._app_search("token", user, [{"created_at": "asc"}])
+        return [ApiToken.model_validate(record) for record in records]
+
+    def _change_token(self, token_id: str, change: Callable[[ApiToken], ApiToken], *, listed: bool) -> ApiToken | None:
+        """Compare-and-set one token: ``change`` applied to the stored one; ``None`` when there is none."""
+        for _ in range(_APP_ATTEMPTS):
+            read = self._app_get("token", token_id)
+            if read is None:
+                return None
+            stored = ApiToken.model_validate(read[0]["record"])
+            token = change(stored)
+            if token == stored:
+                return token
+            if self._app_write("token", token_id, self._token_body(token), cas=read[1:], listed=listed):
+                return token
+        raise StoreError(f"could not change token {token_id} at {self.location}: too many concurrent writers")
+
+    def revoke_token(self, token_id: str, *, at: datetime) -> ApiToken:
+        """Revoke a token with a compare-and-set (a revoked one is returned unchanged)."""
+        changed = self._change_token(
+            token_id,
+            lambda t: t if t.revoked_at else t.model_copy(update={"revoked_at": at.astimezone(UTC)}),
+            listed=True,
+        )
+        if changed is None:
+            raise KeyError(token_id)
+        return changed
+
+    def touch_token(self, token_id: str, *, at: datetime) -> None:
+        """Set ``last_used_at`` with a compare-and-set (never undoing a revocation); no refresh wait."""
+        self._change_token(token_id, lambda t: t.model_copy(update={"last_used_at": at.astimezone(UTC)}), listed=False)
+
+    def create_session(self, session: Session) -> None:
+        """Store a new session (read back by id only, so no refresh wait)."""
+        record = session.model_dump(mode="json")
+        body = {"user": session.user, "created_at": _es_time(session.created_at), "record": record}
+        if not self._app_write("session", session.id, body, create=True):
+            raise RecordExists("session", session.id[:12])
+
+    def get_session(self, session_id: str) -> Session | None:
+        """One session by id (realtime GET), or ``None``."""
+        read = self._app_get("session", session_id)
+        return Session.model_validate(read[0]["record"]) if read else None
+
+    def delete_session(self, session_id: str) -> bool:
+        """Delete a session; whether there was one."""
+        alias = self._app()
+        try:
+            self._client.delete(index=alias, id=f"session:{session_id}")
+        except NotFoundError:
+            return False
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+        return True
+
+    @staticmethod
+    def _failures(source: dict[str, Any]) -> list[datetime]:
+        return [datetime.fromisoformat(value) for value in source.get("failures", [])]
+
+    def record_login_failure(self, key: str, at: datetime, window: timedelta) -> int:
+        """Append one failure to the key's document with a compare-and-set (retried on a lost race)."""
+        at = utc_millis(at)
+        for _ in range(_APP_ATTEMPTS):
+            read = self._app_get("login", key)
+            previous = self._failures(read[0]) if read else []
+            # Failures after ``at`` (another process's clock) are kept, not counted.
+            later = [f for f in previous if f > at]
+            kept = failures_within([*previous, at], at, window)
+            body = {"failures": [_es_time(f) for f in [*kept, *later]]}
+            if self._app_write("login", key, body, create=read is None, cas=read[1:] if read else None):
+                return len(kept)
+        raise StoreError(f"could not count a failed login at {self.location}: too many concurrent writers")
+
+    def login_failures(self, key: str, at: datetime, window: timedelta) -> list[datetime]:
+        """The failures of ``key`` in ``(at - window, at]`` (realtime GET), oldest first."""
+        read = self._app_get("login", key)
+        return failures_within(self._failures(read[0]), utc_millis(at), window) if read else []
+
+    def clear_login_failures(self, key: str) -> None:
+        """Forget every failure of ``key``."""
+        alias = self._app()
+        try:
+            self._client.delete(index=alias, id=f"login:{key}")
+        except NotFoundError:
+            return
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+
+    def get_setting(self, key: str) -> AppSetting | None:
+        """One setting by key (realtime GET), or ``None``."""
+        read = self._app_get("setting", key)
+        return AppSetting.model_validate(read[0]["record"]) if read else None
+
+    def put_setting(self, setting: AppSetting) -> None:
+        """Store a setting, replacing any of that key."""
+        body = {"created_at": _es_time(setting.updated_at), "record": setting.model_dump(mode="json")}
+        self._app_write("setting", setting.key, body, listed=True)
 
     # ------------------------------------------------------------------ spool
 

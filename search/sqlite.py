@@ -11,6 +11,9 @@ Layout (all derived from the schema by :mod:`search.mapping`):
   compare-and-set updates inside ``BEGIN IMMEDIATE`` transactions.
 * ``flag_events``: the append-only event log, one row per (flag, version); triggers
   refuse any UPDATE or DELETE of it.
+* ``users``, ``api_tokens``, ``sessions``, ``app_settings``: the triage app's accounts
+  (:mod:`moments.accounts`), one row per record with its key columns and ``doc``;
+  ``login_failures``: one row per failed login, by key and time, for rate limits.
 
 A schema field added later is added to an existing file on open (``ALTER TABLE``
 plus a backfill from ``doc``), so old databases keep working; a file written by
@@ -26,13 +29,14 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from moments.accounts import ApiToken, AppSetting, Session, User
 from moments.errors import ConflictError
 from moments.records import SCHEMA_VERSION, Flag, FlagEvent, Post
 from search.mapping import Column, TextField, sqlite_columns, text_fields, value_at
@@ -57,10 +61,12 @@ from search.store import (
     ACTIVE_STATUSES,
     IndexResult,
     MigrationReport,
+    RecordExists,
     Store,
     StoreError,
     TouchpointCount,
     bucket_millis,
+    failures_within,
     summarise_touchpoints,
     utc_millis,
 )
@@ -85,7 +91,20 @@ _INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
     "posts_author_created_at": ("posts", ("author_handle", "source", "created_at")),
     "flags_status": ("flags", ("status",)),
     "flags_brand": ("flags", ("brand",)),
+    "api_tokens_user": ("api_tokens", ("user", "created_at")),
+    "sessions_expires_at": ("sessions", ("expires_at",)),
+    "login_failures_key_at": ("login_failures", ("key", "at")),
 }
+#: The triage app's account tables (:mod:`moments.accounts`), created on open when missing.
+_ACCOUNT_TABLES = (
+    "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, doc TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS api_tokens"
+    " (id TEXT PRIMARY KEY, user TEXT NOT NULL, created_at TEXT NOT NULL, doc TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS sessions"
+    " (id TEXT PRIMARY KEY, user TEXT NOT NULL, expires_at TEXT NOT NULL, doc TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS login_failures (key TEXT NOT NULL, at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS app_settings (key TEXT PRIMARY KEY, doc TEXT NOT NULL)",
+)
 #: Indexes of older releases that one of :data:`_INDEXES` replaced.
 _OBSOLETE_INDEXES = ("posts_created_at",)  # the start of posts_created_at_id
 
@@ -307,6 +326,8 @@ class SqliteStore(Store):
             self._sync_columns("posts", self._columns, Post)
             self._sync_columns("flags", self._flag_columns, Flag)
             self._ensure_fts(fts_columns)
+            for statement in _ACCOUNT_TABLES:
+                self._db.execute(statement)
             self._ensure_indexes()
             is_new = version == 0 and self._db.execute("SELECT count(*) FROM posts").fetchone()[0] == 0
             if migrating or is_new:
@@ -524,6 +545,149 @@ class SqliteStore(Store):
                 "SELECT doc FROM flag_events WHERE flag_id = ? ORDER BY version", (flag_id,)
             ).fetchall()
         return [FlagEvent.model_validate_json(row[0]) for row in rows]
+
+    # ------------------------------------------------------------------ accounts
+
+    def get_user(self, name: str) -> User | None:
+        """One user by name, or ``None``."""
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM users WHERE name = ?", (name,)).fetchone()
+        return User.model_validate_json(row[0]) if row else None
+
+    def put_user(self, user: User, *, update: bool = False) -> None:
+        """Insert a user, or replace the stored one with ``update=True`` (one transaction)."""
+        with self._transaction():
+            if update:
+                cursor = self._db.execute(
+                    "UPDATE users SET doc = ? WHERE name = ?", (user.model_dump_json(), user.name)
+                )
+                if cursor.rowcount != 1:
+                    raise KeyError(user.name)
+                return
+            try:
+                self._db.execute("INSERT INTO users (name, doc) VALUES (?, ?)", (user.name, user.model_dump_json()))
+            except sqlite3.IntegrityError:
+                raise RecordExists("user", user.name) from None
+
+    def list_users(self) -> list[User]:
+        """Every user, by name."""
+        with self._lock:
+            rows = self._db.execute("SELECT doc FROM users ORDER BY name").fetchall()
+        return [User.model_validate_json(row[0]) for row in rows]
+
+    def create_token(self, token: ApiToken) -> None:
+        """Insert a token record (its hash, never the secret)."""
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO api_tokens (id, user, created_at, doc) VALUES (?, ?, ?, ?)",
+                    (token.id, token.user, _sql_datetime(token.created_at), token.model_dump_json()),
+                )
+        except sqlite3.IntegrityError:
+            raise RecordExists("token", token.id) from None
+
+    def get_token(self, token_id: str) -> ApiToken | None:
+        """One token by id, or ``None``."""
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM api_tokens WHERE id = ?", (token_id,)).fetchone()
+        return ApiToken.model_validate_json(row[0]) if row else None
+
+    def list_tokens(self, *, user: str | None = None) -> list[ApiToken]:
+        """Tokens (of one user, or all), oldest first."""
+        where, params = ("WHERE user = ?", (user,)) if user is not None else ("", ())
+        with self._lock:
+            rows = self._db.execute(f"SELECT doc FROM api_tokens {where} ORDER BY created_at, id", params).fetchall()
+        return [ApiToken.model_validate_json(row[0]) for row in rows]
+
+    def _change_token(self, token_id: str, change: Callable[[ApiToken], ApiToken]) -> ApiToken | None:
+        """Read, change and write one token inside one write transaction; ``None`` when there is none."""
+        with self._transaction():
+            row = self._db.execute("SELECT doc FROM api_tokens WHERE id = ?", (token_id,)).fetchone()
+            if row is None:
+                return None
+            stored = ApiToken.model_validate_json(row[0])
+            token = change(stored)
+            if token != stored:
+                self._db.execute("UPDATE api_tokens SET doc = ? WHERE id = ?", (token.model_dump_json(), token_id))
+            return token
+
+    def revoke_token(self, token_id: str, *, at: datetime) -> ApiToken:
+        """Revoke a token (a revoked one is returned unchanged)."""
+        changed = self._change_token(
+            token_id, lambda t: t if t.revoked_at else t.model_copy(update={"revoked_at": at.astimezone(UTC)})
+        )
+        if changed is None:
+            raise KeyError(token_id)
+        return changed
+
+    def touch_token(self, token_id: str, *, at: datetime) -> None:
+        """Set ``last_used_at`` only."""
+        self._change_token(token_id, lambda t: t.model_copy(update={"last_used_at": at.astimezone(UTC)}))
+
+    def create_session(self, session: Session) -> None:
+        """Insert a session; expired sessions are deleted on the way."""
+        try:
+            with self._transaction():
+                self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (_sql_datetime(session.created_at),))
+                self._db.execute(
+                    "INSERT INTO sessions (id, user, expires_at, doc) VALUES (?, ?, ?, ?)",
+                    (session.id, session.user, _sql_datetime(session.expires_at), session.model_dump_json()),
+                )
+        except sqlite3.IntegrityError:
+            raise RecordExists("session", session.id[:12]) from None
+
+    def get_session(self, session_id: str) -> Session | None:
+        """One session by id, or ``None``."""
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return Session.model_validate_json(row[0]) if row else None
+
+    def delete_session(self, session_id: str) -> bool:
+        """Delete a session; whether there was one."""
+        with self._transaction():
+            return self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount > 0
+
+    def record_login_failure(self, key: str, at: datetime, window: timedelta) -> int:
+        """Insert one failure row and count the window's, in one write transaction (so processes agree)."""
+        at = utc_millis(at)
+        with self._transaction():
+            self._db.execute("DELETE FROM login_failures WHERE key = ? AND at <= ?", (key, _sql_datetime(at - window)))
+            self._db.execute("INSERT INTO login_failures (key, at) VALUES (?, ?)", (key, _sql_datetime(at)))
+            rows = self._db.execute("SELECT at FROM login_failures WHERE key = ?", (key,)).fetchall()
+            kept = failures_within((datetime.fromisoformat(row[0]) for row in rows), at, window)
+            if len(rows) > len(kept) and kept:
+                # Rows beyond the cap (or in the future of ``at``) that no longer count: trim the oldest.
+                self._db.execute("DELETE FROM login_failures WHERE key = ? AND at < ?", (key, _sql_datetime(kept[0])))
+        return len(kept)
+
+    def login_failures(self, key: str, at: datetime, window: timedelta) -> list[datetime]:
+        """The failures of ``key`` in ``(at - window, at]``, oldest first."""
+        at = utc_millis(at)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at FROM login_failures WHERE key = ? AND at > ? AND at <= ?",
+                (key, _sql_datetime(at - window), _sql_datetime(at)),
+            ).fetchall()
+        return failures_within((datetime.fromisoformat(row[0]) for row in rows), at, window)
+
+    def clear_login_failures(self, key: str) -> None:
+        """Forget every failure of ``key``."""
+        with self._transaction():
+            self._db.execute("DELETE FROM login_failures WHERE key = ?", (key,))
+
+    def get_setting(self, key: str) -> AppSetting | None:
+        """One setting by key, or ``None``."""
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM app_settings WHERE key = ?", (key,)).fetchone()
+        return AppSetting.model_validate_json(row[0]) if row else None
+
+    def put_setting(self, setting: AppSetting) -> None:
+        """Insert or replace a setting."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO app_settings (key, doc) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET doc = excluded.doc",
+                (setting.key, setting.model_dump_json()),
+            )
 
     # ------------------------------------------------------------------ reads
 

@@ -13,6 +13,12 @@ A store holds two kinds of record:
   version gets a :class:`~moments.errors.ConflictError`, never a silent overwrite.
   :meth:`Store.change_flag` wraps the read-change-write loop (and retries it for
   writers, like the flagging rule, whose change still makes sense on a newer version).
+
+Beside them, the triage app's **accounts** (:mod:`moments.accounts`): users, API
+tokens, login sessions, settings, and the login-failure counters that rate-limit
+logins. Every write is visible to every other process on the same store as soon as
+it returns (SQLite transactions; Elasticsearch realtime GETs by id and refreshed
+writes for what is listed), so two app processes on one store agree.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Self
 
-from moments.errors import ConflictError, WorkFailed
+from moments.accounts import ApiToken, AppSetting, Session, User
+from moments.errors import ConflictError, UsageError, WorkFailed
 from moments.records import (
     EventAction,
     Flag,
@@ -39,6 +46,32 @@ ACTIVE_STATUSES: tuple[str, ...] = ("open", "acknowledged", "responded")
 
 class StoreError(WorkFailed):
     """A store could not be reached or refused an operation; the message is one readable line (exit 1)."""
+
+
+class RecordExists(UsageError):
+    """A record with this key is stored already, and the write was not an explicit update (exit 2).
+
+    Attributes:
+        kind: What kind of record (``user``, ``token``, ``session``).
+        key: Its key (a user name, a token id).
+    """
+
+    def __init__(self, kind: str, key: str, hint: str = "") -> None:
+        self.kind = kind
+        self.key = key
+        super().__init__(f"{kind} {key!r} exists already" + (f"; {hint}" if hint else ""))
+
+
+#: Failures kept per login-failure key, at most: far above any limit, so an attack cannot grow one without bound.
+MAX_LOGIN_FAILURES_KEPT = 1000
+
+
+def failures_within(failures: Iterable[datetime], at: datetime, window: timedelta) -> list[datetime]:
+    """The failures that count at ``at``: those in ``(at - window, at]``, oldest first, at most the last
+    :data:`MAX_LOGIN_FAILURES_KEPT`. Shared by the backends so they count identically."""
+    start = at - window
+    kept = sorted(f for f in failures if start < f <= at)
+    return kept[-MAX_LOGIN_FAILURES_KEPT:]
 
 
 @dataclass(frozen=True)
@@ -393,6 +426,93 @@ class Store(abc.ABC):
             changed_by=last.actor if last else None,
             changed_at=last.at.isoformat() if last else None,
         )
+
+    # ------------------------------------------------------------------ accounts
+
+    @abc.abstractmethod
+    def get_user(self, name: str) -> User | None:
+        """One user by name, or ``None``."""
+
+    @abc.abstractmethod
+    def put_user(self, user: User, *, update: bool = False) -> None:
+        """Store a new user, or with ``update=True`` replace the stored one of that name.
+
+        Raises:
+            RecordExists: ``update`` is false and the name is taken.
+            KeyError: ``update`` is true and no user has this name.
+        """
+
+    @abc.abstractmethod
+    def list_users(self) -> list[User]:
+        """Every user, by name."""
+
+    @abc.abstractmethod
+    def create_token(self, token: ApiToken) -> None:
+        """Store a new API token (only its hash: the record never holds the secret).
+
+        Raises:
+            RecordExists: A token with this id exists already.
+        """
+
+    @abc.abstractmethod
+    def get_token(self, token_id: str) -> ApiToken | None:
+        """One API token by id, or ``None`` (revoked ones too: check ``revoked_at``)."""
+
+    @abc.abstractmethod
+    def list_tokens(self, *, user: str | None = None) -> list[ApiToken]:
+        """API tokens (of one user, or all), oldest first, revoked ones included."""
+
+    @abc.abstractmethod
+    def revoke_token(self, token_id: str, *, at: datetime) -> ApiToken:
+        """Mark a token revoked at ``at`` and return it; a revoked one keeps its first ``revoked_at``.
+
+        Raises:
+            KeyError: No token has this id.
+        """
+
+    @abc.abstractmethod
+    def touch_token(self, token_id: str, *, at: datetime) -> None:
+        """Set a token's ``last_used_at`` (nothing else: a concurrent revocation is never undone)."""
+
+    @abc.abstractmethod
+    def create_session(self, session: Session) -> None:
+        """Store a new login session.
+
+        Raises:
+            RecordExists: A session with this id exists already.
+        """
+
+    @abc.abstractmethod
+    def get_session(self, session_id: str) -> Session | None:
+        """One session by id (the hash of its cookie), or ``None``; expired ones too: check ``expires_at``."""
+
+    @abc.abstractmethod
+    def delete_session(self, session_id: str) -> bool:
+        """Delete a session (logout); whether there was one."""
+
+    @abc.abstractmethod
+    def record_login_failure(self, key: str, at: datetime, window: timedelta) -> int:
+        """Count one failed login for ``key`` at ``at``, atomically; how many fall in ``(at - window, at]`` now.
+
+        ``key`` is whatever is limited (``account:alice``, ``address:203.0.113.9``). Failures
+        older than the window are forgotten as the counter is written.
+        """
+
+    @abc.abstractmethod
+    def login_failures(self, key: str, at: datetime, window: timedelta) -> list[datetime]:
+        """The failures of ``key`` in ``(at - window, at]``, oldest first (see :func:`failures_within`)."""
+
+    @abc.abstractmethod
+    def clear_login_failures(self, key: str) -> None:
+        """Forget every failure of ``key`` (after a successful login)."""
+
+    @abc.abstractmethod
+    def get_setting(self, key: str) -> AppSetting | None:
+        """One app setting by key, or ``None``."""
+
+    @abc.abstractmethod
+    def put_setting(self, setting: AppSetting) -> None:
+        """Store an app setting, replacing any of that key."""
 
     # ------------------------------------------------------------------ lifecycle
 
