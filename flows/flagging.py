@@ -26,8 +26,8 @@ post spreads.
 The forecast is how a flag escalates *before* the counts do: a post whose early
 reshares come from well-followed accounts, fast, gets its forecast points (and a
 reason such as "forecast 3,800 reposts in 24 h (80% range 2,100–6,000; p_viral
-0.82)") while its velocity is still modest. A forecast more likely than not to go
-viral also opens a flag below ``min_velocity``.
+0.82)") while its velocity is still modest. It never opens a flag below
+``min_velocity`` (the brand's floor); it raises the ones above it.
 
 ``reach_cap`` may not exceed the narrowest gap between priority thresholds
 (:class:`moments.config.FlagRules` checks it), so the author's follower count alone
@@ -309,13 +309,9 @@ def evaluate(
     velocity = engagement_velocity(post)
     per_hour = velocity.per_hour if velocity is not None else 0.0
     vulnerable = vulnerability_words(f"{post.title or ''} {post.text}", rules.vulnerability_terms)
-    predicted: Forecast | None = forecast_post(
-        post, threshold=rules.viral_threshold_for(post.source), horizon=rules.forecast_horizon
-    )
-    if predicted is not None and predicted.method == "none":
-        predicted = None
-    on_track = predicted is not None and predicted.p_viral > FORECAST_FROM
-    if per_hour < rules.min_velocity and not vulnerable and not on_track:
+    # The forecast raises a flag's priority; it does not open one below the configured
+    # min_velocity: that floor is the brand's own call on what is worth an agent's time.
+    if per_hour < rules.min_velocity and not vulnerable:
         return None
 
     brand = post.brand[0] if post.brand else None
@@ -329,6 +325,11 @@ def evaluate(
         and velocity.per_hour >= ACCELERATION_RATIO * max(velocity.previous_per_hour, 1.0)
     )
     waited_hours = max((now - post.created_at).total_seconds() / 3600, 0.0) if post.created_at else 0.0
+    predicted: Forecast | None = forecast_post(
+        post, threshold=rules.viral_threshold_for(post.source), horizon=rules.forecast_horizon
+    )
+    if predicted is not None and predicted.method == "none":
+        predicted = None
     points = {
         "severity": SEVERITY_POINTS * max(verdict.severity, 0.1) * criticality,
         "vulnerable": VULNERABLE_POINTS if vulnerable else 0.0,
