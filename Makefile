@@ -27,7 +27,10 @@ demo: $(STAMP)
 
 # search.devserver fetches Elasticsearch with Maven, starts it as a non-root user on Java 21+,
 # runs the command with MOMENTS_TEST_ES_URL set, and stops it by PID whatever the outcome.
+# .ci/ensure_chromium.sh installs Debian's chromium through apt when it is missing and prints its
+# path, exported as MOMENTS_CHROMIUM for the browser tests (playwright drives it; no browser download).
 test: $(STAMP)
+	chromium="$$(bash .ci/ensure_chromium.sh)" && export MOMENTS_CHROMIUM="$$chromium" && \
 	$(PY) -m search.devserver run -- $(PY) -m pytest
 
 lint: $(STAMP)

@@ -1,0 +1,189 @@
+"""The JSON API under ``/api``: the queue, one flag, actions, and a session login for scripts.
+
+Every body is a pydantic model, so ``/openapi.json`` describes requests, responses and
+errors exactly; FastAPI validates each response against its declared model.
+
+Errors: 401 without a valid session or token (``WWW-Authenticate: Bearer``), 403 for a
+role that may not act or a session request without ``X-CSRF-Token``, 404 for an unknown
+flag, 409 for a stale ``if_version`` (the body names who changed the flag and when) or
+an action the flag's status does not allow, 422 for a malformed body, 429 for a login
+while rate limited (``Retry-After``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from moments.accounts import Role
+from moments.errors import ConflictError
+from moments.records import FlagStatus, utc_now
+from search.store import Store
+from triage.accounts import LoginRefused, check_login, end_session, new_session
+from triage.actions import (
+    ActionInvalid,
+    ActionResult,
+    FlagAction,
+    FlagDetail,
+    InvalidTransition,
+    Queue,
+    QueueFilters,
+    load_flag_detail,
+    load_queue,
+    perform_action,
+)
+from triage.auth import (
+    Principal,
+    clear_session_cookie,
+    current_principal,
+    get_store,
+    set_session_cookie,
+)
+
+
+class ErrorBody(BaseModel):
+    """Why a request was refused."""
+
+    detail: str
+
+
+class ConflictBody(BaseModel):
+    """A 409: the flag changed since the caller read it (``stale_version``), or its status does not allow the action."""
+
+    error: Literal["stale_version", "invalid_transition"]
+    detail: str
+    flag_id: str
+    expected_version: int | None = None
+    current_version: int | None = None
+    changed_by: str | None = Field(default=None, description="who made the last change")
+    changed_at: str | None = Field(default=None, description="when (ISO 8601)")
+    status: FlagStatus | None = Field(default=None, description="the flag's status now")
+
+
+class LoginRequest(BaseModel):
+    """A login for a script that wants a session (integrations should prefer an API token)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=1, max_length=2048)
+
+
+class Me(BaseModel):
+    """Who the caller is; ``csrf_token`` is what a session must send as ``X-CSRF-Token``."""
+
+    user: str
+    role: Role
+    via: Literal["session", "token"]
+    csrf_token: str | None
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
+    return {code: {"model": ConflictBody if code == 409 else ErrorBody} for code in codes}
+
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+StoreDep = Annotated[Store, Depends(get_store)]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def _me(principal: Principal) -> Me:
+    return Me(
+        user=principal.user.name,
+        role=principal.user.role,
+        via="session" if principal.via_session else "token",
+        csrf_token=principal.csrf_token,
+    )
+
+
+@router.post("/login", response_model=Me, responses=_errors(401, 429))
+def api_login(body: LoginRequest, request: Request, response: Response, store: StoreDep) -> Me | JSONResponse:
+    """Log in with a name and password: sets the session cookie and returns the CSRF token for it."""
+    address = request.client.host if request.client else "unknown"
+    try:
+        user = check_login(store, body.name, body.password, address)
+    except LoginRefused as refused:
+        if refused.reason == "rate_limited":
+            return JSONResponse(
+                {"detail": str(refused)}, status_code=429, headers={"Retry-After": str(refused.retry_after or 1)}
+            )
+        return JSONResponse({"detail": str(refused)}, status_code=401)
+    cookie, session = new_session(store, user)
+    set_session_cookie(request, response, cookie)
+    return Me(user=user.name, role=user.role, via="session", csrf_token=session.csrf_token)
+
+
+@router.post("/logout", status_code=204, responses=_errors(401, 403))
+def api_logout(request: Request, store: StoreDep, principal: PrincipalDep) -> Response:
+    """End the caller's session (a token caller has none: revoke tokens with ``moments users revoke-token``)."""
+    response = Response(status_code=204)
+    if principal.cookie:
+        end_session(store, principal.cookie)
+        clear_session_cookie(request, response)
+    return response
+
+
+@router.get("/me", response_model=Me, responses=_errors(401))
+def api_me(principal: PrincipalDep) -> Me:
+    """The caller: user, role, and (for a session) the CSRF token."""
+    return _me(principal)
+
+
+@router.get("/flags", response_model=Queue, responses=_errors(401))
+def api_queue(
+    filters: Annotated[QueueFilters, Query()], request: Request, store: StoreDep, principal: PrincipalDep
+) -> Queue:
+    """The queue: active flags (or ``status``) by priority, then time left on their SLA, with counts."""
+    return load_queue(store, request.app.state.config, filters, now=utc_now(), viewer=principal.user.name)
+
+
+@router.get("/flags/{flag_id:path}", response_model=FlagDetail, responses=_errors(401, 404))
+def api_flag(flag_id: str, request: Request, store: StoreDep, principal: PrincipalDep) -> FlagDetail:
+    """One flag with its posts, its event log (oldest first) and its SLA state."""
+    detail = load_flag_detail(store, request.app.state.config, flag_id, now=utc_now(), viewer=principal.user.name)
+    if detail is None:
+        raise HTTPException(404, f"no flag {flag_id!r}")
+    return detail
+
+
+def conflict_body(flag_id: str, exc: ConflictError | InvalidTransition, expected: int) -> ConflictBody:
+    """The 409 body for a lost compare-and-set or a refused transition (the pages show the same facts)."""
+    if isinstance(exc, InvalidTransition):
+        return ConflictBody(
+            error="invalid_transition",
+            detail=str(exc),
+            flag_id=flag_id,
+            expected_version=expected,
+            current_version=exc.flag.version,
+            status=exc.flag.status,
+        )
+    return ConflictBody(
+        error="stale_version",
+        detail=str(exc),
+        flag_id=flag_id,
+        expected_version=exc.expected,
+        current_version=exc.actual,
+        changed_by=exc.changed_by,
+        changed_at=exc.changed_at,
+    )
+
+
+@router.post("/flags/{flag_id:path}/actions", response_model=ActionResult, responses=_errors(401, 403, 404, 409))
+def api_action(
+    flag_id: str, action: FlagAction, store: StoreDep, principal: PrincipalDep
+) -> ActionResult | JSONResponse:
+    """Act on a flag: a compare-and-set on ``if_version``; a stale version is a 409 and changes nothing."""
+    try:
+        return perform_action(store, flag_id, action, principal.user, at=utc_now())
+    except KeyError:
+        raise HTTPException(404, f"no flag {flag_id!r}") from None
+    except (ConflictError, InvalidTransition) as exc:
+        body = conflict_body(flag_id, exc, action.if_version)
+        return JSONResponse(body.model_dump(mode="json"), status_code=409)
+    except ActionInvalid as exc:
+        # The shape of every other 422, so the response matches the declared validation-error schema.
+        error = {"type": "value_error", "loc": ["body", "assignee"], "msg": str(exc), "input": None}
+        raise RequestValidationError([error]) from None
