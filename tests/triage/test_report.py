@@ -323,27 +323,31 @@ def test_log_likelihood_is_dunnings_g2() -> None:
 
 def test_report_html_is_self_contained_and_escapes_hostile_text(store: Store, corpus: Corpus) -> None:
     html = render_report(build_scorecard(store, since=SINCE, until=UNTIL, brand=BRAND))
-    _check_self_contained(html, corpus)
+    assert _self_containment_problems(html, corpus) == []
 
 
-def _check_self_contained(html: str, corpus: Corpus) -> None:
-    assert html.startswith("<!DOCTYPE html>")
-    assert html.count("<svg") >= 2 and "<title>" in html
-    assert "<script" not in html.lower()
-    assert "Content-Security-Policy" in html and "default-src 'none'" in html
-    # Hostile text appears, escaped, and never as markup.
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "&lt;img src=x onerror=alert(1)&gt;" in html
-    assert "<img" not in html.lower()
-    assert "<b onmouseover" not in html and "&lt;b onmouseover=alert(3)&gt;Eve&lt;/b&gt;" in html
-    assert 'href="javascript:' not in html.lower() and "javascript:alert(1)" in html
-    # The only URLs are the posts' own links.
+def _self_containment_problems(html: str, corpus: Corpus) -> list[str]:
+    """Every way ``html`` fails to be one safe, offline file (empty: none)."""
     urls = set(re.findall(r"""https?://[^\s"'<>]+""", html))
-    assert urls and urls <= corpus.post_urls, urls - corpus.post_urls
-    for href in re.findall(r'href="([^"]*)"', html):
-        assert href.startswith("https://"), href
-    assert html.count('rel="noopener noreferrer"') == html.count("<a ")
-    assert "lost luggage" in html and "Fulfilment and delivery" in html
+    checks = {
+        "not an HTML5 document": html.startswith("<!DOCTYPE html>"),
+        "fewer than two SVG charts with titles": html.count("<svg") >= 2 and "<title>" in html,
+        "a <script> element": "<script" not in html.lower(),
+        "no strict meta CSP": "Content-Security-Policy" in html and "default-src 'none'" in html,
+        # Hostile text appears, escaped, and never as markup.
+        "script text not escaped": "&lt;script&gt;alert(1)&lt;/script&gt;" in html,
+        "img text not escaped": "&lt;img src=x onerror=alert(1)&gt;" in html,
+        "an <img> element": "<img" not in html.lower(),
+        "author name as markup": "<b onmouseover" not in html
+        and "&lt;b onmouseover=alert(3)&gt;Eve&lt;/b&gt;" in html,
+        "a javascript: link": 'href="javascript:' not in html.lower() and "javascript:alert(1)" in html,
+        # The only URLs are the posts' own links.
+        f"URLs other than post links: {sorted(urls - corpus.post_urls)}": bool(urls) and urls <= corpus.post_urls,
+        "a non-https href": all(h.startswith("https://") for h in re.findall(r'href="([^"]*)"', html)),
+        "a link without noopener": html.count('rel="noopener noreferrer"') == html.count("<a "),
+        "themes or touchpoint labels missing": "lost luggage" in html and "Fulfilment and delivery" in html,
+    }
+    return [problem for problem, ok in checks.items() if not ok]
 
 
 def test_moments_report_writes_one_file(store_url: str, corpus: Corpus, tmp_path: Path, capsys: Any) -> None:
@@ -368,7 +372,7 @@ def test_moments_report_writes_one_file(store_url: str, corpus: Corpus, tmp_path
     assert printed.out.splitlines()[0] == str(out)
     assert "74 posts, 71 classified" in printed.out
     assert [p.name for p in out.parent.iterdir()] == ["out.html"]  # no temporary file left behind
-    _check_self_contained(out.read_text(encoding="utf-8"), corpus)
+    assert _self_containment_problems(out.read_text(encoding="utf-8"), corpus) == []
 
     # Relative times count back from --as-of (the default --until).
     again = tmp_path / "relative.html"
