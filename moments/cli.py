@@ -112,6 +112,8 @@ class Commands:
         handler: Handler,
         options: Sequence[str] = (),
         epilog: str | None = None,
+        passthrough: bool = False,
+        add_help: bool = True,
     ) -> argparse.ArgumentParser:
         """Add ``moments NAME``.
 
@@ -122,6 +124,11 @@ class Commands:
             handler: Called with the parsed arguments; returns the exit status.
             options: Shared options it takes: any of ``store``, ``json``, ``brand``, ``config``.
             epilog: Text after the options in ``--help``.
+            passthrough: Arguments this parser does not know are handed to the handler as
+                ``args.extra`` instead of being an error: for a command whose first word
+                picks an action with options of its own (``moments search erase --author X``).
+                The handler must reject what it does not use.
+            add_help: False for a command that prints its own ``--help`` (an action's help).
 
         Returns:
             The subcommand's parser, for its own arguments.
@@ -133,8 +140,10 @@ class Commands:
             epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
             parents=[self._parent],
+            add_help=add_help,
         )
         add_shared_options(parser, options)
+        parser.set_defaults(passthrough=passthrough)
         # The full command ("flags show"), for one-line errors; a nested parser's default wins.
         parser.set_defaults(handler=handler, command_path=parser.prog.partition(" ")[2])
         return parser
@@ -185,7 +194,10 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``moments`` console script: parse, run the handler, map failures to exit codes."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     configure_logging(args.verbose, args.quiet)
     handler: Handler = args.handler
     name = getattr(args, "command_path", None) or args.command

@@ -6,6 +6,8 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from moments.cli import Commands
@@ -14,8 +16,22 @@ from moments.records import Post, ReadReport, read_posts, read_posts_file
 from search.backends import open_store
 from search.query import parse
 
-#: ``moments search WORD`` subcommands; to search for one of these words, quote it as a phrase.
-SEARCH_ACTIONS = ("migrate",)
+
+@dataclass(frozen=True)
+class SearchAction:
+    """A ``moments search WORD ...`` action: its own options, help and handler.
+
+    An action module (``search/erase_cli.py``, say) defines one of these; it is listed in
+    :data:`SEARCH_ACTIONS` below. The action's options are parsed from what ``moments
+    search`` itself did not know, so ``moments search erase --author @x`` works while
+    ``moments search erase`` stays searchable as ``moments search '"erase"'``.
+    """
+
+    help: str
+    description: str
+    run: Callable[[argparse.Namespace], int]
+    configure: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+
 
 INDEX_DESCRIPTION = """\
 Index posts from a JSONL file (one Post per line, as written by `moments crawl`
@@ -70,7 +86,8 @@ is a syntax error that names the column (exit 2); nothing is guessed.
 `moments search migrate` brings a store written by an older release up to the
 current schema (flags that lived inside posts become flag records with their event
 log); opening a store does the same, so this is for doing it at a time you choose.
-To search for the word "migrate", quote it: moments search '"migrate"'.
+To search for the word "migrate", quote it: moments search '"migrate"'. Every
+action has its own help: moments search migrate --help.
 
 examples:
   moments search delay
@@ -80,6 +97,25 @@ examples:
   moments search 'created_at:>=2026-11-01 created_at:<2026-11-08 (delay OR cancelled)'
   moments search migrate --store http://127.0.0.1:9200
 """
+
+
+def _migrate_action() -> SearchAction:
+    return SearchAction(
+        help="bring a store written by an older release up to the current schema",
+        description=(
+            "Migrate the store now and say what moved: flags that lived inside posts become\n"
+            "flag records with their event log. Opening a store does the same; this is for\n"
+            "doing it at a time you choose.\n\nexamples:\n  moments search migrate\n"
+            "  moments search migrate --store http://127.0.0.1:9200\n"
+        ),
+        run=lambda args: run_migrate(args),
+    )
+
+
+#: ``moments search WORD`` actions; to search for one of these words, quote it as a phrase.
+SEARCH_ACTIONS: dict[str, SearchAction] = {
+    "migrate": _migrate_action(),
+}
 
 
 def register(commands: Commands) -> None:
@@ -99,8 +135,14 @@ def register(commands: Commands) -> None:
         description=SEARCH_DESCRIPTION,
         handler=run_search,
         options=("store", "brand", "json"),
+        passthrough=True,
+        add_help=False,
     )
-    search.add_argument("query", metavar="QUERY", help="what to look for, in the query language above, or: migrate")
+    search.add_argument("-h", "--help", action="store_true", help="show this help (or an action's: search erase -h)")
+    search.add_argument(
+        "query", metavar="QUERY", nargs="?", help="what to look for, in the query language above, or an action"
+    )
+    search.set_defaults(search_parser=search)
     search.add_argument("--limit", type=_positive, default=20, help="at most this many results (default: 20)")
 
 
@@ -151,8 +193,17 @@ def _not_a_post(reason: str) -> bool:
 
 def run_search(args: argparse.Namespace) -> int:
     """Handler of ``moments search``: prints matches as a table (or JSON); 0 even when none match."""
-    if args.query in SEARCH_ACTIONS:
-        return run_migrate(args)
+    parser: argparse.ArgumentParser = args.search_parser
+    action = SEARCH_ACTIONS.get(args.query or "")
+    if action is not None:
+        return _run_action(parser, args.query, action, args)
+    if args.help:
+        parser.print_help()
+        parser.exit()
+    if args.extra:
+        parser.error(f"unrecognized arguments: {' '.join(args.extra)}")
+    if args.query is None:
+        parser.error("the following arguments are required: QUERY")
     # A syntax error is bad input (exit 2), found before a store is opened (or created).
     parse(args.query)
     with open_store(args.store) as store:
@@ -168,6 +219,24 @@ def run_search(args: argparse.Namespace) -> int:
     else:
         _print_table(args.query, posts)
     return 0
+
+
+def _run_action(
+    search_parser: argparse.ArgumentParser, name: str, action: SearchAction, args: argparse.Namespace
+) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"{search_parser.prog} {name}",
+        description=action.description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
+    action.configure(parser)
+    if args.help:
+        parser.print_help()
+        parser.exit()
+    # The action's options fill in the same namespace, beside --store, --brand and --json.
+    parser.parse_args(args.extra, namespace=args)
+    return action.run(args)
 
 
 def _print_table(query: str, posts: list[Post]) -> None:
