@@ -249,7 +249,11 @@ def _drop_indices(url: str, prefix: str) -> None:
         from elasticsearch import Elasticsearch
 
         client = Elasticsearch(url, request_timeout=30)
-        client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
+        # Elasticsearch refuses wildcard deletes (action.destructive_requires_name), so the
+        # indices are listed first and deleted by their concrete names.
+        names = sorted(client.indices.get(index=f"{prefix}-*", allow_no_indices=True, expand_wildcards="all"))
+        if names:
+            client.indices.delete(index=",".join(names), ignore_unavailable=True)
         client.close()
     except Exception as exc:  # a benchmark's clean-up must not hide its figures
         print(f"warning: could not delete indices {prefix}-*: {exc}")

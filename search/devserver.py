@@ -6,6 +6,7 @@ Usage::
     python -m search.devserver start                      # start in the background, print the URL
     python -m search.devserver status                     # is the background one up?
     python -m search.devserver stop                       # stop it by PID
+    python -m search.devserver cluster --nodes 2          # a 2-node cluster in the foreground, Ctrl-C stops it
 
 What it does, and why:
 
@@ -21,6 +22,17 @@ What it does, and why:
   parallel runs (several developers, CI jobs) never share state.
 * The server is stopped by PID (SIGTERM, then SIGKILL after a grace period)
   whatever the command's outcome.
+
+A cluster (:func:`start_cluster`, for the replica and failover test) is N such
+servers on loopback, each with its own data and log directories, one
+``cluster.name``, every transport port in ``discovery.seed_hosts``, and node 1
+alone in ``cluster.initial_master_nodes``: node 1 bootstraps and is elected
+master, the others join it. With two master-eligible nodes the voting
+configuration stays at one node (Elasticsearch keeps it odd), so stopping the
+elected master stops the cluster, while any *other* node can be stopped and
+restarted freely: :meth:`Cluster.non_master` picks such a node by asking
+``_cat/master``. (A third, voting-only node would survive the master's loss too,
+but costs another JVM on a 2-core machine; the test does not need it.)
 
 Without Java 21+ or Maven it says how to get them and runs the command without
 ``MOMENTS_TEST_ES_URL`` (Elasticsearch tests then skip), except under
@@ -47,16 +59,21 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ES_VERSION = "9.5.2"
 ARTIFACT = "org.elasticsearch.distribution.integ-test-zip:elasticsearch:{version}:zip"
 MIN_JAVA = 21
 ES_USER = "moments-es"
 HEAP = "-Xms512m -Xmx512m"
+#: Per node of a cluster: several JVMs share the machine, and a test index is tiny.
+CLUSTER_HEAP = "-Xms384m -Xmx384m"
 #: Starting takes 20-60 s on a busy 2-core machine; leave room.
 START_TIMEOUT_S = float(os.environ.get("MOMENTS_ES_START_TIMEOUT", "180"))
 STOP_GRACE_S = 20.0
@@ -308,6 +325,10 @@ class Server:
     pid_file: str
     run_dir: str
     console_log: str
+    #: Cluster nodes only: the transport port the other nodes' ``discovery.seed_hosts`` name,
+    #: kept across a restart, and the node's own settings (``-E`` arguments) to start it with again.
+    transport_port: int | None = None
+    node_settings: list[str] = field(default_factory=list)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's console output (for error messages)."""
@@ -374,10 +395,16 @@ def start(version: str = ES_VERSION) -> Server:
     java_home = find_java()
     es_home = install(version)
     user = ensure_user()
+    prune_runs()
+    run_dir = _new_run_dir(es_home, user)
+    return _launch(version, es_home, java_home, user, run_dir, _free_port())
+
+
+def _new_run_dir(es_home: Path, user: pwd.struct_passwd | None, label: str = "") -> Path:
+    """A fresh run directory (config copy, data, logs, tmp) under the cache, owned by the server user."""
     runs = cache_dir() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    prune_runs()
-    run_dir = Path(tempfile.mkdtemp(prefix=f"es-{time.strftime('%Y%m%dT%H%M%S')}-", dir=runs))
+    run_dir = Path(tempfile.mkdtemp(prefix=f"es-{time.strftime('%Y%m%dT%H%M%S')}-{label}", dir=runs))
     # A private config copy: the server writes its keystore there, and parallel runs must not share it.
     shutil.copytree(es_home / "config", run_dir / "config")
     for name in ("data", "logs", "tmp"):
@@ -386,8 +413,7 @@ def start(version: str = ES_VERSION) -> Server:
     if user is not None:
         _chown_tree(es_home, user)
         _chown_tree(run_dir, user)
-
-    return _launch(version, es_home, java_home, user, run_dir, _free_port())
+    return run_dir
 
 
 def restart(server: Server, version: str = ES_VERSION) -> Server:
@@ -395,24 +421,61 @@ def restart(server: Server, version: str = ES_VERSION) -> Server:
     if _alive(server.pid):
         raise DevServerError(f"Elasticsearch at {server.url} is still running (pid {server.pid})")
     port = int(server.url.rsplit(":", 1)[1])
-    return _launch(version, install(version), find_java(), ensure_user(), Path(server.run_dir), port)
+    if not server.node_settings:
+        return _launch(version, install(version), find_java(), ensure_user(), Path(server.run_dir), port)
+    # A cluster node comes back on its old transport port (the others' seed hosts name it),
+    # without the bootstrap setting: it rejoins the cluster its data belongs to.
+    return _launch(
+        version,
+        install(version),
+        find_java(),
+        ensure_user(),
+        Path(server.run_dir),
+        port,
+        transport_port=server.transport_port,
+        node_settings=server.node_settings,
+        heap=CLUSTER_HEAP,
+    )
 
 
 def _launch(
-    version: str, es_home: Path, java_home: Path, user: pwd.struct_passwd | None, run_dir: Path, http_port: int
+    version: str,
+    es_home: Path,
+    java_home: Path,
+    user: pwd.struct_passwd | None,
+    run_dir: Path,
+    http_port: int,
+    *,
+    transport_port: int | None = None,
+    node_settings: Sequence[str] | None = None,
+    first_start_settings: Sequence[str] = (),
+    heap: str = HEAP,
 ) -> Server:
-    transport_port = _free_port()
+    """Start one server and wait until it answers healthy.
+
+    Without ``node_settings`` it is a single-node server. With them (a cluster node:
+    ``cluster.name``, ``node.name``, ``discovery.seed_hosts``) they replace the
+    single-node discovery and are recorded in the :class:`Server` for a restart;
+    ``first_start_settings`` (the bootstrap's ``cluster.initial_master_nodes``) are
+    passed this once only.
+    """
+    cluster_node = node_settings is not None
+    if transport_port is None:
+        transport_port = _free_port()
     url = f"http://127.0.0.1:{http_port}"
     pid_file = run_dir / "elasticsearch.pid"
     command = [
         str(es_home / "bin" / "elasticsearch"),
         "-p",
         str(pid_file),
-        "-Ediscovery.type=single-node",
+        *(
+            [*node_settings, *first_start_settings]
+            if node_settings is not None
+            else ["-Ediscovery.type=single-node", f"-Ecluster.name=moments-test-{os.getpid()}"]
+        ),
         "-Enetwork.host=127.0.0.1",
         f"-Ehttp.port={http_port}",
         f"-Etransport.port={transport_port}",
-        f"-Ecluster.name=moments-test-{os.getpid()}",
         f"-Epath.data={run_dir / 'data'}",
         f"-Epath.logs={run_dir / 'logs'}",
         # The integ-test zip ships x-pack core and security; tests talk plain HTTP without users.
@@ -430,7 +493,7 @@ def _launch(
     env = {
         **os.environ,
         "ES_JAVA_HOME": str(java_home),
-        "ES_JAVA_OPTS": HEAP,
+        "ES_JAVA_OPTS": heap,
         "ES_PATH_CONF": str(run_dir / "config"),
         "ES_TMPDIR": str(run_dir / "tmp"),
     }
@@ -452,6 +515,9 @@ def _launch(
             start_new_session=True,
         )
     server = Server(url, process.pid, str(pid_file), str(run_dir), str(console_log))
+    if cluster_node:
+        server.transport_port = transport_port
+        server.node_settings = list(node_settings or ())
     started = time.monotonic()
     try:
         while time.monotonic() - started < START_TIMEOUT_S:
@@ -525,6 +591,180 @@ def stop(server: Server, *, keep: bool = False) -> None:
             time.sleep(0.2)
     if not keep:
         shutil.rmtree(server.run_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+def _get_json(url: str, timeout: float = 30) -> object:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
+@dataclass
+class Cluster:
+    """A started N-node cluster on loopback: its nodes in order (node 1 bootstrapped it)."""
+
+    name: str
+    nodes: list[Server]
+
+    @property
+    def urls(self) -> list[str]:
+        """Every node's HTTP URL, node 1 first."""
+        return [node.url for node in self.nodes]
+
+    def node_names(self) -> list[str]:
+        """``node.name`` of each node (``node-1`` ...), in order."""
+        return [f"node-{i}" for i in range(1, len(self.nodes) + 1)]
+
+    def master(self) -> int:
+        """Index in :attr:`nodes` of the elected master, asked of any running node (``_cat/master``)."""
+        last: Exception | None = None
+        for node in self.nodes:
+            if not _alive(node.pid):
+                continue
+            try:
+                answer = _get_json(f"{node.url}/_cat/master?format=json", timeout=10)
+            except (OSError, ValueError) as exc:
+                last = exc
+                continue
+            if isinstance(answer, list) and answer and isinstance(answer[0], dict):
+                return self.node_names().index(str(answer[0]["node"]))
+        raise DevServerError(f"no node of cluster {self.name} names an elected master ({last})")
+
+    def non_master(self) -> int:
+        """Index of a node that is not the elected master: the one that can be stopped without losing quorum."""
+        master = self.master()
+        return next(i for i in range(len(self.nodes)) if i != master)
+
+    def health(self, node: int = 0, **params: str) -> dict[str, Any]:
+        """``_cluster/health`` asked of one node, with query ``params`` (``wait_for_status="green"`` ...)."""
+        query = "&".join(f"{key}={value}" for key, value in params.items())
+        timeout = float(params.get("timeout", "30s").rstrip("s")) + 30
+        try:
+            answer = _get_json(f"{self.nodes[node].url}/_cluster/health?{query}", timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            # A wait that timed out answers 408 with the same body.
+            answer = json.load(exc)
+        if not isinstance(answer, dict):
+            raise DevServerError(f"unexpected _cluster/health answer: {answer!r}")
+        return answer
+
+
+def start_cluster(nodes: int = 2, version: str = ES_VERSION) -> Cluster:
+    """Start an N-node Elasticsearch cluster on free loopback ports; wait until every node has joined.
+
+    Each node is a separate server process with its own run directory (data, logs,
+    config), ``node.name`` ``node-1`` ... ``node-N``, and a heap of
+    :data:`CLUSTER_HEAP`. Node 1 alone bootstraps the cluster (so it is the first
+    elected master); the nodes are started at the same time and the cluster is
+    ready once all of them answer healthy and ``_cluster/health`` counts N nodes.
+
+    Raises:
+        MissingTool: Java 21+ or Maven is missing.
+        DevServerError: A node did not start or join (the message has its log tail).
+    """
+    if nodes < 1:
+        raise DevServerError(f"a cluster needs at least one node, not {nodes}")
+    java_home = find_java()
+    es_home = install(version)
+    user = ensure_user()
+    prune_runs()
+    name = f"moments-cluster-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    ports: set[int] = set()
+    while len(ports) < 2 * nodes:  # distinct, even if the kernel hands one out twice
+        ports.add(_free_port())
+    http_ports, transport_ports = sorted(ports)[:nodes], sorted(ports)[nodes:]
+    seeds = ",".join(f"127.0.0.1:{port}" for port in transport_ports)
+    run_dirs = [_new_run_dir(es_home, user, f"node-{i + 1}-") for i in range(nodes)]
+
+    def launch(i: int) -> Server:
+        settings = [f"-Ecluster.name={name}", f"-Enode.name=node-{i + 1}", f"-Ediscovery.seed_hosts={seeds}"]
+        return _launch(
+            version,
+            es_home,
+            java_home,
+            user,
+            run_dirs[i],
+            http_ports[i],
+            transport_port=transport_ports[i],
+            node_settings=settings,
+            first_start_settings=["-Ecluster.initial_master_nodes=node-1"],
+            heap=CLUSTER_HEAP,
+        )
+
+    with ThreadPoolExecutor(max_workers=nodes) as pool:
+        futures = [pool.submit(launch, i) for i in range(nodes)]
+        started: list[Server] = []
+        failure: BaseException | None = None
+        for future in futures:
+            try:
+                started.append(future.result())
+            except BaseException as exc:  # the others must still be stopped, whatever went wrong
+                failure = failure or exc
+    if failure is not None:
+        for server in started:
+            stop(server)
+        for run_dir in run_dirs:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise failure
+    cluster = Cluster(name, started)
+    health = cluster.health(wait_for_nodes=str(nodes), timeout=f"{START_TIMEOUT_S:.0f}s")
+    if health.get("number_of_nodes") != nodes:
+        tails = "\n".join(f"--- node-{i + 1}:\n{s.log_tail(15)}" for i, s in enumerate(started))
+        stop_cluster(cluster)
+        raise DevServerError(f"only {health.get('number_of_nodes')} of {nodes} nodes joined {name}:\n{tails}")
+    _say(f"cluster {name} is up: {', '.join(cluster.urls)}")
+    return cluster
+
+
+def stop_node(cluster: Cluster, index: int) -> None:
+    """Stop one node of ``cluster``, keeping its data so that :func:`restart_node` brings it back."""
+    stop(cluster.nodes[index], keep=True)
+
+
+def restart_node(cluster: Cluster, index: int, version: str = ES_VERSION) -> Server:
+    """Start a stopped node again, same ports and data; it rejoins and recovers its shards."""
+    cluster.nodes[index] = restart(cluster.nodes[index], version)
+    return cluster.nodes[index]
+
+
+def stop_cluster(cluster: Cluster, *, keep: bool = False) -> None:
+    """Stop every node (the non-masters first, so the master does not re-plan for each one leaving)."""
+    order = list(range(len(cluster.nodes)))
+    with contextlib.suppress(DevServerError):
+        master = cluster.master()
+        order.remove(master)
+        order.append(master)
+    for index in order:
+        stop(cluster.nodes[index], keep=keep)
+
+
+@contextlib.contextmanager
+def running_cluster(nodes: int = 2, version: str = ES_VERSION) -> Iterator[Cluster]:
+    """:func:`start_cluster` as a context manager: the cluster is always stopped (and its data deleted) after."""
+    cluster = start_cluster(nodes, version)
+    try:
+        yield cluster
+    finally:
+        stop_cluster(cluster)
+
+
+def cmd_cluster(nodes: int, version: str) -> int:
+    """``cluster``: an N-node cluster in the foreground until Ctrl-C (or SIGTERM), then stopped."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        with running_cluster(nodes, version) as cluster:
+            print(f"MOMENTS_TEST_ES_URL={cluster.urls[0]}", flush=True)
+            for i, url in enumerate(cluster.urls, 1):
+                print(f"node-{i}: {url}", flush=True)
+            _say("Ctrl-C stops the cluster")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
 
 
 # --------------------------------------------------------------------------- commands
@@ -620,6 +860,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("start", help="start in the background and print MOMENTS_TEST_ES_URL=...")
     sub.add_parser("stop", help="stop the background server")
     sub.add_parser("status", help="is the background server healthy?")
+    cluster_parser = sub.add_parser("cluster", help="an N-node cluster on loopback in the foreground (Ctrl-C stops)")
+    cluster_parser.add_argument("--nodes", type=int, default=2, help="how many nodes (default: 2)")
     args = parser.parse_args(argv)
     try:
         if args.action == "run":
@@ -629,6 +871,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_start(args.version)
         if args.action == "stop":
             return cmd_stop()
+        if args.action == "cluster":
+            return cmd_cluster(args.nodes, args.version)
         return cmd_status()
     except DevServerError as exc:
         _say(f"error: {exc}")

@@ -60,7 +60,7 @@ from elasticsearch import ConflictError as EsConflictError
 
 from moments import settings
 from moments.accounts import ApiToken, AppSetting, Session, User
-from moments.errors import ConflictError
+from moments.errors import ConflictError, UsageError
 from moments.records import Flag, FlagEvent, Post, ReadReport, read_posts, write_posts
 from search.mapping import StoredFlag, es_mapping, index_names, text_fields
 from search.migration import legacy_flag
@@ -298,6 +298,10 @@ class ElasticStore(Store):
         spool_dir: Where unwritten posts wait; default ``$MOMENTS_HOME/spool``.
         migrate: Migrate an index written by an older release as it is opened
             (``False`` leaves that to an explicit :meth:`migrate`).
+        shards: Primary shards of an index this store creates; default
+            ``$MOMENTS_ES_SHARDS`` or 1 (an existing index keeps its own).
+        replicas: Replicas of each shard of an index this store creates; default
+            ``$MOMENTS_ES_REPLICAS`` or 0 (one node holds no replica; a cluster wants 1).
 
     Raises:
         StoreError: Elasticsearch cannot be reached (one line, naming the URL) or
@@ -315,8 +319,14 @@ class ElasticStore(Store):
         refresh: Literal[True, "wait_for"] = "wait_for",
         spool_dir: Path | None = None,
         migrate: bool = True,
+        shards: int | None = None,
+        replicas: int | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._index_settings = {
+            "number_of_shards": _count_setting(shards, "MOMENTS_ES_SHARDS", 1, minimum=1),
+            "number_of_replicas": _count_setting(replicas, "MOMENTS_ES_REPLICAS", 0, minimum=0),
+        }
         self.location = redact(self.url)
         prefix = settings.es_prefix(index_prefix)
         self.index, self.alias = index_names(prefix)
@@ -372,7 +382,12 @@ class ElasticStore(Store):
                 self._fail(exc)
             return
         try:
-            self._client.indices.create(index=index, mappings=mapping, aliases={alias: {"is_write_index": True}})
+            self._client.indices.create(
+                index=index,
+                mappings=mapping,
+                settings=self._index_settings,
+                aliases={alias: {"is_write_index": True}},
+            )
         except BadRequestError as exc:
             # Another process created it first: fine, as long as the alias exists.
             if exc.error != "resource_already_exists_exception":
@@ -1121,3 +1136,20 @@ class ElasticStore(Store):
     def close(self) -> None:
         """Close the client's connections."""
         self._client.close()
+
+
+def _count_setting(given: int | None, env_name: str, default: int, *, minimum: int) -> int:
+    """A shard or replica count: the argument, else the environment variable, else the default."""
+    if given is not None:
+        value: object = given
+    else:
+        raw = os.environ.get(env_name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise UsageError(f"{env_name}={raw!r} is not a whole number") from None
+    if not isinstance(value, int) or value < minimum:
+        raise UsageError(f"{env_name} must be a whole number >= {minimum}, got {value!r}")
+    return value
