@@ -44,6 +44,8 @@ from moments.records import (
 )
 from search.store import ACTIVE_STATUSES, FlagChange, Store
 from triage.auth import Forbidden, Permission, may
+from triage.playbooks import get_playbook
+from triage.service_levels import effective_slas, record_breaches_for
 from triage.sla import SlaState, sla_state
 
 ActionName = Literal["assign", "acknowledge", "respond", "resolve", "dismiss", "note"]
@@ -93,7 +95,15 @@ QUEUE_LIMIT = 500
 
 
 class ActionInvalid(MomentsError):
-    """An action that is well-formed but names something impossible (an unknown assignee): 422."""
+    """An action that is well-formed but names something impossible (an unknown assignee or template): 422.
+
+    Attributes:
+        field: The request field at fault (``assignee``, ``template_id``).
+    """
+
+    def __init__(self, message: str, *, field: str = "assignee") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidTransition(MomentsError):
@@ -309,6 +319,17 @@ def _validate_assignee(store: Store, name: str | None) -> None:
         raise ActionInvalid(f"cannot assign to {name!r}: no active user of that name who works flags")
 
 
+def _check_template(store: Store, flag: Flag, template_id: str | None) -> None:
+    """A response's template must be in the flag's touchpoint playbook, so the recovery rate per template is true."""
+    if template_id is None:
+        return
+    playbook = get_playbook(store, flag.touchpoint or "other")
+    if playbook.template(template_id) is None:
+        raise ActionInvalid(
+            f"no template {template_id!r} in the {playbook.touchpoint} playbook (see /playbooks)", field="template_id"
+        )
+
+
 def perform_action(store: Store, flag_id: str, action: FlagAction, actor: User, *, at: datetime) -> ActionResult:
     """Apply one action as ``actor``, with a compare-and-set on ``action.if_version``.
 
@@ -317,7 +338,7 @@ def perform_action(store: Store, flag_id: str, action: FlagAction, actor: User, 
         KeyError: No such flag.
         ConflictError: The flag's version is not ``action.if_version`` (nothing written).
         InvalidTransition: The action does not apply to the flag's status.
-        ActionInvalid: The assignee is not a user who works flags.
+        ActionInvalid: The assignee is not a user who works flags, or the template is not in the playbook.
     """
     if not may(actor.role, ACTION_RULES[action.action]):
         raise Forbidden(f"role {actor.role} may not {action.action} flags")
@@ -337,6 +358,7 @@ def perform_action(store: Store, flag_id: str, action: FlagAction, actor: User, 
             _check_assignee(store, actor, action, current)
             updated = current.model_copy(update={"assignee": action.assignee})
         elif isinstance(action, RespondAction):
+            _check_template(store, current, action.template_id)
             note = response_note(action.text, action.link, action.template_id)
         elif isinstance(action, DismissAction):
             note = action.reason
@@ -544,16 +566,33 @@ def queue_key(flag: Flag, state: SlaState) -> tuple[int, float, datetime, str]:
 
 
 def load_queue(
-    store: Store, config: MomentsConfig, filters: QueueFilters, *, now: datetime, viewer: str | None = None
+    store: Store,
+    config: MomentsConfig,
+    filters: QueueFilters,
+    *,
+    now: datetime,
+    viewer: str | None = None,
+    record_breaches: bool = True,
 ) -> Queue:
     """The queue for ``filters`` at ``now``; ``viewer`` (the caller) is left out of each entry's viewers.
 
     Brand, touchpoint and status are filtered by the store; source, language and
-    assignee here, on the flags read (at most :data:`QUEUE_LIMIT`).
+    assignee here, on the flags read (at most :data:`QUEUE_LIMIT`). SLA targets are
+    the ones in force (config with the leads' overrides); a missed target not yet in
+    a flag's log is recorded there now (:func:`triage.service_levels.record_breaches_for`),
+    and the flags are read again so the queue shows their current versions.
     """
-    flags = store.list_flags(
-        status=filters.statuses(), brand=filters.brand, touchpoint=filters.touchpoint, limit=QUEUE_LIMIT
-    )
+    slas = effective_slas(store, config)
+
+    def read() -> list[Flag]:
+        return store.list_flags(
+            status=filters.statuses(), brand=filters.brand, touchpoint=filters.touchpoint, limit=QUEUE_LIMIT
+        )
+
+    flags = read()
+    breached = [f for f in flags if f.priority in slas and sla_state(f, (), slas, now).breached]
+    if record_breaches and record_breaches_for(store, breached, slas, now):
+        flags = read()
     truncated = len(flags) >= QUEUE_LIMIT
     posts = store.get_many({pid for flag in flags for pid in flag.post_ids})
     options = QueueOptions(
@@ -572,7 +611,7 @@ def load_queue(
             continue
         if filters.lang is not None and not any(post_lang(p) == filters.lang for p in flag_posts):
             continue
-        state = sla_state(flag, (), config.slas, now)
+        state = sla_state(flag, (), slas, now)
         rows.append((queue_key(flag, state), flag, state, flag_posts))
     rows.sort(key=lambda row: row[0])
     entries = [
@@ -623,7 +662,7 @@ def load_flag_detail(
         flag=flag,
         posts=[found[pid] for pid in flag.post_ids if pid in found],
         events=events,
-        sla=SlaView.of(sla_state(flag, events, config.slas, now)),
+        sla=SlaView.of(sla_state(flag, events, effective_slas(store, config), now)),
         viewers=viewers(store, flag.id, now=now, exclude=viewer),
     )
 

@@ -12,6 +12,7 @@ while rate limited (``Retry-After``).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -25,6 +26,7 @@ from moments.records import FlagStatus, utc_now
 from search.store import Store
 from triage.accounts import LoginRefused, check_login, end_session, new_session
 from triage.actions import (
+    QUEUE_LIMIT,
     ActionInvalid,
     ActionResult,
     FlagAction,
@@ -43,6 +45,17 @@ from triage.auth import (
     get_store,
     set_session_cookie,
 )
+from triage.metrics import TeamMetrics, team_metrics
+from triage.playbooks import (
+    Playbook,
+    PlaybookEdit,
+    StaleRevision,
+    get_playbook,
+    playbook_touchpoints,
+    save_playbook,
+    valid_touchpoint,
+)
+from triage.service_levels import SlaEdit, SlaTable, save_slas, sla_table
 
 
 class ErrorBody(BaseModel):
@@ -78,6 +91,10 @@ class Me(BaseModel):
     role: Role
     via: Literal["session", "token"]
     csrf_token: str | None
+
+
+#: The default metrics period, in days before ``until``.
+METRICS_DAYS = 30
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, object]]:
@@ -185,5 +202,108 @@ def api_action(
         return JSONResponse(body.model_dump(mode="json"), status_code=409)
     except ActionInvalid as exc:
         # The shape of every other 422, so the response matches the declared validation-error schema.
-        error = {"type": "value_error", "loc": ["body", "assignee"], "msg": str(exc), "input": None}
+        error = {"type": "value_error", "loc": ["body", exc.field], "msg": str(exc), "input": None}
         raise RequestValidationError([error]) from None
+
+
+# ------------------------------------------------------------------------------ playbooks, SLAs, metrics
+
+
+class StaleBody(BaseModel):
+    """A 409 on a playbook or SLA edit: someone saved it since the editor read it; nothing was written."""
+
+    error: Literal["stale_revision"] = "stale_revision"
+    detail: str
+    expected_revision: int
+    current_revision: int
+    changed_by: str | None = None
+    changed_at: datetime | None = None
+
+
+def _stale(exc: StaleRevision) -> JSONResponse:
+    body = StaleBody(
+        detail=str(exc),
+        expected_revision=exc.expected,
+        current_revision=exc.actual,
+        changed_by=exc.changed_by,
+        changed_at=exc.changed_at,
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=409)
+
+
+def _touchpoint(touchpoint: str) -> str:
+    if not valid_touchpoint(touchpoint):
+        raise HTTPException(404, f"no playbook for {touchpoint!r}: a touchpoint id is letters, digits, '.', '_', '-'")
+    return touchpoint
+
+
+_STALE: dict[int | str, dict[str, object]] = {409: {"model": StaleBody}}
+
+
+@router.get("/playbooks", response_model=list[Playbook], responses=_errors(401))
+def api_playbooks(store: StoreDep, principal: PrincipalDep) -> list[Playbook]:
+    """Every touchpoint's recovery playbook (the default taxonomy's and the flags' own), saved or built in."""
+    touchpoints = playbook_touchpoints(f.touchpoint or "" for f in store.list_flags(status=None, limit=QUEUE_LIMIT))
+    return [get_playbook(store, tp) for tp in touchpoints]
+
+
+@router.get("/playbooks/{touchpoint}", response_model=Playbook, responses=_errors(401, 404))
+def api_playbook(touchpoint: str, store: StoreDep, principal: PrincipalDep) -> Playbook:
+    """One touchpoint's playbook: steps, guidance, templates (``revision`` 0: the built-in default)."""
+    return get_playbook(store, _touchpoint(touchpoint))
+
+
+@router.put("/playbooks/{touchpoint}", response_model=Playbook, responses={**_errors(401, 403, 404), **_STALE})
+def api_save_playbook(
+    touchpoint: str, edit: PlaybookEdit, store: StoreDep, principal: PrincipalDep
+) -> Playbook | JSONResponse:
+    """Replace a playbook (leads): a compare-and-set on ``if_revision``; a stale one is a 409 and writes nothing."""
+    try:
+        return save_playbook(store, _touchpoint(touchpoint), edit, by=principal.user.name, at=utc_now())
+    except StaleRevision as exc:
+        return _stale(exc)
+
+
+@router.get("/slas", response_model=SlaTable, responses=_errors(401))
+def api_slas(request: Request, store: StoreDep, principal: PrincipalDep) -> SlaTable:
+    """The SLA targets in force per priority (config, with the leads' overrides)."""
+    return sla_table(store, request.app.state.config)
+
+
+@router.put("/slas", response_model=SlaTable, responses={**_errors(401, 403), **_STALE})
+def api_save_slas(edit: SlaEdit, request: Request, store: StoreDep, principal: PrincipalDep) -> SlaTable | JSONResponse:
+    """Set SLA targets (leads); priorities left out follow the config. Compare-and-set on ``if_revision``."""
+    try:
+        return save_slas(store, request.app.state.config, edit, by=principal.user.name, at=utc_now())
+    except StaleRevision as exc:
+        return _stale(exc)
+
+
+def metrics_period(since: datetime | None, until: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+    """The metrics period: default the last :data:`METRICS_DAYS` days; naive times are UTC.
+
+    Raises:
+        RequestValidationError: ``since`` is not before ``until`` (a 422 shaped like every other).
+    """
+    end = until or now
+    start = since or end - timedelta(days=METRICS_DAYS)
+    end, start = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (end, start))
+    if start >= end:
+        error = {"type": "value_error", "loc": ["query", "since"], "msg": "since must be before until", "input": None}
+        raise RequestValidationError([error])
+    return start, end
+
+
+@router.get("/metrics", response_model=TeamMetrics, responses=_errors(401, 403))
+def api_metrics(
+    request: Request,
+    store: StoreDep,
+    principal: PrincipalDep,
+    since: Annotated[datetime | None, Query(description="start (default: 30 days before until)")] = None,
+    until: Annotated[datetime | None, Query(description="end, excluded (default: now)")] = None,
+) -> TeamMetrics:
+    """Team metrics over the flags opened in the period (leads): response and resolve times, SLA hit rates,
+    and the recovery rate by playbook template."""
+    now = utc_now()
+    start, end = metrics_period(since, until, now)
+    return team_metrics(store, request.app.state.config, since=start, until=end, now=now)

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from moments import settings
 from moments.config import MomentsConfig, load_config
 from search.backends import open_store
-from triage import api, pages
+from triage import api, lead_pages, pages
 from triage.auth import AuthProblem, NotAuthenticated, enforce_route_rule, is_api
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -75,7 +75,7 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _config(config_path: Path | None) -> MomentsConfig:
+def app_config(config_path: Path | None) -> MomentsConfig:
     """``config_path``, else ``$MOMENTS_CONFIG`` / ``./brands.yaml`` when it exists, else the defaults (SLAs, rules)."""
     if config_path is not None:
         return load_config(config_path)
@@ -115,7 +115,7 @@ def create_app(
         StoreError: The store cannot be reached.
         ConfigError: The config file is invalid.
     """
-    config = _config(config_path)
+    config = app_config(config_path)
     store = open_store(store_url)
 
     @asynccontextmanager
@@ -140,5 +140,6 @@ def create_app(
     app.add_exception_handler(AuthProblem, _auth_problem)
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(lead_pages.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     return app

@@ -17,8 +17,9 @@ on one store agree at once on logouts, revocations and disabled users):
   ``csrf_token`` form field on pages, the ``X-CSRF-Token`` header on the API.
 
 Roles (:data:`PERMISSIONS`): every role reads; ``agent``, ``lead`` and ``admin`` work
-flags; ``lead`` and ``admin`` also assign flags to others; ``admin`` manages users;
-``brand_manager`` reads only.
+flags; ``lead`` and ``admin`` also assign flags to others, edit playbooks and SLA
+targets and see the team metrics; ``admin`` manages users; ``brand_manager`` reads
+only, and with leads sees the scorecard.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ LOGIN_CSRF_COOKIE = "moments_login_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 
-Permission = Literal["read", "work", "assign_others", "manage_users"]
+Permission = Literal["read", "work", "assign_others", "lead", "scorecard", "manage_users"]
 #: What a route needs: a permission, or ``public`` (login, logout's landing, the OpenAPI spec).
 Rule = Permission | Literal["public"]
 
@@ -52,6 +53,9 @@ PERMISSIONS: dict[Permission, frozenset[Role]] = {
     "read": frozenset(ROLES),
     "work": frozenset({"agent", "lead", "admin"}),
     "assign_others": frozenset({"lead", "admin"}),
+    # edit playbooks and SLA targets, read the team metrics
+    "lead": frozenset({"lead", "admin"}),
+    "scorecard": frozenset({"lead", "brand_manager", "admin"}),
     "manage_users": frozenset({"admin"}),
 }
 
@@ -65,6 +69,13 @@ ROUTE_RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/logout"): "read",
     ("GET", "/flags/{flag_id:path}"): "read",
     ("POST", "/flags/{flag_id:path}/actions"): "work",
+    ("GET", "/playbooks"): "read",
+    ("GET", "/playbooks/{touchpoint}"): "read",
+    ("POST", "/playbooks/{touchpoint}"): "lead",
+    ("GET", "/slas"): "read",
+    ("POST", "/slas"): "lead",
+    ("GET", "/metrics"): "lead",
+    ("GET", "/scorecard"): "scorecard",
     # API
     ("POST", "/api/login"): "public",
     ("POST", "/api/logout"): "read",
@@ -72,6 +83,12 @@ ROUTE_RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/flags"): "read",
     ("GET", "/api/flags/{flag_id:path}"): "read",
     ("POST", "/api/flags/{flag_id:path}/actions"): "work",
+    ("GET", "/api/playbooks"): "read",
+    ("GET", "/api/playbooks/{touchpoint}"): "read",
+    ("PUT", "/api/playbooks/{touchpoint}"): "lead",
+    ("GET", "/api/slas"): "read",
+    ("PUT", "/api/slas"): "lead",
+    ("GET", "/api/metrics"): "lead",
 }
 
 #: Routes that FastAPI or Starlette add outside the routers, and need no login.

@@ -62,6 +62,7 @@ from triage.auth import (
     same_token,
     set_session_cookie,
 )
+from triage.playbooks import filled_templates, get_playbook
 from triage.sla import format_remaining
 from triage.svg import engagement_chart
 
@@ -86,7 +87,7 @@ def _ago(value: datetime | None) -> str:
 
 
 TEMPLATES.env.filters.update(safe_url=safe_url, remaining=format_remaining, when=_when, ago=_ago)
-TEMPLATES.env.globals.update(parse_response_note=parse_response_note, post_lang=post_lang)
+TEMPLATES.env.globals.update(parse_response_note=parse_response_note, post_lang=post_lang, may=may)
 
 router = APIRouter(include_in_schema=False)
 
@@ -229,6 +230,7 @@ def _flag_page(
     problem: str | None = None,
     problems: list[str] | None = None,
     done: str | None = None,
+    template: str | None = None,
 ) -> HTMLResponse:
     store = get_store(request)
     config: MomentsConfig = request.app.state.config
@@ -239,6 +241,10 @@ def _flag_page(
     for post in detail.posts:
         forecast = _forecast(config, detail.flag.brand, post)
         posts.append({"post": post, "forecast": forecast, "chart": _chart(post, forecast)})
+    playbook = get_playbook(store, detail.flag.touchpoint or "other")
+    handle = detail.posts[0].author.handle if detail.posts else None
+    steps = filled_templates(playbook, handle=handle, touchpoint=detail.flag.touchpoint)
+    chosen = next((t for step in steps for t in step["templates"] if t["id"] == template), None)
     role = principal.user.role
     can_work = may(role, "work")
     allowed = {name: detail.flag.status in TRANSITIONS[name][0] for name in ACTION_NAMES} if can_work else {}
@@ -253,6 +259,9 @@ def _flag_page(
         "problem": problem,
         "problems": problems or [],
         "done": done if done in ACTION_NAMES else None,
+        "playbook": playbook,
+        "playbook_steps": steps,
+        "chosen_template": chosen,
     }
     return _render(request, "flag.html", context, status_code)
 
@@ -263,20 +272,44 @@ def flag_page(
     flag_id: str,
     principal: PrincipalDep,
     done: Annotated[str | None, Query(max_length=20)] = None,
+    template: Annotated[str | None, Query(max_length=100)] = None,
 ) -> HTMLResponse:
-    """A flag: its posts, chart and forecast, classification, reasons, event log and the actions the role allows."""
+    """A flag: its posts, chart and forecast, classification, reasons, playbook, event log and the actions allowed.
+
+    ``template`` (a playbook template's id, from a "Use this" link) fills the response form with its text.
+    """
     store = get_store(request)
     if store.get_flag(flag_id) is not None:
         record_presence(store, flag_id, principal.user.name, now=utc_now())
-    return _flag_page(request, principal, flag_id, done=done)
+    return _flag_page(request, principal, flag_id, done=done, template=template)
+
+
+def _with_template_text(store: Store, flag_id: str, items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """A response picked from the template menu without text gets the template's text, filled in for the flag."""
+    fields = {key: value for key, value in items if isinstance(value, str)}
+    template_id = fields.get("template_id", "").strip()
+    if fields.get("action") != "respond" or not template_id or fields.get("text", "").strip():
+        return items
+    flag = store.get_flag(flag_id)
+    if flag is None:
+        return items
+    playbook = get_playbook(store, flag.touchpoint or "other")
+    posts = store.get_many(flag.post_ids[:1])
+    handle = posts[flag.post_ids[0]].author.handle if flag.post_ids[0] in posts else None
+    for step in filled_templates(playbook, handle=handle, touchpoint=flag.touchpoint):
+        for template in step["templates"]:
+            if template["id"] == template_id:
+                return [(k, v) for k, v in items if k != "text"] + [("text", template["text"])]
+    return items
 
 
 @router.post("/flags/{flag_id:path}/actions", response_class=HTMLResponse)
 async def flag_action(request: Request, flag_id: str, principal: PrincipalDep) -> Response:
     """An action from the flag page: on success back to the page; a stale page is told who changed it and when."""
     form = await request.form()
+    items = await run_in_threadpool(_with_template_text, get_store(request), flag_id, list(form.multi_items()))
     try:
-        action = parse_form_action(form.multi_items())
+        action = parse_form_action(items)
     except ValidationError as exc:
         return await run_in_threadpool(
             _flag_page, request, principal, flag_id, status_code=422, problems=validation_messages(exc)

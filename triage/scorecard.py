@@ -25,9 +25,8 @@ Per touchpoint it holds:
   three days) for the chart.
 
 Counts are made by the store, never from fetched posts, so they are exact whatever
-the size of the period: ``moment_counts`` aggregations (which also give the time
-series), checked with ``count_posts`` and replaced by ``count_posts`` per touchpoint
-when posts name several brands or none (see :func:`_count_window`). Themes and best
+the size of the period: the ``moment_share`` aggregation (:mod:`search.aggregations`)
+gives both periods' counts per touchpoint, ``moment_counts`` the time series. Themes and best
 posts need the text, so they read posts through ``recent_posts`` with caps
 (:data:`MISERY_POSTS_PER_TOUCHPOINT`, :data:`REFERENCE_POSTS`, :data:`MAGIC_POSTS`);
 a :class:`SampleNote` says when a cap was reached, and the report says so.
@@ -35,7 +34,6 @@ a :class:`SampleNote` says when a cap was reached, and the report says so.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +43,7 @@ from itertools import pairwise
 
 from models.taxonomy import DEFAULT_TAXONOMY
 from moments.records import Post, utc_now
+from search.aggregations import STOPWORDS, log_likelihood  # moved down into search: triage imports search
 from search.store import Store
 
 #: At most this many misery posts per touchpoint feed its themes (the newest ones).
@@ -284,24 +283,6 @@ def _period_query(since: datetime, until: datetime, *conditions: str) -> str:
     return " AND ".join((*conditions, window))
 
 
-def _quoted(value: str) -> str:
-    """A field value as a query phrase; the language has no escape for ``"``, so such a value is refused."""
-    if '"' in value:
-        raise ValueError(f"a value with a double quote cannot be queried: {value!r}")
-    return f'"{value}"'
-
-
-def _period_counts(store: Store, touchpoint: str, since: datetime, until: datetime, brand: str | None) -> PeriodCounts:
-    """Volume, misery and magic of one touchpoint in ``[since, until)``: three counts made by the store."""
-    where = f"touchpoint:{_quoted(touchpoint)}"
-    volume = store.count_posts(_period_query(since, until, where), brand=brand)
-    if not volume:
-        return PeriodCounts(0, 0, 0)
-    misery = store.count_posts(_period_query(since, until, where, "moment:misery"), brand=brand)
-    magic = store.count_posts(_period_query(since, until, where, "moment:magic"), brand=brand)
-    return PeriodCounts(volume, misery, magic)
-
-
 def series_bucket(since: datetime, until: datetime) -> timedelta:
     """An hour for periods up to :data:`HOURLY_UP_TO`, else a day (buckets start at UTC midnight)."""
     return timedelta(hours=1) if until - since <= HOURLY_UP_TO else timedelta(days=1)
@@ -318,85 +299,51 @@ def _bucket_starts(since: datetime, until: datetime, bucket: timedelta) -> list[
     return starts
 
 
-@dataclass(frozen=True)
-class _Window:
-    """One period counted: per touchpoint, its counts, and its misery and magic per bucket."""
+def _series(
+    store: Store, since: datetime, until: datetime, bucket: timedelta, brand: str | None
+) -> dict[str, dict[str, tuple[tuple[datetime, int], ...]]]:
+    """Misery and magic per bucket and touchpoint in ``[since, until)``, every bucket listed (zeros too).
 
-    counts: dict[str, PeriodCounts]
-    series: dict[str, dict[str, tuple[tuple[datetime, int], ...]]]
-
-
-_MOMENTS = ("misery", "magic", "neutral")
-
-
-def _count_window(store: Store, since: datetime, until: datetime, bucket: timedelta, brand: str | None) -> _Window:
-    """Counts per touchpoint and moment in ``[since, until)``, made by the store.
-
-    Three ``moment_counts`` aggregations (misery, magic, neutral: every classified
-    post has one of them) read through the store's moment/time index and give the
-    chart's time series and, for one brand, the exact counts: the sum of the buckets
-    (the store cuts the window itself, so the buckets' alignment does not matter).
-
-    Across every brand the aggregation, made per brand, counts a post naming two
-    brands twice and a post naming none not at all. Two counts tell whether that
-    happened (:func:`_one_brand_each`); when it did, the counts are ``count_posts``
-    per touchpoint instead: exact, at a few counts per touchpoint. The series keep
-    the per-brand sums; they only draw the shape.
+    Two ``moment_counts`` aggregations, read through the store's moment/time index. They
+    count per brand, so without a brand a post naming two brands counts in both: the
+    series only draw the shape; the counts come from ``moment_share`` (:func:`_counts`).
     """
     starts = _bucket_starts(since, until, bucket)
     per_moment: dict[str, dict[str, Counter[datetime]]] = {}
-    brands: set[str] = set()
-    for moment in _MOMENTS:
+    for moment in ("misery", "magic"):
         by_key = store.moment_counts(since=since, until=until, moment=moment, bucket=bucket, brand=brand)
-        for (key_brand, touchpoint), buckets in by_key.items():
-            brands.add(key_brand)
+        for (_, touchpoint), buckets in by_key.items():
             summed = per_moment.setdefault(touchpoint, {}).setdefault(moment, Counter())
             for at, n in buckets.items():
                 summed[at.astimezone(UTC)] += n
-    totals = {
-        touchpoint: {moment: sum(moments.get(moment, Counter()).values()) for moment in _MOMENTS}
-        for touchpoint, moments in per_moment.items()
-    }
-    counts = {
-        touchpoint: PeriodCounts(volume=sum(t.values()), misery=t["misery"], magic=t["magic"])
-        for touchpoint, t in totals.items()
-    }
-    if brand is None and not _one_brand_each(store, since, until, brands, sum(c.volume for c in counts.values())):
-        known = sorted({row.touchpoint for row in store.touchpoint_summary()} | set(counts))
-        # A touchpoint id with a double quote cannot be written in a query: it keeps the per-brand sums.
-        exact = {
-            touchpoint: _period_counts(store, touchpoint, since, until, None)
-            if '"' not in touchpoint
-            else counts.get(touchpoint, PeriodCounts(0, 0, 0))
-            for touchpoint in known
-        }
-        counts = {touchpoint: c for touchpoint, c in exact.items() if c.volume}
-    series = {
+    return {
         touchpoint: {
             moment: tuple((at, moments.get(moment, Counter()).get(at, 0)) for at in starts)
             for moment in ("misery", "magic")
         }
         for touchpoint, moments in per_moment.items()
     }
-    return _Window(counts=counts, series=series)
 
 
-def _one_brand_each(store: Store, since: datetime, until: datetime, brands: set[str], key_total: int) -> bool:
-    """Whether every classified post of ``[since, until)`` names exactly one brand, so per-brand sums are exact.
+def _counts(
+    store: Store, since: datetime, until: datetime, brand: str | None
+) -> tuple[dict[str, PeriodCounts], dict[str, PeriodCounts]]:
+    """Volume, misery and magic per touchpoint, for the period and the previous one: one store aggregation.
 
-    ``key_total`` (the per-brand sum over ``brands``, every brand of the window) is the
-    sum over posts of how many brands each names. When no post names none of them
-    (one count) and the posts number ``key_total`` (another), each names exactly one.
+    ``moment_share`` (:mod:`search.aggregations`) counts each classified post once,
+    whatever number of brands it names, in the store (SQL ``GROUP BY``, Elasticsearch
+    composite aggregations), so the counts are exact whatever the size of the period.
     """
-    classified = "moment:(misery OR magic OR neutral)"
-    if store.count_posts(_period_query(since, until, classified)) != key_total:
-        return False
-    if not brands:
-        return True  # no classified post at all
-    if len(brands) > 200 or any('"' in b for b in brands):
-        return False  # too many (or unquotable) for one query: take the exact path
-    named = " OR ".join(_quoted(b) for b in sorted(brands))
-    return store.count_posts(_period_query(since, until, classified, f"NOT brand:({named})")) == 0
+    shares = store.aggregate("moment_share", brand=brand, since=since, until=until)
+
+    def period(label: str) -> dict[str, PeriodCounts]:
+        return {
+            row["touchpoint"]: PeriodCounts(row[label]["volume"], row[label]["misery"], row[label]["magic"])
+            for row in shares["touchpoints"]
+            if row[label]["volume"]
+        }
+
+    return period("current"), period("previous")
 
 
 def build_scorecard(
@@ -430,12 +377,12 @@ def build_scorecard(
     brand = brand or None
 
     bucket = series_bucket(since, until)
-    window = _count_window(store, since, until, bucket, brand)
-    before = _count_window(store, previous_since, previous_until, bucket, brand)
+    current_counts, previous_counts = _counts(store, since, until, brand)
+    series = _series(store, since, until, bucket, brand)
     zero = PeriodCounts(0, 0, 0)
     counted = [
-        (touchpoint, window.counts.get(touchpoint, zero), before.counts.get(touchpoint, zero))
-        for touchpoint in set(window.counts) | set(before.counts)
+        (touchpoint, current_counts.get(touchpoint, zero), previous_counts.get(touchpoint, zero))
+        for touchpoint in set(current_counts) | set(previous_counts)
     ]
     counted.sort(key=lambda row: (-row[1].volume, -row[2].volume, row[0]))
     empty_series = {m: tuple((at, 0) for at in _bucket_starts(since, until, bucket)) for m in ("misery", "magic")}
@@ -452,7 +399,7 @@ def build_scorecard(
             trend=Trend.between(current, previous),
             themes=tuple(themes.get(touchpoint, ())),
             best_magic=tuple(magic.get(touchpoint, ())),
-            series=window.series.get(touchpoint, empty_series),
+            series=series.get(touchpoint, empty_series),
         )
         for touchpoint, current, previous in counted
     )
@@ -491,25 +438,6 @@ _BREAK = re.compile(r"[.!?;:,()\[\]{}\"“”«»|/\\\n\r\t…–—]+")
 # A word: letters (any script), with inner apostrophes or hyphens ("don't", "check-in"); digits never.
 _WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*")
 
-#: Words too common to say anything (English function words, and social-media filler).
-STOPWORDS: frozenset[str] = frozenset(
-    """
-    a about above after again against all almost also am an and any are aren't as at be because been before being
-    below between both but by can can't cannot could couldn't did didn't do does doesn't doing don't down during each
-    even ever every few for from further get gets got had hadn't has hasn't have haven't having he he'd he'll he's her
-    here here's hers herself him himself his how how's i i'd i'll i'm i've if in into is isn't it it's its itself just
-    let's like me more most much must mustn't my myself no nor not now of off on once one only or other ought our ours
-    ourselves out over own really same shan't she she'd she'll she's should shouldn't so some such than that that's
-    the their theirs them themselves then there there's these they they'd they'll they're they've this those through
-    to too under until up upon us very was wasn't we we'd we'll we're we've were weren't what what's when when's where
-    where's which while who who's whom why why's will with won't would wouldn't you you'd you'll you're you've your
-    yours yourself yourselves yet via still already since though although however etc ok okay oh yes yeah lol lmao
-    omg pls please thanks thank rt amp im ive dont cant wont didnt doesnt isnt wasnt arent thats theres youre hey hi
-    u ur gonna wanna gotta go going went gone come came make made say said know think today yesterday tomorrow
-    day days time back way well new good great bad
-    """.split()  # noqa: SIM905 - a word list reads better as text
-)
-
 
 def tokenize(text: str) -> list[list[str]]:
     """The words of ``text`` that can carry a theme, in segments (a bigram never crosses a segment).
@@ -537,27 +465,6 @@ def post_terms(text: str) -> set[str]:
         terms.update(words)
         terms.update(f"{a} {b}" for a, b in pairwise(words) if a != b)
     return terms
-
-
-def _xlogx_ratio(observed: float, expected: float) -> float:
-    return observed * math.log(observed / expected) if observed > 0 else 0.0
-
-
-def log_likelihood(a: int, b: int, c: int, d: int) -> float:
-    """Dunning's G² for a term seen ``a`` times in a target of size ``c`` and ``b`` times in a reference of size ``d``.
-
-    ``G² = 2 · (a · ln(a / E1) + b · ln(b / E2))`` with ``E1 = c · (a + b) / (c + d)``
-    and ``E2 = d · (a + b) / (c + d)``, the counts expected if the term were as common
-    in both (Dunning 1993, "Accurate methods for the statistics of surprise and
-    coincidence"; Rayson & Garside 2000). Unlike a plain frequency ratio it does not
-    blow up on rare terms, and unlike chi² it stays accurate for the small counts of
-    a short period. 0 when either corpus is empty.
-    """
-    if c <= 0 or d <= 0 or a + b <= 0:
-        return 0.0
-    e1 = c * (a + b) / (c + d)
-    e2 = d * (a + b) / (c + d)
-    return 2.0 * (_xlogx_ratio(a, e1) + _xlogx_ratio(b, e2))
 
 
 def misery_themes(

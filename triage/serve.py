@@ -6,6 +6,9 @@ import argparse
 
 from moments.cli import Commands
 
+#: The statuses ``moments triage breaches`` checks by default (``search.store.ACTIVE_STATUSES``).
+ACTIVE = ("open", "acknowledged", "responded")
+
 DESCRIPTION = """\
 Serve the triage app: the queue of flags by priority and SLA, each flag's posts,
 chart, forecast and event log, and the actions (assign, acknowledge, respond,
@@ -20,9 +23,13 @@ SLAs and forecast rules come from brands.yaml (--config, $MOMENTS_CONFIG, or
 Session cookies are Secure unless the app is reached on a loopback address: put it
 behind TLS before serving it on any other address.
 
+`moments triage breaches` records missed SLA targets as events (see its --help);
+the app does the same whenever it serves the queue.
+
 examples:
   moments triage                                   # http://127.0.0.1:8000
   moments triage --host 0.0.0.0 --port 8080 --store http://127.0.0.1:9200 --config brands.yaml
+  moments triage breaches --config brands.yaml     # for a schedule, e.g. every 5 minutes
 
 exit status: 0 stopped; 1 the store failed; 2 bad usage (an invalid config).
 """
@@ -49,6 +56,49 @@ def _cmd_triage(args: argparse.Namespace) -> int:
     return 0
 
 
+BREACHES_DESCRIPTION = """\
+Record every missed SLA target as an event in its flag's log: one `sla_breached`
+event per flag and target (first_response, resolution), written once however often
+this runs (it reads the log first and writes with a compare-and-set on the flag's
+version). Targets are the config's (--config), overlaid with those leads set in the
+app. The triage app does the same for the flags it shows whenever it serves the queue;
+run this on a schedule so breaches are recorded even when nobody has the queue open.
+
+Checks active flags (open, acknowledged, responded); --all also checks closed ones, so
+a flag closed late gets its resolution breach.
+
+examples:
+  moments triage breaches                          # prints one line per event written
+  moments triage breaches --all --json --store http://127.0.0.1:9200
+
+exit status: 0 done (also when nothing was late); 1 the store failed; 2 bad usage.
+"""
+
+
+def _cmd_breaches(args: argparse.Namespace) -> int:
+    import json
+
+    from moments.records import utc_now
+    from search.backends import open_store
+    from triage.app import app_config
+    from triage.service_levels import record_breaches
+
+    config = app_config(args.config)
+    with open_store(args.store) as store:
+        statuses = None if args.all else ACTIVE
+        written = record_breaches(store, utc_now(), config=config, statuses=statuses, brand=args.brand)
+    rows = [
+        {"flag_id": b.flag_id, "target": b.target, "priority": b.priority, "due": b.due.isoformat()} for b in written
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['flag_id']}\t{row['priority']}\t{row['target']} breached (due {row['due']})")
+        print(f"{len(rows)} breach events written")
+    return 0
+
+
 def register(commands: Commands) -> None:
     """Add ``triage`` (serve the web app) to ``moments``."""
     parser = commands.add(
@@ -60,3 +110,12 @@ def register(commands: Commands) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8000, help="port to listen on (default: 8000)")
+    actions = commands.group(parser, dest="triage_action")
+    breaches = actions.add(
+        "breaches",
+        help="record missed SLA targets as sla_breached events (for a schedule)",
+        description=BREACHES_DESCRIPTION,
+        handler=_cmd_breaches,
+        options=("store", "config", "json", "brand"),
+    )
+    breaches.add_argument("--all", action="store_true", help="check closed flags too (default: active ones)")

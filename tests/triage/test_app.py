@@ -516,9 +516,14 @@ def test_every_action(server: Server, seeded: dict[str, Flag], store: Store) -> 
     acked = ok({"action": "acknowledge"})
     assert acked["flag"]["status"] == "acknowledged"
     link = "https://social.example/r/1"
-    responded = ok({"action": "respond", "text": "Sorry! DM us.", "link": link, "template_id": "refund-1"})
+    # A template must be one of the flag's touchpoint playbook (here the built-in one for "booking").
+    unknown = {"action": "respond", "text": "Sorry!", "template_id": "refund-1", "if_version": version(alice, flag_id)}
+    refused = act(alice, csrf, flag_id, unknown)
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "template_id"]
+    template = "booking.apologise.1"
+    responded = ok({"action": "respond", "text": "Sorry! DM us.", "link": link, "template_id": template})
     assert responded["flag"]["status"] == "responded" and responded["flag"]["first_response_at"]
-    assert parse_response_note(responded["event"]["note"]) == ("Sorry! DM us.", link, "refund-1")
+    assert parse_response_note(responded["event"]["note"]) == ("Sorry! DM us.", link, template)
     noted = ok({"action": "note", "text": "customer rebooked"})
     assert noted["event"]["action"] == "note" and noted["event"]["changes"] == []
     resolved = ok({"action": "resolve"})
@@ -742,10 +747,23 @@ def test_every_route_has_a_rule_and_roles_get_exactly_what_it_allows(
 
     flag = seeded["c"]
 
+    def revision(client: httpx.Client, api_path: str) -> int:
+        response = client.get(api_path)  # an anonymous caller cannot read it: 0 will do
+        return int(response.json()["revision"]) if response.status_code == 200 else 0
+
     def request(client: httpx.Client, csrf: str | None, method: str, path: str) -> httpx.Response:
-        url = path.replace("{flag_id:path}", flag.id)
+        url = path.replace("{flag_id:path}", flag.id).replace("{touchpoint}", "fulfilment")
+        headers = {"X-CSRF-Token": csrf or ""}
         if method == "GET":
             return client.get(url)
+        if path == "/api/playbooks/{touchpoint}":
+            current = revision(client, url)
+            return client.put(url, json={"steps": [], "if_revision": current}, headers=headers)
+        if path == "/api/slas":
+            return client.put(url, json={"slas": {}, "if_revision": revision(client, url)}, headers=headers)
+        if path in ("/playbooks/{touchpoint}", "/slas"):
+            current = revision(client, "/api/playbooks/fulfilment" if path != "/slas" else "/api/slas")
+            return client.post(url, data={"csrf_token": csrf or "", "if_revision": str(current)})
         if path.endswith("/actions"):
             current = version(client, flag.id) if csrf else 1  # an anonymous caller cannot read it
             body = {"action": "note", "text": "matrix", "if_version": current}
@@ -790,9 +808,27 @@ def test_openapi_describes_the_api(server: Server) -> None:
         "/api/flags",
         "/api/flags/{flag_id}",
         "/api/flags/{flag_id}/actions",
+        "/api/playbooks",
+        "/api/playbooks/{touchpoint}",
+        "/api/slas",
+        "/api/metrics",
     }
     schemas = spec["components"]["schemas"]
-    for name in ("Queue", "FlagDetail", "ActionResult", "ConflictBody", "DismissAction", "RespondAction", "Flag"):
+    for name in (
+        "Queue",
+        "FlagDetail",
+        "ActionResult",
+        "ConflictBody",
+        "DismissAction",
+        "RespondAction",
+        "Flag",
+        "Playbook",
+        "PlaybookEdit",
+        "SlaTable",
+        "SlaEdit",
+        "StaleBody",
+        "TeamMetrics",
+    ):
         assert name in schemas, name
     action = spec["paths"]["/api/flags/{flag_id}/actions"]["post"]
     assert "discriminator" in str(action["requestBody"])
