@@ -275,8 +275,10 @@ class FieldChange(_Record):
 
 
 #: What an event records: the rule opening, updating, escalating or reopening a flag;
-#: a person changing status, assignee or adding a note; a store migration.
-EventAction = Literal["opened", "updated", "escalated", "reopened", "status", "assigned", "note", "migrated", "changed"]
+#: a person changing status, assignee or adding a note; a store migration; a missed SLA target.
+EventAction = Literal[
+    "opened", "updated", "escalated", "reopened", "status", "assigned", "note", "migrated", "changed", "sla_breached"
+]
 
 
 class FlagEvent(_Record):

@@ -13,8 +13,7 @@ value ("reset" on the page). Saves are compare-and-set on the table's ``revision
 that flag and target: it re-reads the log before writing and writes with the flag's
 version as compare-and-set, so concurrent runs (two app processes serving the queue, a
 scheduled job) cannot both write it. The event's actor is :data:`BREACH_ACTOR`, its
-note ``sla_breached: <target> ...``; its action is ``sla_breached`` when the core's
-``EventAction`` knows it, else ``note``. Like any event it moves the flag's version, so
+note ``sla_breached: <target> ...``; its action is ``sla_breached``. Like any event it moves the flag's version, so
 a page opened before the breach gets "changed by sla at T, reload" on its next action.
 
 The queue calls it for the flags it shows (:func:`record_queue_breaches`); the
@@ -26,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -44,8 +43,8 @@ SLA_SETTING = "slas"
 BREACH_ACTOR = "system:sla"
 BreachTarget = Literal["first_response", "resolution"]
 TARGETS: tuple[BreachTarget, ...] = ("first_response", "resolution")
-#: The event action of a breach: the core's own ``sla_breached`` once it has one, ``note`` until then.
-BREACH_ACTION: EventAction = cast(EventAction, "sla_breached" if "sla_breached" in get_args(EventAction) else "note")
+#: The event action of a breach.
+BREACH_ACTION: EventAction = "sla_breached"
 _NOTE_PREFIX = "sla_breached: "
 #: The most flags one run checks (the queue's own limit is lower).
 MAX_FLAGS = 20_000

@@ -1,0 +1,302 @@
+"""The real-text evaluation set: mapping tables, the seeded sample, text resolution, adjudication.
+
+Fast (no model): the sample builder reads the shared datasets (under a second); tests
+that need them skip with the reason when they are not there.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from models import realset
+from models.data import datasets_dir
+from models.realset import (
+    FIELDS,
+    TARGETS,
+    Item,
+    RealsetError,
+    adjudicate,
+    banking77_touchpoints,
+    build_sample,
+    cohen_kappa,
+    inconsistencies,
+    item_id_for,
+    load_demo_intended,
+    load_items,
+    read_committed,
+    semeval_touchpoints,
+    text_sha256,
+)
+from models.taxonomy import TOUCHPOINTS
+
+DATA = datasets_dir()
+needs_datasets = pytest.mark.skipif(
+    not all(
+        (DATA / name).is_dir()
+        for name in (
+            "banking77",
+            "semeval14_restaurants",
+            "goemotions",
+            "tweeteval_sentiment",
+            "customer_support_twitter",
+        )
+    ),
+    reason=f"shared datasets not found under {DATA} (set MOMENTS_DATASETS)",
+)
+
+
+# --- mapping tables ----------------------------------------------------------------------------
+
+
+def test_banking77_table_maps_77_intents_to_real_touchpoints() -> None:
+    table = banking77_touchpoints()
+    assert len(table) == 77
+    assert set(table.values()) <= set(TOUCHPOINTS)
+    with realset.BANKING77_TABLE.open(encoding="utf-8", newline="") as handle:
+        assert all(row["why"].strip() for row in csv.DictReader(handle))
+
+
+@needs_datasets
+def test_banking77_table_covers_exactly_the_datasets_intents() -> None:
+    intents = json.loads((DATA / "banking77" / "categories.json").read_text(encoding="utf-8"))
+    assert set(banking77_touchpoints()) == set(intents)
+
+
+def test_semeval_table_maps_every_aspect_category() -> None:
+    table = semeval_touchpoints()
+    assert set(table) == {"food", "service", "price", "ambience", "anecdotes/miscellaneous"}
+    assert set(table.values()) <= set(TOUCHPOINTS)
+    # The guide's decisions: ambience is the room in use, not marketing.
+    assert table["ambience"] == "product_experience"
+    assert table["service"] == "staff_interaction"
+
+
+@needs_datasets
+def test_semeval_table_covers_the_datasets_categories() -> None:
+    path = DATA / "semeval14_restaurants" / "test_aspect_categories.tsv"
+    with path.open(encoding="utf-8", newline="") as handle:
+        cats = {row[2] for row in list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]}
+    assert cats == set(semeval_touchpoints())
+
+
+# --- the committed set -------------------------------------------------------------------------
+
+
+def test_committed_items_have_the_planned_composition_and_no_unshippable_text() -> None:
+    items = read_committed()
+    counts = Counter(i.source + ("/" + i.subset[0] if i.source == "twcs" else "") for i in items)
+    assert counts == {
+        "banking77": TARGETS["banking77"],
+        "semeval14": TARGETS["semeval14"],
+        "goemotions": TARGETS["goemotions"],
+        "tweeteval": TARGETS["tweeteval"],
+        "twcs/opening": TARGETS["twcs_opening"],
+        "twcs/after_brand_reply": TARGETS["twcs_followup"],
+        "demo": 81,
+    }
+    assert len({i.item_id for i in items}) == len(items)
+    for item in items:
+        assert item.item_id == item_id_for(item.source, item.split, item.ref)
+    raw = [json.loads(line) for line in realset.ITEMS_PATH.read_text(encoding="utf-8").splitlines()]
+    for obj in raw:
+        if obj["source"] in ("banking77", "demo"):
+            assert text_sha256(obj["text"]) == obj["sha256"]
+        else:
+            assert "text" not in obj, f"{obj['source']} text must not be committed"
+
+
+@needs_datasets
+def test_sample_is_deterministic_and_matches_the_committed_ids() -> None:
+    first = [i.item_id for i in build_sample(seed=14)]
+    assert first == [i.item_id for i in build_sample(seed=14)]
+    committed = {i.item_id for i in read_committed() if i.source != "demo"}
+    assert set(first) == committed
+    assert set(first) != {i.item_id for i in build_sample(seed=15)}
+
+
+@needs_datasets
+def test_every_committed_text_resolves_with_its_hash() -> None:
+    loaded = load_items()
+    assert loaded.skipped == {}
+    assert len(loaded.items) == len(read_committed())
+    assert all(i.text and text_sha256(i.text) == i.sha256 for i in loaded.items)
+
+
+@needs_datasets
+def test_a_changed_source_text_is_detected(tmp_path: Path) -> None:
+    lines = realset.ITEMS_PATH.read_text(encoding="utf-8").splitlines()
+    index = next(n for n, line in enumerate(lines) if json.loads(line)["source"] == "tweeteval")
+    obj = json.loads(lines[index])
+    obj["sha256"] = text_sha256("something else")
+    lines[index] = json.dumps(obj)
+    tampered = tmp_path / "items.jsonl"
+    tampered.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(RealsetError, match="sha256 differs"):
+        load_items(tampered)
+
+
+def test_missing_datasets_skip_their_sources_with_a_reason(tmp_path: Path) -> None:
+    loaded = load_items(data=tmp_path)
+    assert {i.source for i in loaded.items} == {"banking77", "demo"}
+    assert set(loaded.skipped) == {"semeval14", "goemotions", "tweeteval", "twcs"}
+    assert all("not found" in reason for reason in loaded.skipped.values())
+
+
+# --- demo intended labels ----------------------------------------------------------------------
+
+
+def test_every_demo_post_has_valid_intended_labels() -> None:
+    intended = load_demo_intended()
+    demo = {i.item_id: i for i in read_committed() if i.source == "demo"}
+    assert set(intended) == set(demo)
+    for item_id, row in intended.items():
+        assert row["post_id"] == demo[item_id].ref
+        assert row["touchpoint"] in TOUCHPOINTS
+        assert row["sentiment"] in realset.SENTIMENTS and row["moment"] in realset.MOMENTS
+        assert inconsistencies(row) == [], (row["post_id"], inconsistencies(row))
+    by_post = {row["post_id"]: row for row in intended.values()}
+    # Issue 14's examples: the service recovery is magic, the broken wheelchair is misery.
+    assert by_post["reddit:t3_4a1n8rt"]["moment"] == "magic" and by_post["reddit:t3_4a1n8rt"]["recovery_story"]
+    assert by_post["reddit:t3_3lnm35z"]["sentiment"] == "positive"
+    assert by_post["mastodon:117648834953216207"]["moment"] == "misery"
+    # Demo items carry their intended labels as weak labels.
+    assert all(demo[i].weak == {f: intended[i][f] for f in FIELDS} for i in demo)
+
+
+# --- adjudication ------------------------------------------------------------------------------
+
+
+def _labels(sentiment: str, touchpoint: str = "other") -> dict[str, object]:
+    return {"touchpoint": touchpoint, "sentiment": sentiment, "moment": "neutral", "recovery_story": False}
+
+
+# Ten items: (pass A sentiment, pass B sentiment, weak sentiment).
+_SYNTHETIC = [
+    ("positive", "positive", None),
+    ("positive", "positive", "negative"),  # agreed, even against the weak label
+    ("positive", "positive", None),
+    ("positive", "negative", "negative"),  # disagree, B matches weak -> weak
+    ("negative", "negative", None),
+    ("negative", "negative", None),
+    ("negative", "neutral", None),  # disagree, no weak -> third
+    ("neutral", "neutral", None),
+    ("neutral", "neutral", None),
+    ("neutral", "positive", "negative"),  # disagree, neither matches weak -> third
+]
+
+
+def _synthetic() -> tuple[list[Item], dict[str, dict[str, object]], dict[str, dict[str, object]]]:
+    items, pass_a, pass_b = [], {}, {}
+    for n, (a, b, weak) in enumerate(_SYNTHETIC):
+        item_id = f"i{n}"
+        items.append(Item(item_id, "banking77", "test", str(n), "x", {"sentiment": weak} if weak else {}))
+        pass_a[item_id], pass_b[item_id] = _labels(a), _labels(b)
+    return items, pass_a, pass_b
+
+
+def test_kappa_matches_the_hand_computed_value() -> None:
+    a = [row[0] for row in _SYNTHETIC]
+    b = [row[1] for row in _SYNTHETIC]
+    # p_o = 7/10; both passes: 4 positive, 3 negative, 3 neutral -> p_e = (16+9+9)/100 = 0.34;
+    # kappa = (0.70 - 0.34) / (1 - 0.34) = 0.36 / 0.66 = 6/11.
+    assert cohen_kappa(a, b) == pytest.approx(6 / 11)
+    assert cohen_kappa(["x"] * 4, ["x"] * 4) == 1.0
+    assert cohen_kappa(["a", "b"], ["b", "a"]) == pytest.approx(-1.0)
+
+
+def test_adjudication_follows_the_documented_rule() -> None:
+    items, pass_a, pass_b = _synthetic()
+    result = adjudicate(items, pass_a, pass_b)
+    assert result.how["i0"]["sentiment"] == "agreed"
+    assert (result.labels["i1"]["sentiment"], result.how["i1"]["sentiment"]) == ("positive", "agreed")
+    assert (result.labels["i3"]["sentiment"], result.how["i3"]["sentiment"]) == ("negative", "weak")
+    assert result.disputes == {"i6": ["sentiment"], "i9": ["sentiment"]}
+    raw, kappa, n = result.agreement["sentiment"]
+    assert (raw, n) == (0.7, 10) and kappa == pytest.approx(6 / 11)
+    assert result.agreement["touchpoint"] == (1.0, 1.0, 10)
+
+    third = {"i6": _labels("negative"), "i9": _labels("neutral")}
+    decided = adjudicate(items, pass_a, pass_b, third)
+    assert decided.disputes == {}
+    assert (decided.labels["i6"]["sentiment"], decided.how["i6"]["sentiment"]) == ("negative", "third")
+    assert (decided.labels["i9"]["sentiment"], decided.how["i9"]["sentiment"]) == ("neutral", "third")
+    # The weak label still wins over the third pass where it breaks the tie.
+    assert decided.how["i3"]["sentiment"] == "weak"
+
+
+def test_adjudicate_command_writes_labels_without_text_and_agreement(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    items, pass_a, pass_b = _synthetic()
+    items_path = tmp_path / "items.jsonl"
+    for item in items:
+        item.text = f"query {item.ref}"
+        item.sha256 = text_sha256(item.text)
+    items_path.write_text("".join(json.dumps(i.to_committed()) + "\n" for i in items), encoding="utf-8")
+    paths = {}
+    for name, labels in (("a", pass_a), ("b", pass_b)):
+        paths[name] = tmp_path / f"pass_{name}.jsonl"
+        paths[name].write_text(
+            "".join(json.dumps({"item_id": k, **v}) + "\n" for k, v in labels.items()), encoding="utf-8"
+        )
+    out, agreement, disputes = tmp_path / "labels.jsonl", tmp_path / "AGREEMENT.md", tmp_path / "disputes.jsonl"
+    code = realset.main(
+        [
+            "--items",
+            str(items_path),
+            "adjudicate",
+            str(paths["a"]),
+            str(paths["b"]),
+            "-o",
+            str(out),
+            "--agreement",
+            str(agreement),
+            "--list-disputes",
+            str(disputes),
+        ]
+    )
+    assert code == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["item_id"] for r in rows] == [f"i{n}" for n in range(10) if n not in (6, 9)]
+    assert all("text" not in r and set(r) == {"item_id", *FIELDS, "how"} for r in rows)
+    report = agreement.read_text(encoding="utf-8")
+    assert "| sentiment | 10 | 0.700 | 0.545 |" in report
+    assert "| sentiment | 7 | 1 | 0 | 2 |" in report
+    listed = [json.loads(line) for line in disputes.read_text(encoding="utf-8").splitlines()]
+    assert listed == [
+        {
+            "item_id": "i6",
+            "text": "query 6",
+            "fields": ["sentiment"],
+            "choices": {"sentiment": ["negative", "neutral"]},
+        },
+        {
+            "item_id": "i9",
+            "text": "query 9",
+            "fields": ["sentiment"],
+            "choices": {"sentiment": ["neutral", "positive"]},
+        },
+    ]
+
+    paths["b"].write_text(json.dumps({"item_id": "i0", **_labels("happy")}) + "\n", encoding="utf-8")
+    code = realset.main(
+        [
+            "--items",
+            str(items_path),
+            "adjudicate",
+            str(paths["a"]),
+            str(paths["b"]),
+            "-o",
+            str(out),
+            "--agreement",
+            str(agreement),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "sentiment must be one of" in err
