@@ -246,15 +246,9 @@ def hermetic(store: str | None, *, prefix: str = "moments-bench-", keep: bool = 
 
 def _drop_indices(url: str, prefix: str) -> None:
     try:
-        from elasticsearch import Elasticsearch
+        from search.migration import drop_prefix
 
-        client = Elasticsearch(url, request_timeout=30)
-        # Elasticsearch refuses wildcard deletes (action.destructive_requires_name), so the
-        # indices are listed first and deleted by their concrete names.
-        names = sorted(client.indices.get(index=f"{prefix}-*", allow_no_indices=True, expand_wildcards="all"))
-        if names:
-            client.indices.delete(index=",".join(names), ignore_unavailable=True)
-        client.close()
+        drop_prefix(url, prefix)
     except Exception as exc:  # a benchmark's clean-up must not hide its figures
         print(f"warning: could not delete indices {prefix}-*: {exc}")
 

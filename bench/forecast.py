@@ -17,8 +17,11 @@ Fitted on train, scored on test only:
 
 * ``seismic``: the plain model (:mod:`models.forecast`, no training).
 * ``seismic+cal``: the plain model with the learned correction
-  (:class:`models.forecast.Calibration`: a log bias and error per observation time, and
-  a prior on infectiousness), fitted on train. ``forecaster`` is whichever of the two
+  (:class:`models.forecast.Calibration`: per observation time, ridge quantile lines of
+  the log final size on the plain forecast and a few signals (count so far, reach of
+  who reshared, last 10 minutes, author's reach), and a prior on infectiousness),
+  fitted on train; which signals, how much shrinkage and which quantile is the
+  forecast are chosen by cross-validation inside the train split. ``forecaster`` is whichever of the two
   has the lower train error, so the correction is used only where it earns its place.
 * ``counts``: the count-based variant, fed only the retweet count every 10 minutes
   (polls at T, T-10 min, ...), calibrated the same way: what Reddit, Hacker News,
@@ -30,13 +33,20 @@ Fitted on train, scored on test only:
   followers for AUC.
 * ``median``: the train median size for everyone, a reference for what error alone
   means on a dataset selected by size (the large cascades all end above 2,000).
+* ``best-const``: the one size with the lowest train MdARE, for everyone: a reference
+  (not a forecast, AUC 0.5). Where it beats the forecaster on MdARE, the error
+  figure measures the dataset's selection more than the forecast's skill.
 
 Figures per dataset and observation time:
 
 * ``MdARE``: median of |forecast - actual| / actual (final size);
 * ``cover``: share of test cascades inside the 80% band (target 70-90%);
 * ``AUC``: how well ``p_viral`` (for baselines: the forecast, or the follower count)
-  ranks cascades that reach the train split's 90th-percentile final size.
+  ranks cascades that reach the train split's 90th-percentile final size;
+* ``grewMdARE``: MdARE over the test cascades that grew after the observation time
+  only, and ``meanARE``: the mean relative error over all. Companions, not the
+  issue's metric: on auspol most cascades end at the size already seen, so every
+  model that forecasts "no more" has MdARE 0 and the models tie.
 
 Usage::
 
@@ -186,16 +196,29 @@ class Scored:
     score: list[float]
 
 
-def metrics(scored: Scored, actual: Sequence[int], viral_size: float | Sequence[float]) -> dict[str, float | None]:
+def metrics(
+    scored: Scored,
+    actual: Sequence[int],
+    viral_size: float | Sequence[float],
+    seen: Sequence[int] | None = None,
+) -> dict[str, float | None]:
+    """The figures of one model; ``seen`` (size at the observation time) adds ``mdare_grew`` and ``mare``."""
     sizes = [viral_size] * len(actual) if isinstance(viral_size, float | int) else list(viral_size)
     errors = [abs(e - a) / a for e, a in zip(scored.expected, actual, strict=True)]
     inside = [lo <= a <= hi for lo, hi, a in zip(scored.low, scored.high, actual, strict=True)]
+    extra: dict[str, float | None] = {}
+    if seen is not None:
+        # Tie-free companions: on auspol most cascades end at the size seen, where every model
+        # that forecasts "no more" scores 0 and the median ties at 0.
+        grew = [err for err, a, s in zip(errors, actual, seen, strict=True) if a > s]
+        extra = {"mdare_grew": round(median(grew), 4) if grew else None, "mare": round(float(np.mean(errors)), 4)}
     return {
         "mdare": round(median(errors), 4),
         "coverage": round(sum(inside) / len(inside), 4),
         "auc": None
         if (v := auc(scored.score, [a >= t for a, t in zip(actual, sizes, strict=True)])) is None
         else round(v, 4),
+        **extra,
     }
 
 
@@ -294,6 +317,20 @@ def constant(train: list[Cascade], test: list[Cascade]) -> Scored:
     return Scored([mid] * len(test), [lo] * len(test), [hi] * len(test), [0.0] * len(test))
 
 
+def best_constant(train: list[Cascade], test: list[Cascade]) -> Scored:
+    """The one size for every cascade with the lowest train MdARE (a reference, not a forecast).
+
+    What MdARE alone rewards on a dataset selected by size: on the large cascades (all
+    above 2,000) a constant a little above the floor beats every forecast on error. It
+    ranks nothing (AUC 0.5); its band is the train 10th-90th percentile.
+    """
+    sizes = np.array([c.final_size for c in train], dtype=float)
+    candidates = np.unique(np.quantile(sizes, np.linspace(0, 1, 201)))
+    best = min(candidates, key=lambda v: float(np.median(np.abs(v - sizes) / sizes)))
+    lo, hi = (float(v) for v in np.quantile(sizes, [0.1, 0.9]))
+    return Scored([float(best)] * len(test), [lo] * len(test), [hi] * len(test), [0.0] * len(test))
+
+
 def by_followers(train: list[Cascade], test: list[Cascade]) -> Scored:
     x = np.log1p([c.author_followers for c in train])
     y = np.log([c.final_size for c in train])
@@ -313,7 +350,7 @@ def by_followers(train: list[Cascade], test: list[Cascade]) -> Scored:
 # --------------------------------------------------------------------------- the run
 
 
-MODELS = ("seismic", "seismic+cal", "counts", "k*count", "followers", "median")
+MODELS = ("seismic", "seismic+cal", "counts", "k*count", "followers", "median", "best-const")
 
 
 def _score_fold(train: list[Cascade], test: list[Cascade], age: float) -> tuple[dict[str, Scored], float, bool]:
@@ -332,6 +369,7 @@ def _score_fold(train: list[Cascade], test: list[Cascade], age: float) -> tuple[
         "k*count": k_times_count(train, test, age),
         "followers": by_followers(train, test),
         "median": constant(train, test),
+        "best-const": best_constant(train, test),
     }
     return scored, viral_size, (train_cal["mdare"] or 0) <= (train_plain["mdare"] or 0)
 
@@ -355,6 +393,7 @@ def evaluate(
             age = minutes * 60.0
             pooled = {m: Scored([], [], [], []) for m in MODELS}
             actual: list[int] = []
+            seen: list[int] = []
             viral: list[float] = []
             calibration_won = 0
             for train, test in splits:
@@ -364,8 +403,9 @@ def evaluate(
                     for attr in ("expected", "low", "high", "score"):
                         getattr(pooled[m], attr).extend(getattr(scored[m], attr))
                 actual.extend(c.final_size for c in test)
+                seen.extend(1 + len(c.seen(age)[0]) for c in test)
                 viral.extend([viral_size] * len(test))
-            rows = {m: metrics(pooled[m], actual, viral) for m in MODELS}
+            rows = {m: metrics(pooled[m], actual, viral, seen) for m in MODELS}
             uses_cal = calibration_won * 2 > len(splits)
             rows["forecaster"] = {**rows["seismic+cal" if uses_cal else "seismic"], "calibrated": uses_cal}
             entry["by_minutes"][str(minutes)] = rows
@@ -389,11 +429,14 @@ def print_table(results: dict[str, Any]) -> None:
             f"{name}: {entry['cascades']} cascades; viral = size >= {entry['viral_size_p90']} (train p90); "
             f"{entry['events_beyond_horizon_dropped']} events beyond the horizon dropped"
         )
-        print(f"  {'minutes':>7} {'model':<12} {'MdARE':>7} {'cover':>7} {'AUC':>7}")
+        print(f"  {'minutes':>7} {'model':<12} {'MdARE':>7} {'cover':>7} {'AUC':>7} {'grewMdARE':>9} {'meanARE':>7}")
         for minutes, rows in entry["by_minutes"].items():
             for model, m in rows.items():
                 note = " (calibrated)" if m.get("calibrated") else (" (plain)" if model == "forecaster" else "")
-                print(f"  {minutes:>7} {model:<12} {_fmt(m['mdare'])} {_fmt(m['coverage'])} {_fmt(m['auc'])}{note}")
+                print(
+                    f"  {minutes:>7} {model:<12} {_fmt(m['mdare'])} {_fmt(m['coverage'])} {_fmt(m['auc'])} "
+                    f"{_fmt(m.get('mdare_grew'), 9)} {_fmt(m.get('mare'))}{note}"
+                )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,8 +29,10 @@ from flows.tasks import (
     flag_pending,
     flag_store,
     index_file,
+    maintain_store,
     notify_alerts,
     prepare_file,
+    record_sla_breaches,
     repoll_targets,
 )
 from moments import settings
@@ -212,6 +214,8 @@ class TickSummary:
     bursts: list[str] = field(default_factory=list)
     notifications: str = ""
     notifications_sent: int = 0
+    sla_breaches: int = 0
+    maintenance: list[str] = field(default_factory=list)
     source_health: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -229,6 +233,8 @@ class TickSummary:
             + f"; {self.rescored} re-scored: {self.flags or 'no flags changed'}"
             + (f"; bursts: {', '.join(self.bursts)}" if self.bursts else "")
             + f"; notifications: {self.notifications or 'none'}"
+            + (f"; {self.sla_breaches} SLA breaches recorded" if self.sla_breaches else "")
+            + (f"; {'; '.join(self.maintenance)}" if self.maintenance else "")
         )
         if self.problems:
             text += f"; PARTIAL: {'; '.join(self.problems)}"
@@ -373,6 +379,20 @@ def _flag_and_notify(
         summary.problems.append(f"{len(delivered.failed)} notifications not delivered (kept in the outbox)")
 
 
+def _care_upkeep(summary: TickSummary, config: MomentsConfig, store_url: str | None, *, nightly: bool) -> None:
+    """SLA breaches every tick; dead-letter replay and retention at night. A failure is reported, not fatal."""
+    try:
+        summary.sla_breaches = record_sla_breaches(store_url, config, summary.now)
+    except Exception as exc:  # the next tick records them: recording is idempotent
+        summary.problems.append(f"SLA breaches not recorded: {exc}")
+    if not nightly:
+        return
+    try:
+        summary.maintenance = maintain_store(store_url, config, summary.now)
+    except Exception as exc:  # dead letters stay in their file, old posts for the next night
+        summary.problems.append(f"store maintenance failed: {exc}")
+
+
 @flow(name="moments-watch", log_prints=False)
 def watch(
     config_path: Path,
@@ -400,6 +420,7 @@ def watch(
     _ingest(summary, config, config_path, specs, store_url, as_of, repoll=True)
     (summary.run_dir / RUN_DONE).touch()  # indexed or spooled: nothing for the nightly recovery
     _flag_and_notify(summary, config, store_url, burst_times=[now], refresh_baseline=False)
+    _care_upkeep(summary, config, store_url, nightly=False)
     mark_ticked(summary.brands, now)
     get_run_logger().info(summary.line())
     return _final_state(summary)
@@ -430,6 +451,7 @@ def nightly(
     prune_runs(settings.runs_dir())
     hours = [now - timedelta(hours=h) for h in range(23, -1, -1)]
     _flag_and_notify(summary, config, store_url, burst_times=hours, refresh_baseline=True)
+    _care_upkeep(summary, config, store_url, nightly=True)
     markdown = daily_report(summary, config, store_url)
     (summary.run_dir / "report.md").write_text(markdown, encoding="utf-8")
     create_markdown_artifact(markdown=markdown, key="moments-nightly", description=summary.line()[:500])

@@ -28,6 +28,9 @@ from moments.config import MomentsConfig, load_config
 from moments.errors import WorkFailed
 from moments.records import Flag, Post, ReadReport, Reshare, read_posts_file, write_posts
 from search import Store, StoreError, open_store
+from search.deadletter import replay_dead_letters
+from search.retention import purge_posts
+from triage.service_levels import record_breaches
 
 # Network-facing and store-facing tasks retry with backoff: 10s, 20s, 40s. The first step can be
 # set with MOMENTS_RETRY_BACKOFF_SECONDS (the test suite shortens it; read once, at import).
@@ -200,6 +203,40 @@ def flag_store(store_url: str | None, now: datetime, config_path: Path | None = 
         active = store.count_flags()
     get_run_logger().info("flagging: %s; %d flags active", report.summary(), active)
     return StageResult(None, report.changed, detail=f"{active} active")
+
+
+@task(name="sla-breaches", retries=2, retry_delay_seconds=_BACKOFF)
+def record_sla_breaches(store_url: str | None, config: MomentsConfig, now: datetime) -> int:
+    """Write an ``sla_breached`` event for every active flag that has just missed a target (once each).
+
+    The triage app does the same when it serves the queue; a schedule does it too, so a
+    breach is on record (and in the team metrics) even when nobody has the queue open.
+    """
+    with open_store(store_url) as store:
+        written = record_breaches(store, now, config=config)
+    if written:
+        get_run_logger().info("SLA: %d breaches recorded", len(written))
+    return len(written)
+
+
+@task(name="store-maintenance", retries=1, retry_delay_seconds=_BACKOFF)
+def maintain_store(store_url: str | None, config: MomentsConfig, now: datetime) -> list[str]:
+    """Nightly upkeep: retry dead-lettered posts, then purge posts past ``retention.posts``.
+
+    Returns one line per step for the nightly report. The integ-test Elasticsearch has no
+    ILM, so retention is this scheduled purge on both stores (a production cluster may add
+    an ILM delete phase on the snapshot indices).
+    """
+    lines = []
+    with open_store(store_url) as store:
+        replayed = replay_dead_letters(store)
+        if replayed.replayed or replayed.still_rejected or replayed.unreadable:
+            lines.append(str(replayed))
+        if config.retention.posts is not None:
+            lines.append(str(purge_posts(store, config.retention.posts, now=now)))
+    for line in lines:
+        get_run_logger().info("store maintenance: %s", line)
+    return lines
 
 
 # --------------------------------------------------------------------------- watch and nightly

@@ -26,8 +26,9 @@ written here from the paper:
   threshold within the horizon under that distribution.
 
 No training is needed. :class:`Calibration` is the optional learned correction
-(a bias and spread per observation age, fitted on held-out cascades by
-``bench/forecast.py``); it is used only where it beats the plain model there.
+(per observation age, quantile lines on the plain forecast and a few other signals,
+fitted on training cascades by ``bench/forecast.py``); it is used only where it
+beats the plain model there. The flags use the plain model.
 
 Two inputs:
 
@@ -117,31 +118,89 @@ class Kernel:
 #: The quantiles a calibration fits per observation age: the band's ends and the median.
 CALIBRATED_QUANTILES = (0.1, 0.5, 0.9)
 
+#: What the learned correction may read about a post at the time of the forecast (each as ``log(1 + x)``).
+SIGNAL_NAMES = ("plain", "observed", "reach_seen", "recent", "author_reach")
+#: The signal sets a calibration chooses from (by cross-validation on its training cascades): the plain
+#: forecast alone (SEISMIC's own correction), with the count so far, with the reach of who reshared, all.
+CALIBRATION_FEATURE_SETS: tuple[tuple[str, ...], ...] = (
+    ("plain",),
+    ("plain", "observed"),
+    ("plain", "reach_seen"),
+    ("plain", "observed", "reach_seen"),
+    SIGNAL_NAMES,
+)
+#: Ridge penalties (on standardised signals) the calibration chooses from: ~50-100 training cascades
+#: cannot carry five free weights, so they are shrunk toward the intercept.
+CALIBRATION_PENALTIES = (0.01, 0.1, 1.0)
+#: The quantiles the calibration may report as *the* forecast, chosen to minimise the relative error.
+CALIBRATION_POINT_QUANTILES = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+#: Folds of the inner cross-validation that chooses signals, penalty and point quantile.
+CALIBRATION_FOLDS = 5
+#: "Recent" reshares: those within this many seconds before the forecast.
+RECENT_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What is known about a post when it is forecast, for the learned correction.
+
+    Attributes:
+        plain: The plain model's forecast of the count at the horizon.
+        observed: The count seen so far.
+        reach_seen: The followers of everyone who reshared so far (counts: a typical reach each).
+        recent: Reshares within :data:`RECENT_SECONDS` before now.
+        author_reach: The author's followers.
+    """
+
+    plain: float
+    observed: float
+    reach_seen: float
+    recent: float
+    author_reach: float
+
+    def vector(self, names: Sequence[str]) -> list[float]:
+        """``[1, log(1 + signal) for each name]``: the regression's row."""
+        return [1.0, *(math.log1p(max(float(getattr(self, name)), 0.0)) for name in names)]
+
 
 @dataclass(frozen=True)
 class Calibration:
     """A learned correction of the plain model, per observation age, fitted on held-out cascades.
 
-    At each age, three quantiles (10th, 50th, 90th) of ``log(1 + final)`` are
-    regressed on ``log(1 + plain forecast)`` (linear quantile regression). This is
-    SEISMIC's own remedy in spirit (the paper scales its prediction with factors
-    fitted on training tweets): it fixes the plain model's bias (on cascades
-    selected for being large it under-forecasts) and gives a band that covers 80%
-    of the training cascades by construction, wider where the plain forecast is
-    less reliable. The median is the forecast; ``p_viral`` reads the threshold
-    against a normal spread matching the band.
+    At each age, quantiles (10th, 50th, 90th, and the point quantile) of
+    ``log(1 + final)`` are regressed on the log of a few :class:`Signals` (the plain
+    forecast, and possibly the count so far, the reach of who reshared, the recent
+    rate and the author's reach), a linear quantile regression with a ridge penalty.
+    This is SEISMIC's own remedy in spirit (the paper scales its prediction with
+    factors fitted on training tweets). Which signals, how much shrinkage, and which
+    quantile is reported as the forecast are chosen by cross-validation *within* the
+    training cascades (:meth:`fit`), never on the cascades it is scored on.
+
+    The point quantile: relative error ``|forecast - actual| / actual`` punishes an
+    over-forecast of a small cascade more than an under-forecast of a large one, so
+    the forecast that minimises it lies below the median of the predicted
+    distribution; on cascades selected for being large it lies well below. The band
+    is always the 10th to 90th percentile, and ``p_viral`` reads the threshold
+    against the *median* line with one spread per age (the training residuals'), so
+    that it ranks posts by their predicted size.
 
     Attributes:
         ages: Observation ages in seconds, ascending; the nearest (in log time) applies.
-        lines: Per age, per quantile (10th, 50th, 90th): the intercept and the weight of
-            ``log(1 + plain forecast)``.
+        features: Per age, the :class:`Signals` names the lines read.
+        lines: Per age, per quantile (10th, 50th, 90th, point): the intercept and the
+            weight of each feature (``log(1 + signal)``).
+        point_quantiles: Per age, the quantile reported as the forecast.
+        spreads: Per age, the log-scale spread ``p_viral`` uses.
         prior_infectiousness: A prior on ``p`` worth ``prior_strength`` reshares, so that a
             post with no reshares yet does not forecast nothing (ranked by its author's reach).
         prior_strength: Weight of that prior, in reshares.
     """
 
     ages: tuple[float, ...] = ()
+    features: tuple[tuple[str, ...], ...] = ()
     lines: tuple[tuple[tuple[float, ...], ...], ...] = ()
+    point_quantiles: tuple[float, ...] = ()
+    spreads: tuple[float, ...] = ()
     prior_infectiousness: float = 0.0
     prior_strength: float = 0.0
 
@@ -158,66 +217,138 @@ class Calibration:
         *,
         prior_infectiousness: float = 0.0,
         prior_strength: float = 0.0,
+        feature_sets: Sequence[tuple[str, ...]] = CALIBRATION_FEATURE_SETS,
+        penalties: Sequence[float] = CALIBRATION_PENALTIES,
+        point_quantiles: Sequence[float] = CALIBRATION_POINT_QUANTILES,
+        folds: int = CALIBRATION_FOLDS,
     ) -> Calibration:
         """Fit from ``(age, plain forecast, actual final count)`` samples.
 
-        The plain forecasts must come from a model with the same prior as given here.
+        The plain forecasts must come from a model with the same prior as given here,
+        and carry their :attr:`Forecast.signals`. Per age, the signal set and penalty
+        with the lowest cross-validated pinball loss of the median are chosen, then the
+        point quantile with the lowest cross-validated median relative error (ties: the
+        one nearest the median). Fewer than ``2 * folds`` samples at an age: the plain
+        forecast alone, lightly shrunk, and the median.
         """
-        by_age: dict[float, list[tuple[Forecast, int]]] = {}
+        by_age: dict[float, list[tuple[Signals, int]]] = {}
         for age, plain, actual in samples:
-            by_age.setdefault(age, []).append((plain, actual))
-        ages, lines = [], []
+            if plain.signals is None:
+                raise ValueError("Calibration.fit needs forecasts that carry their signals")
+            by_age.setdefault(age, []).append((plain.signals, max(int(actual), 0)))
+        ages, features, lines, points, spreads = [], [], [], [], []
         for age in sorted(by_age):
             rows = by_age[age]
-            x = np.array([_calibration_features(f.expected_final, f.observed) for f, _ in rows])
-            y = np.log1p(np.array([max(a, 0) for _, a in rows], dtype=float))
+            finals = np.array([a for _, a in rows], dtype=float)
+            chosen, penalty, point = _choose(rows, finals, feature_sets, penalties, point_quantiles, folds)
+            x = np.array([s.vector(chosen) for s, _ in rows])
+            y = np.log1p(finals)
+            quantiles = (*CALIBRATED_QUANTILES, point)
+            fitted = [_ridge_quantile_regression(x, y, q, penalty) for q in quantiles]
+            residual = y - x @ fitted[1]
+            low, high = np.quantile(residual, [(1 - BAND) / 2, (1 + BAND) / 2])
             ages.append(age)
-            lines.append(
-                tuple(tuple(float(v) for v in _quantile_regression(x, y, q)) for q in CALIBRATED_QUANTILES)
-            )
-        return cls(tuple(ages), tuple(lines), prior_infectiousness, prior_strength)
+            features.append(tuple(chosen))
+            lines.append(tuple(tuple(float(v) for v in beta) for beta in fitted))
+            points.append(point)
+            spreads.append(max(float(high - low) / (2 * _NORMAL.inv_cdf(0.5 + BAND / 2)), 0.05))
+        return cls(
+            tuple(ages), tuple(features), tuple(lines), tuple(points), tuple(spreads),
+            prior_infectiousness, prior_strength,
+        )  # fmt: skip
 
-    def apply(
-        self, index: int, plain_final: float, observed: int, threshold: float | None
-    ) -> tuple[float, float, float, float]:
+    def apply(self, index: int, signals: Signals, threshold: float | None) -> tuple[float, float, float, float]:
         """``(expected, low, high, p_viral)`` corrected at fitted age ``index``."""
-        x = _calibration_features(plain_final, observed)
-        low_log, mid_log, high_log = sorted(float(np.dot(line, x)) for line in self.lines[index])
+        x = np.array(signals.vector(self.features[index]))
+        low_log, mid_log, high_log = sorted(float(np.dot(line, x)) for line in self.lines[index][:3])
+        point_log = min(max(float(np.dot(self.lines[index][3], x)), low_log), high_log)
+        observed = signals.observed
 
         def final(log_value: float, rounding: Callable[[float], float]) -> float:
             # A count: the median of a count is a whole number (and never below what was seen).
             return max(float(rounding(math.expm1(min(log_value, 50.0)))), float(observed))
 
-        expected, low, high = final(mid_log, round), final(low_log, math.floor), final(high_log, math.ceil)
+        expected, low, high = final(point_log, round), final(low_log, math.floor), final(high_log, math.ceil)
         if threshold is None:
             p_viral = 0.0
         elif observed >= threshold:
             p_viral = 1.0
         else:
-            spread = max((high_log - low_log) / (2 * _NORMAL.inv_cdf(0.9)), 0.05)
-            p_viral = min(max(1 - _NORMAL.cdf((math.log1p(threshold) - mid_log) / spread), 0.001), 0.999)
+            z = (math.log1p(threshold) - mid_log) / self.spreads[index]
+            p_viral = min(max(1 - _NORMAL.cdf(z), 0.001), 0.999)
         return expected, low, high, p_viral
 
 
-def _calibration_features(plain_final: float, observed: int) -> list[float]:
-    # The count so far as a third feature was tried: with ~80 training cascades it overfits
-    # (cross-validated error 0.30 vs 0.26 at 30 minutes on the large cascades).
-    del observed
-    return [1.0, math.log1p(max(plain_final, 0.0))]
+def _relative_error(forecast_log: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """``|forecast - actual| / (1 + actual)``: the relative error of the size (the post counts as one)."""
+    return np.abs(np.expm1(np.minimum(forecast_log, 50.0)) - actual) / (1 + actual)
 
 
-def _quantile_regression(x: np.ndarray, y: np.ndarray, tau: float, iterations: int = 100) -> np.ndarray:
-    """Linear quantile regression (the pinball loss) by iteratively reweighted least squares."""
-    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+def _choose(
+    rows: list[tuple[Signals, int]],
+    actual: np.ndarray,
+    feature_sets: Sequence[tuple[str, ...]],
+    penalties: Sequence[float],
+    point_quantiles: Sequence[float],
+    folds: int,
+) -> tuple[tuple[str, ...], float, float]:
+    """The signal set, penalty and point quantile, by ``folds``-fold cross-validation within ``rows``."""
+    if len(rows) < 2 * folds:
+        return ("plain",), min(penalties, default=0.0), 0.5
+    y = np.log1p(actual)
+    # A fixed interleaved split (the caller's order), so that a fit is reproducible.
+    fold_of = np.arange(len(rows)) % folds
+
+    def held_out(names: tuple[str, ...], penalty: float, tau: float) -> np.ndarray:
+        x = np.array([s.vector(names) for s, _ in rows])
+        out = np.empty(len(rows))
+        for k in range(folds):
+            test = fold_of == k
+            beta = _ridge_quantile_regression(x[~test], y[~test], tau, penalty)
+            out[test] = x[test] @ beta
+        return out
+
+    def pinball(names: tuple[str, ...], penalty: float) -> float:
+        residual = y - held_out(names, penalty, 0.5)
+        return float(np.mean(np.abs(residual)))  # the pinball loss at the median, times 2
+
+    names, penalty = min(((n, p) for n in feature_sets for p in penalties), key=lambda c: pinball(*c))
+    errors = {tau: float(np.median(_relative_error(held_out(names, penalty, tau), actual))) for tau in point_quantiles}
+    best = min(errors.values())
+    point = max(tau for tau, error in errors.items() if error <= best + 1e-9)
+    return names, penalty, point
+
+
+def _ridge_quantile_regression(
+    x: np.ndarray, y: np.ndarray, tau: float, penalty: float, iterations: int = 100
+) -> np.ndarray:
+    """Linear quantile regression (the pinball loss) with a ridge penalty, by iteratively reweighted least squares.
+
+    ``x``'s first column is the intercept (not penalised); the others are standardised
+    for the penalty, which is ``penalty * n`` on the least-squares scale, and the
+    weights returned are on the original scale.
+    """
+    n, k = x.shape
+    mean = x[:, 1:].mean(axis=0)
+    scale = x[:, 1:].std(axis=0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    z = np.column_stack([np.ones(n), (x[:, 1:] - mean) / scale])
+    ridge = np.eye(k) * penalty * n
+    ridge[0, 0] = 0.0
+    # A feature constant on the training rows carries no information: pin its weight to zero.
+    ridge[1:, 1:] += np.diag(np.where(x[:, 1:].std(axis=0) > 1e-12, 0.0, 1e12))
+    beta = np.linalg.solve(z.T @ z + ridge + 1e-9 * np.eye(k), z.T @ y)
     for _ in range(iterations):
-        residual = y - x @ beta
+        residual = y - z @ beta
         weights = np.where(residual >= 0, tau, 1 - tau) / np.maximum(np.abs(residual), 1e-4)
-        w = np.sqrt(weights)
-        updated, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
-        if np.allclose(updated, beta, atol=1e-8):
-            return updated
+        weights = weights / weights.mean()
+        updated = np.linalg.solve((z * weights[:, None]).T @ z + ridge + 1e-9 * np.eye(k), (z * weights[:, None]).T @ y)
+        converged = float(np.max(np.abs(updated - beta))) < 1e-6  # (np.allclose costs more than the solve)
         beta = updated
-    return beta
+        if converged:
+            break
+    slopes = beta[1:] / scale
+    return np.concatenate(([beta[0] - float(np.dot(slopes, mean))], slopes))
 
 
 @dataclass(frozen=True)
@@ -239,6 +370,8 @@ class Forecast:
         threshold: The count ``p_viral`` refers to.
         unit: What is counted (``reposts`` or ``interactions``), for the reasons.
         calibrated: The learned correction (:class:`Calibration`) was applied.
+        signals: What the forecast was made from, for fitting a :class:`Calibration`
+            (``None`` where the horizon has passed).
     """
 
     expected_final: float
@@ -254,6 +387,7 @@ class Forecast:
     threshold: float | None = None
     unit: str = "reposts"
     calibrated: bool = False
+    signals: Signals | None = None
 
     def describe(self) -> str:
         """The forecast in words, e.g. ``forecast 3,800 reposts in 24 h (80% range 2,100-6,000; p_viral 0.82)``."""
@@ -446,6 +580,7 @@ def _shifted(result: Forecast, shift: int) -> Forecast:
         threshold=threshold,
         unit=result.unit,
         calibrated=result.calibrated,
+        signals=result.signals,
     )
 
 
@@ -466,11 +601,18 @@ def _forecast(
         times, weights, reshares, age, horizon.total_seconds(), threshold, extra_sigma=extra_sigma
     )
     nothing_yet = len(reshares) == 0 and model.calibration.prior_strength == 0
-    fitted = model.calibration.nearest(age) if age < horizon.total_seconds() else None
-    if fitted is not None:
-        expected, low, high, p_viral = model.calibration.apply(
-            fitted, expected, len(reshares), threshold
+    signals = None
+    if age < horizon.total_seconds():
+        signals = Signals(
+            plain=expected,
+            observed=float(len(reshares)),
+            reach_seen=float(np.sum(weights[1:])),
+            recent=float(np.sum(reshares > age - RECENT_SECONDS)),
+            author_reach=float(weights[0]),
         )
+    fitted = model.calibration.nearest(age) if signals is not None else None
+    if fitted is not None and signals is not None:
+        expected, low, high, p_viral = model.calibration.apply(fitted, signals, threshold)
     return Forecast(
         expected_final=expected,
         low=low,
@@ -485,6 +627,7 @@ def _forecast(
         threshold=threshold,
         unit=unit,
         calibrated=fitted is not None,
+        signals=signals,
     )
 
 
@@ -587,6 +730,7 @@ __all__ = [
     "Forecast",
     "ForecastModel",
     "Kernel",
+    "Signals",
     "forecast",
     "forecast_counts",
     "forecast_events",

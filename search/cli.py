@@ -6,15 +6,18 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from moments.cli import Commands
-from moments.errors import EXIT_USAGE
-from moments.records import Post, ReadReport, read_posts, read_posts_file
+from moments.errors import EXIT_USAGE, UsageError
+from moments.records import Post, ReadReport, read_posts, read_posts_file, utc_now
+from search.aggregations import AGGREGATIONS, check_name
 from search.backends import open_store
-from search.query import parse
+from search.query import SORTS, parse, parse_when
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,37 @@ Operators are upper case (and, or, not are plain words). To search for text
 that looks like syntax (a URL, a word with a colon, AND), quote it. Anything else
 is a syntax error that names the column (exit 2); nothing is guessed.
 
+Periods, order and paging:
+  --since WHEN             only posts created at or after WHEN: a time before now
+                           (30m, 24h, 7d, 2w) or an ISO date/time (2026-11-01,
+                           2026-11-01T09:00Z; UTC unless it names a zone)
+  --until WHEN             only posts created before WHEN (excluded: --until
+                           2026-11-08 ends at the last moment of 7 November)
+                           With --since or --until the QUERY may be left out.
+  --sort relevance         best match first (the default)
+  --sort recent            newest first; posts without a date last
+  --sort engagement        most interactions first: likes (or, where a source
+                           has votes instead, a positive score) + shares +
+                           replies + quotes. Every order breaks ties by post id.
+  --limit N                the first N posts (default 20)
+  --all                    every post that matches, however many; with --json
+                           one post per line (JSONL), written as it is read.
+                           Stable while posts are being written.
+
+Aggregations (--agg NAME, counted by the store; the QUERY, --brand, --since and
+--until filter them; --json prints the JSON, otherwise a table):
+  timeline        posts per time bucket x touchpoint x moment; buckets are
+                  hours up to 3 days, days up to 90 days, weeks (from Monday,
+                  UTC) beyond; default period: the last 7 days
+  moment_share    per touchpoint: volume, misery share and magic share, with
+                  the previous period of the same length; default: 7 days
+  top_authors     the authors with the most followers, and with the most
+                  complaints (negative or misery posts)
+  standout_terms  per touchpoint, the words of the post text that stand out in
+                  its misery posts against every post matching the filters
+                  (Dunning's log-likelihood ratio G2 on post counts)
+  volume          posts per source x language
+
 `moments search migrate` brings a store written by an older release up to the
 current schema (flags that lived inside posts become flag records with their event
 log); opening a store does the same, so this is for doing it at a time you choose.
@@ -95,6 +129,12 @@ examples:
   moments search 'refund AND late' --limit 5 --json | jq '.[].url'
   moments search 'touchpoint:baggage sentiment:negative NOT refund*'
   moments search 'created_at:>=2026-11-01 created_at:<2026-11-08 (delay OR cancelled)'
+  moments search refund --since 7d --sort recent
+  moments search 'moment:magic' --since 30d --sort engagement --limit 10
+  moments search 'touchpoint:fulfilment refund lang:fr source:reddit' --all --json > refunds.jsonl
+  moments search --agg moment_share --since 7d --brand northwind
+  moments search --agg standout_terms --since 7d --json | jq '.touchpoints'
+  moments search --agg timeline 'touchpoint:baggage' --since 2026-11-01 --until 2026-12-01 --json
   moments search migrate --store http://127.0.0.1:9200
 """
 
@@ -105,16 +145,51 @@ def _migrate_action() -> SearchAction:
         description=(
             "Migrate the store now and say what moved: flags that lived inside posts become\n"
             "flag records with their event log. Opening a store does the same; this is for\n"
-            "doing it at a time you choose.\n\nexamples:\n  moments search migrate\n"
+            "doing it at a time you choose.\n\n"
+            "On Elasticsearch it also moves an index whose mapping differs from the schema (a\n"
+            "field changed type, or left the schema): a new <prefix>-posts-v<N+1> is built,\n"
+            "the documents copied, and the alias swapped in one step. Writes made meanwhile\n"
+            "are retried, then spooled, and land in the new index.\n\nexamples:\n  moments search migrate\n"
             "  moments search migrate --store http://127.0.0.1:9200\n"
         ),
         run=lambda args: run_migrate(args),
     )
 
 
+def _replay_action() -> SearchAction:
+    from search.deadletter import REPLAY_DESCRIPTION, run_replay
+
+    return SearchAction(help="write again the posts the store refused", description=REPLAY_DESCRIPTION, run=run_replay)
+
+
+def _erase_action() -> SearchAction:
+    from search.erasure import ERASE_DESCRIPTION, configure_erase, run_erase
+
+    return SearchAction(
+        help="erase one author's posts, flags, snapshots and spooled copies (GDPR)",
+        description=ERASE_DESCRIPTION,
+        run=run_erase,
+        configure=configure_erase,
+    )
+
+
+def _purge_action() -> SearchAction:
+    from search.retention import PURGE_DESCRIPTION, configure_purge, run_purge
+
+    return SearchAction(
+        help="delete posts older than the retention period",
+        description=PURGE_DESCRIPTION,
+        run=run_purge,
+        configure=configure_purge,
+    )
+
+
 #: ``moments search WORD`` actions; to search for one of these words, quote it as a phrase.
 SEARCH_ACTIONS: dict[str, SearchAction] = {
     "migrate": _migrate_action(),
+    "replay-dead-letters": _replay_action(),
+    "erase": _erase_action(),
+    "purge": _purge_action(),
 }
 
 
@@ -143,7 +218,16 @@ def register(commands: Commands) -> None:
         "query", metavar="QUERY", nargs="?", help="what to look for, in the query language above, or an action"
     )
     search.set_defaults(search_parser=search)
-    search.add_argument("--limit", type=_positive, default=20, help="at most this many results (default: 20)")
+    search.add_argument("--limit", type=_positive, default=None, help="at most this many results (default: 20)")
+    search.add_argument(
+        "--all", action="store_true", dest="all_hits", help="every hit, no limit (with --json: JSONL, streamed)"
+    )
+    search.add_argument(
+        "--since", metavar="WHEN", help="only posts created at/after WHEN: 30m, 24h, 7d, 2w before now, or ISO"
+    )
+    search.add_argument("--until", metavar="WHEN", help="only posts created before WHEN (ISO date or time, or 7d)")
+    search.add_argument("--sort", choices=SORTS, default="relevance", help="order of the posts (default: relevance)")
+    search.add_argument("--agg", metavar="NAME", help=f"an aggregation instead of posts: {', '.join(AGGREGATIONS)}")
 
 
 def _positive(text: str) -> int:
@@ -171,9 +255,10 @@ def run_index(args: argparse.Namespace) -> int:
             result = store.upsert(read_posts_file(path, report))
         location = store.location
     dropped = len(report.dropped)
+    rejected = f"{result.rejected} rejected" + (f" -> dead-letter {result.dead_letter}" if result.dead_letter else "")
     print(
-        f"indexed {_plural(result.written, 'post')} into {location} "
-        f"({result.spooled} spooled, {_plural(dropped, 'line')} dropped)"
+        f"indexed {_plural(result.written, 'post')} into {location}: {result.indexed} new, {result.updated} updated, "
+        f"{rejected}, {result.retried} retried ({result.spooled} spooled, {_plural(dropped, 'line')} dropped)"
     )
     if any(_not_a_post(reason) for _, reason in report.dropped):
         print(
@@ -192,33 +277,159 @@ def _not_a_post(reason: str) -> bool:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    """Handler of ``moments search``: prints matches as a table (or JSON); 0 even when none match."""
+    """Handler of ``moments search``: prints matches (or an aggregation) as a table or JSON; 0 even when none match."""
     parser: argparse.ArgumentParser = args.search_parser
-    action = SEARCH_ACTIONS.get(args.query or "")
+    action = SEARCH_ACTIONS.get(args.query or "") if args.agg is None else None
     if action is not None:
+        given = [flag for flag, value in _search_only_options(args) if value]
+        if given:
+            raise UsageError(f"{', '.join(given)}: only for a search, not for `moments search {args.query}`")
         return _run_action(parser, args.query, action, args)
     if args.help:
         parser.print_help()
         parser.exit()
     if args.extra:
         parser.error(f"unrecognized arguments: {' '.join(args.extra)}")
-    if args.query is None:
-        parser.error("the following arguments are required: QUERY")
-    # A syntax error is bad input (exit 2), found before a store is opened (or created).
-    parse(args.query)
+    # Bad input (a date, a name, the syntax) is exit 2, found before a store is opened (or created).
+    now = utc_now()
+    since = parse_when(args.since, now=now, option="--since") if args.since else None
+    until = parse_when(args.until, now=now, option="--until") if args.until else None
+    if since is not None and until is not None and since >= until:
+        raise UsageError(f"--since ({since.isoformat()}) must be before --until ({until.isoformat()})")
+    if args.agg is not None:
+        return _run_aggregation(args, since=since, until=until)
+    if args.query is None and since is None and until is None:
+        parser.error("the following arguments are required: QUERY (or --since/--until for every post in a period)")
+    query: str | None = args.query  # None: every post of the period
+    if query is not None:
+        parse(query)
+    if args.all_hits and args.limit is not None:
+        raise UsageError("--all and --limit do not go together: --all prints every hit")
     with open_store(args.store) as store:
-        posts = store.search(args.query, brand=args.brand, limit=args.limit)
+        if args.all_hits and args.json:
+            hits = store.iter_search(query, brand=args.brand, since=since, until=until, sort=args.sort)
+            try:
+                _stream_jsonl(hits)
+            finally:
+                # A reader that went away leaves the stream half read: end it now (an
+                # Elasticsearch point in time is closed), not when it is collected.
+                close = getattr(hits, "close", None)
+                if close is not None:
+                    close()
+            return 0
+        if args.all_hits:
+            posts = list(store.iter_search(query, brand=args.brand, since=since, until=until, sort=args.sort))
+        else:
+            limit = args.limit if args.limit is not None else 20
+            posts = store.search(query, brand=args.brand, limit=limit, since=since, until=until, sort=args.sort)
     if args.json:
-        text = json.dumps([post.model_dump(mode="json") for post in posts], indent=2, ensure_ascii=False)
-        try:
-            sys.stdout.write(text + "\n")
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # `moments search ... --json | head` closed the pipe: not an error worth a traceback.
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+        _write(json.dumps([post.model_dump(mode="json") for post in posts], indent=2, ensure_ascii=False) + "\n")
     else:
-        _print_table(args.query, posts)
+        _print_table(args.query or "every post", posts)
     return 0
+
+
+def _search_only_options(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """The options of a search that an action (``search erase``) would silently ignore, with their values."""
+    return [
+        ("--limit", args.limit),
+        ("--all", args.all_hits),
+        ("--since", args.since),
+        ("--until", args.until),
+        ("--sort", args.sort != "relevance"),
+        ("--agg", args.agg),
+    ]
+
+
+def _write(text: str) -> bool:
+    """Write to stdout and flush; ``False`` once the reader has gone (``| head``), quietly, with no traceback."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader closed the pipe: not an error worth a traceback. Later writes (and the
+        # interpreter's final flush) go nowhere.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return False
+    return True
+
+
+def _stream_jsonl(posts: Iterator[Post]) -> None:
+    """One post per line, each flushed as it is read, so a pipe sees hits at once and memory stays flat."""
+    for post in posts:
+        if not _write(post.model_dump_json() + "\n"):
+            return
+
+
+def _run_aggregation(args: argparse.Namespace, *, since: datetime | None, until: datetime | None) -> int:
+    """``moments search --agg NAME``: the aggregation as JSON, or as tables."""
+    name = check_name(args.agg)
+    query = args.query or ""
+    if query:
+        parse(query)
+    with open_store(args.store) as store:
+        result = store.aggregate(name, query=query, brand=args.brand, since=since, until=until)
+    if args.json:
+        _write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    else:
+        _print_aggregation(result)
+    return 0
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:.1f}%"
+
+
+def _print_aggregation(result: dict[str, Any]) -> None:
+    """An aggregation as one or two plain tables (names and terms are customer text: never markup)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    def table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
+        shown = Table(title=title)
+        for column in columns:
+            shown.add_column(column)
+        for row in rows:
+            shown.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
+        return shown
+
+    name = result["name"]
+    console = Console()
+    period = f" {result['since']} to {result['until']}" if "since" in result else ""
+    if name == "timeline":
+        rows = [[b["start"], b["touchpoint"], b["moment"], b["count"]] for b in result["buckets"]]
+        title = f"posts per {result['interval']},{period}"
+        console.print(table(title, ["start (UTC)", "touchpoint", "moment", "posts"], rows))
+    elif name == "moment_share":
+        rows = [
+            [
+                row["touchpoint"],
+                row["current"]["volume"],
+                _percent(row["current"]["misery_share"]),
+                _percent(row["current"]["magic_share"]),
+                row["previous"]["volume"],
+                _percent(row["previous"]["misery_share"]),
+                _percent(row["previous"]["magic_share"]),
+            ]
+            for row in result["touchpoints"]
+        ]
+        columns = ["touchpoint", "posts", "misery", "magic", "posts before", "misery before", "magic before"]
+        console.print(table(f"moments per touchpoint,{period}", columns, rows))
+    elif name == "top_authors":
+        reach = [[a["handle"], a["followers"], a["posts"]] for a in result["by_reach"]]
+        console.print(table("widest reach", ["author", "followers", "posts"], reach))
+        complaints = [[a["handle"], a["complaints"], a["followers"]] for a in result["by_complaints"]]
+        console.print(table("most complaints", ["author", "complaints", "followers"], complaints))
+    elif name == "standout_terms":
+        rows = [
+            [touchpoint, result["misery_posts"].get(touchpoint, 0), ", ".join(t["term"] for t in terms)]
+            for touchpoint, terms in result["touchpoints"].items()
+        ]
+        console.print(table("terms standing out in misery posts", ["touchpoint", "misery posts", "terms"], rows))
+    else:
+        rows = [[b["source"], b["lang"] or "?", b["posts"]] for b in result["buckets"]]
+        console.print(table(f"{result['total']} posts per source and language", ["source", "lang", "posts"], rows))
 
 
 def _run_action(

@@ -22,10 +22,18 @@ every change is an ``index`` with ``if_seq_no``/``if_primary_term`` taken from t
 read it was based on: a concurrent writer makes it fail with HTTP 409, which becomes
 a :class:`~moments.errors.ConflictError`, never a silent overwrite.
 
-Writes are bulk upserts with retries and exponential backoff. When Elasticsearch
-stays unavailable the posts are *spooled* to ``$MOMENTS_HOME/spool`` rather than
-lost, and the next :meth:`ElasticStore.upsert` replays (then deletes) the spool
-before writing anything new.
+Writes are bulk upserts (``helpers.streaming_bulk``, by post id) with retries and
+exponential backoff on 429s, and one refresh at the end of a load, not one per
+request. When Elasticsearch stays unavailable the posts are *spooled* to
+``$MOMENTS_HOME/spool`` rather than lost, and the next :meth:`ElasticStore.upsert`
+replays (then deletes) the spool before writing anything new. A post the server
+refuses (a mapping error) goes to a dead-letter file (:mod:`search.deadletter`).
+
+Index templates (``<prefix>-posts``, ``-flags``, ``-snapshots``) are derived from the
+schema and put on open. Each post's engagement snapshots are also written to monthly
+indices ``<prefix>-snapshots-YYYY.MM`` (by post id and time, so idempotent). A
+changed field type is caught on open, naming the field; ``moments search migrate``
+reindexes into ``-v<N+1>`` and swaps the alias (:meth:`ElasticStore.migrate`).
 
 The official 8.x client talks to the 9.x server: it sends
 ``compatible-with=8`` media types, which Elasticsearch 9 serves via its REST API
@@ -34,14 +42,16 @@ compatibility layer.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -61,8 +71,38 @@ from elasticsearch import ConflictError as EsConflictError
 from moments import settings
 from moments.accounts import ApiToken, AppSetting, Session, User
 from moments.errors import ConflictError, UsageError
-from moments.records import Flag, FlagEvent, Post, ReadReport, read_posts, write_posts
-from search.mapping import StoredFlag, es_mapping, index_names, text_fields
+from moments.records import EngagementSnapshot, Flag, FlagEvent, Post, ReadReport, read_posts, write_posts
+from search.aggregations import (
+    COMPLAINT_QUERY,
+    MIN_TERM_DOCS,
+    STANDOUT_FIELD,
+    TOP_AUTHORS,
+    TOP_TERMS,
+    TermCount,
+    check_name,
+    choose_interval,
+    es_term_exclusion,
+    moment_share_result,
+    period,
+    standout_terms_result,
+    timeline_result,
+    top_authors_result,
+    volume_result,
+)
+from search.deadletter import DeadLetter, DeadLetterFile, dead_letter_dir
+from search.mapping import (
+    MappingConflict,
+    StoredFlag,
+    StoredSnapshot,
+    es_mapping,
+    index_names,
+    index_templates,
+    mapping_conflicts,
+    removed_fields,
+    snapshot_id,
+    snapshot_index,
+    text_fields,
+)
 from search.migration import legacy_flag
 from search.query import (
     And,
@@ -75,11 +115,15 @@ from search.query import (
     Prefix,
     Range,
     Term,
+    check_sort,
+    filtered,
     parse,
+    query_tree,
     word_tokens,
 )
 from search.store import (
     ACTIVE_STATUSES,
+    ErasureReport,
     IndexResult,
     MigrationReport,
     RecordExists,
@@ -104,6 +148,12 @@ _BATCH = 500
 _MAX_RESULT_WINDOW = 10_000
 #: Buckets per page of a composite aggregation.
 _COMPOSITE_PAGE = 1000
+#: How long a point in time of :meth:`ElasticStore.iter_search` lives between two pages.
+_PIT_KEEP_ALIVE = "2m"
+#: Candidate terms ``significant_text`` returns per touchpoint, ranked like G², before the final cut.
+_STANDOUT_CANDIDATES = 4 * TOP_TERMS + 20
+#: Touchpoints one terms aggregation lists (far more than any taxonomy has).
+_MAX_TERMS_BUCKETS = 10_000
 #: HTTP statuses worth retrying: the cluster is busy or a node is restarting.
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 _SPOOL_NAME = re.compile(r"^elasticsearch-(?P<alias>.+)-(?P<stamp>\d{8}T\d{12}Z)-(?P<pid>\d+)-(?P<seq>\d+)\.jsonl$")
@@ -158,8 +208,63 @@ def spool_posts(posts: Iterable[Post], *, index_prefix: str | None = None, spool
     return _spool_to(spool_dir if spool_dir is not None else settings.spool_dir(), alias, posts)
 
 
+@dataclass
+class _Tally:
+    """What bulk writes did so far: counts, and the posts refused for good (post, reason, HTTP status)."""
+
+    indexed: int = 0
+    updated: int = 0
+    retried: int = 0
+    rejected: list[tuple[Post, str, int]] = dataclass_field(default_factory=list)
+
+    def add(self, other: _Tally) -> None:
+        self.indexed += other.indexed
+        self.updated += other.updated
+        self.retried += other.retried
+        self.rejected.extend(other.rejected)
+
+
 class _Unavailable(Exception):
-    """Elasticsearch could not take a write even after retries (internal: triggers spooling)."""
+    """Elasticsearch could not take a write even after retries (internal: triggers spooling).
+
+    Attributes:
+        tally: What the batch did before giving up.
+        pending: The posts not written (to spool).
+    """
+
+    def __init__(self, message: str, tally: _Tally | None = None, pending: list[Post] | None = None) -> None:
+        super().__init__(message)
+        self.tally = tally if tally is not None else _Tally()
+        self.pending = pending if pending is not None else []
+
+
+class _Rejected(StoreError):
+    """The server refused some posts of a batch for good; the rest are written (internal: dead-letters them)."""
+
+    def __init__(self, message: str, tally: _Tally) -> None:
+        super().__init__(" ".join(message.split()))  # one line, whatever the server said
+        self.tally = tally
+
+
+def _is_busy(result: dict[str, Any]) -> bool:
+    """Whether a bulk item failed for a while only: the cluster is busy, or the index is write-blocked for a reindex."""
+    status = int(result.get("status", 200))
+    if status in _RETRYABLE_STATUS:
+        return True
+    error = result.get("error")
+    return status == 403 and isinstance(error, dict) and error.get("type") == "cluster_block_exception"
+
+
+def _item_reason(result: dict[str, Any]) -> str:
+    """Why a bulk item failed, in one line: ``type: reason`` (and the cause's, when there is one)."""
+    error = result.get("error")
+    if not isinstance(error, dict):
+        return " ".join(str(error or f"HTTP {result.get('status')}").split())
+    text = f"{error.get('type')}: {error.get('reason')}"
+    cause = error.get("caused_by")
+    if isinstance(cause, dict) and cause.get("reason"):
+        text += f" (caused by {cause.get('type')}: {cause.get('reason')})"
+    return " ".join(text.split())
 
 
 def redact(url: str) -> str:
@@ -329,6 +434,9 @@ class ElasticStore(Store):
         }
         self.location = redact(self.url)
         prefix = settings.es_prefix(index_prefix)
+        self.prefix = prefix
+        #: Fields whose live type differs from the schema's (see :meth:`migrate`); writes refuse while any remain.
+        self._conflicts: list[MappingConflict] = []
         self.index, self.alias = index_names(prefix)
         self.flags_index, self.flags_alias = index_names(prefix, "flags")
         self.app_index, self.app_alias = app_index_names(prefix)
@@ -345,10 +453,16 @@ class ElasticStore(Store):
         try:
             self._call(lambda: self._client.options(request_timeout=min(timeout, 5.0)).cluster.health())
             legacy = self._has_legacy_flags()
+            self._ensure_templates()
             self._ensure_index(self.index, self.alias, es_mapping())
             self._ensure_index(self.flags_index, self.flags_alias, es_mapping(StoredFlag))
+            self.index = self._alias_target(self.alias) or self.index
+            self.flags_index = self._alias_target(self.flags_alias) or self.flags_index
+            if self._conflicts and migrate:
+                # Before any write: a changed field type would refuse every post.
+                raise StoreError(f"{self._conflicts[0]}; run moments search migrate")
             if legacy and migrate:
-                self.migrate()
+                self._migrate_legacy()
         except StoreError:
             self._client.close()
             raise
@@ -370,7 +484,11 @@ class ElasticStore(Store):
     def _ensure_index(self, index: str, alias: str, mapping: dict[str, Any]) -> None:
         if self._call(lambda: bool(self._client.indices.exists_alias(name=alias))):
             # Additive schema changes (a new field) are applied in place; a changed type
-            # cannot be, and needs a new index version plus a reindex.
+            # cannot be, and needs a new index version plus a reindex (moments search migrate).
+            conflicts = self._check_schema(alias, mapping)
+            if conflicts:
+                self._conflicts.extend(conflicts)
+                return
             try:
                 self._client.indices.put_mapping(index=alias, **mapping)
             except BadRequestError as exc:
@@ -412,7 +530,7 @@ class ElasticStore(Store):
         found = self._call(lambda: self._client.count(index=self.alias, query={"exists": {"field": "flag"}}))
         return int(found["count"]) > 0
 
-    def migrate(self) -> MigrationReport:
+    def _migrate_legacy(self) -> MigrationReport:
         """Move schema-1 flags out of posts into the flags index (also done on open); safe to repeat.
 
         Each flag is created first (an existing one is left alone), and only then is
@@ -464,27 +582,39 @@ class ElasticStore(Store):
     # ------------------------------------------------------------------ writes
 
     def upsert(self, posts: Iterable[Post]) -> IndexResult:
-        """Bulk upsert by id; posts that cannot be written are spooled, never dropped.
+        """Bulk upsert by id (``streaming_bulk``, 500 posts a request); nothing given is lost silently.
 
-        The spool of earlier failed writes is replayed first, so newer versions of
-        a post in ``posts`` win.
+        Each post is counted once: indexed (new), updated, rejected (the server refused
+        it: kept in :attr:`dead_letters` with the reason), or spooled (Elasticsearch
+        unavailable even after retries with backoff: written by the next upsert). HTTP
+        429s are retried per batch with exponential backoff and counted as retried.
+
+        The spool of earlier failed writes is replayed first, so newer versions of a
+        post in ``posts`` win. There is no refresh per request (it costs a bulk load
+        several times over): the index is refreshed once at the end, so what was
+        written is searchable when this returns.
         """
         down = not self._replay_spool()
-        written = spooled = 0
+        total = _Tally()
+        spooled = 0
         batch: list[Post] = []
 
         def flush() -> None:
-            nonlocal written, spooled, down
+            nonlocal spooled, down
             if not batch:
                 return
             if not down:
                 try:
-                    self._write(batch)
-                    written += len(batch)
+                    total.add(self._write_counted(batch))
                     return
                 except _Unavailable as exc:
                     log.warning("Elasticsearch at %s unavailable (%s); spooling", self.location, exc)
+                    total.add(exc.tally)
+                    self._dead_letter(exc.tally.rejected)
                     down = True  # no point hammering it for every remaining batch
+                    self._spool(exc.pending)
+                    spooled += len(exc.pending)
+                    return
             self._spool(batch)
             spooled += len(batch)
 
@@ -494,55 +624,429 @@ class ElasticStore(Store):
                 flush()
                 batch = []
         flush()
-        return IndexResult(written=written, spooled=spooled)
+        if total.indexed or total.updated:
+            self._refresh_posts()
+        return IndexResult(
+            written=total.indexed + total.updated,
+            spooled=spooled,
+            indexed=total.indexed,
+            updated=total.updated,
+            rejected=len(total.rejected),
+            retried=total.retried,
+            dead_letter=self.dead_letters.path if total.rejected else None,
+        )
 
-    def _retrying(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` with retries and exponential backoff on transient failures."""
+    def _refresh_posts(self) -> None:
+        """One refresh after a load (posts, snapshots), so what was written is searchable; a failure loses nothing."""
+        try:
+            self._client.indices.refresh(
+                index=f"{self.alias},{self.snapshot_pattern}", ignore_unavailable=True, allow_no_indices=True
+            )
+        except (TransportError, ApiError) as exc:
+            log.warning("written, but the refresh of %s failed (%s)", self.alias, _reason(exc, self._timeout))
+
+    @property
+    def dead_letters(self) -> DeadLetterFile:
+        """This index's dead-letter file: ``$MOMENTS_HOME/dead-letters/elasticsearch-<alias>.jsonl``."""
+        return DeadLetterFile(dead_letter_dir(self._spool_dir) / f"elasticsearch-{self.alias}.jsonl")
+
+    def _dead_letter(self, rejected: list[tuple[Post, str, int]]) -> None:
+        if not rejected:
+            return
+        at = datetime.now(UTC)
+        letters = [DeadLetter(post, reason, at, self.alias, status) for post, reason, status in rejected]
+        self.dead_letters.append(letters)
+        log.error("Elasticsearch at %s rejected %d posts; kept in %s", self.location, len(letters), self.dead_letters)
+
+    def _write_counted(self, posts: list[Post]) -> _Tally:
+        """:meth:`_write`, with refused posts dead-lettered rather than raised."""
+        try:
+            return self._write(posts)
+        except _Rejected as exc:
+            self._dead_letter(exc.tally.rejected)
+            return exc.tally
+
+    @staticmethod
+    def _unanswered(
+        actions: list[dict[str, Any]],
+        owners: list[str | None],
+        pending: dict[str, Post],
+        busy: dict[str, Post],
+        snapshots_busy: list[dict[str, Any]],
+    ) -> None:
+        """The actions a failed request left without an answer go round again."""
+        for action, owner in zip(actions, owners, strict=True):
+            if owner is None:
+                snapshots_busy.append(action)
+            else:
+                busy[owner] = pending[owner]
+
+    def _write(self, posts: list[Post]) -> _Tally:
+        """Index one batch with ``streaming_bulk`` (one request), retrying what the server was too busy for.
+
+        Busy answers (429, and 502-504 while a node restarts), for the whole request or
+        for single documents, are retried with exponential backoff; each document sent
+        again counts in ``retried``.
+
+        Raises:
+            _Rejected: The server refused some posts for good (a mapping error); the
+                others are written, and the exception carries the tally.
+            _Unavailable: Still busy or unreachable after the retries; carries the tally
+                so far and the posts not written.
+            StoreError: The whole request was refused (not busy).
+        """
+        if self._conflicts:
+            # Caught before any write: every post would be refused, one dead letter at a time.
+            raise StoreError(f"{self._conflicts[0]}; run moments search migrate")
+        pending = {post.id: post for post in posts}  # last version of an id wins, as in SQLite
+        # An earlier copy of an id in the same batch counts as replaced by the later one, as in SQLite.
+        tally = _Tally(updated=len(posts) - len(pending))
+        snapshots_busy: list[dict[str, Any]] = []
         delay = self._backoff
+        failure = ""
         for attempt in range(self._retries + 1):
+            if attempt:
+                log.info("Elasticsearch busy (%s); retrying %d posts in %.1fs", failure, len(pending), delay)
+                time.sleep(delay)
+                delay *= 2
+                tally.retried += len(pending)
+            busy: dict[str, Post] = {}
+            # Each post, then its snapshots (to the monthly indices), in one request; a result
+            # comes back for each action in order, so ``owners`` says whose it is.
+            actions: list[dict[str, Any]] = list(snapshots_busy)
+            owners: list[str | None] = [None] * len(actions)
+            snapshots_busy = []
+            for post in pending.values():
+                actions.append(
+                    {"_op_type": "index", "_index": self.alias, "_id": post.id, "_source": post.model_dump(mode="json")}
+                )
+                owners.append(post.id)
+                for action in self._snapshot_actions(post):
+                    actions.append(action)
+                    owners.append(None)
+            done = 0
             try:
-                return fn()
+                for (ok, item), owner, action in zip(
+                    helpers.streaming_bulk(
+                        self._client, actions, chunk_size=len(actions), raise_on_error=False, max_retries=0
+                    ),
+                    owners,
+                    actions,
+                    strict=False,
+                ):
+                    done += 1
+                    result = item["index"]
+                    status = int(result.get("status", 500))
+                    if owner is None:  # a snapshot: the post carries it too, so a refusal is logged, not fatal
+                        if _is_busy(result):
+                            snapshots_busy.append(action)
+                        elif not ok:
+                            log.error("snapshot %s not written: %s", result.get("_id"), _item_reason(result))
+                    elif ok:
+                        if result.get("result") == "created":
+                            tally.indexed += 1
+                        else:
+                            tally.updated += 1
+                    elif _is_busy(result):
+                        busy[owner] = pending[owner]
+                        failure = f"HTTP {status}"
+                    else:
+                        tally.rejected.append((pending[owner], _item_reason(result), status))
             except ApiError as exc:
                 if exc.status_code not in _RETRYABLE_STATUS:
                     self._fail(exc)
-                failure: BaseException = exc
+                failure = _reason(exc, self._timeout)
+                self._unanswered(actions[done:], owners[done:], pending, busy, snapshots_busy)
             except TransportError as exc:
-                failure = exc
-            if attempt < self._retries:
-                log.info("Elasticsearch request failed (%s); retrying in %.1fs", _reason(failure, self._timeout), delay)
-                time.sleep(delay)
-                delay *= 2
-        raise _Unavailable(_reason(failure, self._timeout))
+                failure = _reason(exc, self._timeout)
+                self._unanswered(actions[done:], owners[done:], pending, busy, snapshots_busy)
+            pending = busy
+            if not pending and not snapshots_busy:
+                break
+        if pending:
+            raise _Unavailable(
+                f"{failure}; {len(pending)} posts still not written after {self._retries + 1} attempts",
+                tally,
+                list(pending.values()),
+            )
+        if snapshots_busy:
+            log.warning("%d snapshots not written (busy); the posts carry them", len(snapshots_busy))
+        if tally.rejected:
+            post, reason, _ = tally.rejected[0]
+            more = f" (and {len(tally.rejected) - 1} more)" if len(tally.rejected) > 1 else ""
+            raise _Rejected(f"Elasticsearch at {self.location} rejected post {post.id}: {reason}{more}", tally)
+        return tally
 
-    def _write(self, posts: list[Post]) -> None:
-        pending = {post.id: post for post in posts}  # last version of an id wins, as in SQLite
-        delay = self._backoff
-        for attempt in range(self._retries + 1):
-            operations: list[dict[str, Any]] = []
-            for post in pending.values():
-                operations.append({"index": {"_index": self.alias, "_id": post.id}})
-                operations.append(post.model_dump(mode="json"))
-            response = self._retrying(partial(self._client.bulk, operations=operations, refresh=self._refresh))
-            if not response["errors"]:
-                return
-            retry: dict[str, Post] = {}
-            for item in response["items"]:
-                result = item["index"]
-                if result.get("status", 200) < 300:
-                    continue
-                if result["status"] in _RETRYABLE_STATUS:
-                    retry[result["_id"]] = pending[result["_id"]]
-                    continue
-                error = result.get("error", {})
-                raise StoreError(
-                    f"Elasticsearch at {self.location} rejected post {result['_id']}: "
-                    f"{error.get('type')}: {error.get('reason')}"
+    # ------------------------------------------------------------------ templates, snapshots, mapping migration
+
+    def _ensure_templates(self) -> None:
+        """Put the index templates (:func:`search.mapping.index_templates`) that are missing or out of date.
+
+        One GET in the usual case; a template is re-put only when its checksum (``version``) changed.
+        """
+        wanted = index_templates(self.prefix, self._index_settings)
+        try:
+            live = self._client.indices.get_index_template(name=f"{self.prefix}-*")
+            versions = {t["name"]: t["index_template"].get("version") for t in live.get("index_templates", [])}
+        except NotFoundError:
+            versions = {}
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+        for name, body in wanted.items():
+            if versions.get(name) != body["version"]:
+                self._call(lambda name=name, body=body: self._client.indices.put_index_template(name=name, **body))  # type: ignore[misc]
+
+    def _alias_target(self, alias: str) -> str | None:
+        """The concrete index behind an alias (its write index), or ``None`` without the alias."""
+        try:
+            found = self._client.indices.get_alias(name=alias)
+        except NotFoundError:
+            return None
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+        names = sorted(found)
+        writers = [n for n in names if found[n]["aliases"][alias].get("is_write_index")]
+        return (writers or names)[-1] if names else None
+
+    def _check_schema(self, alias: str, mapping: dict[str, Any]) -> list[MappingConflict]:
+        """The fields whose live type conflicts with the schema's, read before anything is written."""
+        live = self._call(lambda: dict(self._client.indices.get_mapping(index=alias)))
+        found: list[MappingConflict] = []
+        for body in live.values():
+            found.extend(mapping_conflicts(body.get("mappings", {}), mapping))
+        return found
+
+    def _snapshot_actions(self, post: Post) -> Iterator[dict[str, Any]]:
+        """The post's engagement snapshots as documents of the monthly snapshot indices, by (post id, time)."""
+        for snap in post.engagement_history:
+            stored = StoredSnapshot(**snap.model_dump(), post_id=post.id, source=post.source, brand=post.brand)
+            yield {
+                "_op_type": "index",
+                "_index": snapshot_index(self.prefix, snap.at),
+                "_id": snapshot_id(post.id, snap.at),
+                "_source": stored.model_dump(mode="json"),
+            }
+
+    @property
+    def snapshot_pattern(self) -> str:
+        """Every monthly snapshot index of this prefix."""
+        return f"{self.prefix}-snapshots-*"
+
+    def snapshots(self, post_id: str) -> list[EngagementSnapshot]:
+        """A post's snapshots from the snapshot indices, oldest first."""
+        response = self._call(
+            lambda: dict(
+                self._client.search(
+                    index=self.snapshot_pattern,
+                    query={"term": {"post_id": post_id}},
+                    sort=[{"at": "asc"}],
+                    size=_MAX_RESULT_WINDOW,
+                    ignore_unavailable=True,
+                    allow_no_indices=True,
                 )
-            pending = retry
-            if attempt < self._retries:
-                time.sleep(delay)
-                delay *= 2
-        raise _Unavailable(f"{len(pending)} posts still rejected as busy after {self._retries + 1} attempts")
+            )
+        )
+        fields = set(EngagementSnapshot.model_fields)
+        return [
+            EngagementSnapshot.model_validate({k: v for k, v in hit["_source"].items() if k in fields})
+            for hit in response["hits"]["hits"]
+        ]
+
+    def migrate(self) -> MigrationReport:
+        """Migrate now: schema-1 flags out of posts, then any index whose mapping differs from the schema.
+
+        A mapping change is a reindex behind the alias (:meth:`_reindex`): a new
+        ``<prefix>-posts-v<N+1>`` with the derived mapping, the documents copied, the
+        alias swapped in one atomic ``update_aliases``.
+        """
+        legacy = self._migrate_legacy()
+        moved: list[str] = []
+        for alias, mapping in ((self.alias, es_mapping()), (self.flags_alias, es_mapping(StoredFlag))):
+            note = self._migrate_mapping(alias, mapping)
+            if note:
+                moved.append(note)
+        self.index = self._alias_target(self.alias) or self.index
+        self.flags_index = self._alias_target(self.flags_alias) or self.flags_index
+        self._conflicts = []
+        return MigrationReport(legacy.flags_migrated, legacy.posts_rewritten, reindexed=tuple(moved))
+
+    def _migrate_mapping(self, alias: str, mapping: dict[str, Any]) -> str | None:
+        """Reindex the index behind ``alias`` if its mapping is not the schema's; a line saying what moved."""
+        old = self._alias_target(alias)
+        if old is None:
+            return None
+        live = self._call(lambda: dict(self._client.indices.get_mapping(index=old)))[old]["mappings"]
+        conflicts = mapping_conflicts(live, mapping)
+        if not conflicts:
+            with contextlib.suppress(BadRequestError):
+                self._client.indices.put_mapping(index=old, **mapping)  # additive changes, in place
+            live = self._call(lambda: dict(self._client.indices.get_mapping(index=old)))[old]["mappings"]
+        removed = removed_fields(live, mapping)
+        if not conflicts and not removed:
+            return None
+        match = re.fullmatch(r"(?P<base>.+-v)(?P<n>\d+)", old)
+        new = f"{match['base']}{int(match['n']) + 1}" if match else f"{old}-v2"
+        copied = self._reindex(old, new, alias, mapping)
+        why = "; ".join([str(c) for c in conflicts] + [f"field {f} left the schema" for f in removed])
+        return f"{old} -> {new} ({copied} documents; {why})"
+
+    def _reindex(self, old: str, new: str, alias: str, mapping: dict[str, Any]) -> int:
+        """Copy ``old`` into a fresh ``new`` with ``mapping`` and move ``alias`` to it; how many documents.
+
+        No write is lost: ``old`` is blocked for writes first (``index.blocks.write``), so
+        a post written meanwhile is answered 403 ``cluster_block_exception``, which
+        :meth:`_write` treats as busy: it retries with backoff and then spools, and the
+        spool is replayed through the alias, which by then names ``new``. The copy is a
+        scan plus bulk from this client (the integ-test distribution lacks the reindex
+        module, so there is no server-side ``_reindex``). The alias moves in one
+        ``update_aliases`` call (readers never see no index), and ``old`` is deleted
+        afterwards, so no copy of an erased post survives in it. A failure before the
+        swap unblocks ``old`` and drops ``new``: the alias never moved, and the run can
+        simply be repeated.
+        """
+        if self._call(lambda: bool(self._client.indices.exists(index=new))):
+            # A half-done earlier run: never behind the alias, so nothing reads it.
+            self._call(lambda: self._client.indices.delete(index=new))
+        live_settings = self._call(lambda: dict(self._client.indices.get_settings(index=old)))[old]["settings"]["index"]
+        shape = {k: live_settings[k] for k in ("number_of_shards", "number_of_replicas")}
+        self._call(lambda: self._client.indices.create(index=new, mappings=mapping, settings=shape))
+        self._call(lambda: self._client.indices.put_settings(index=old, settings={"index.blocks.write": True}))
+        try:
+            self._call(lambda: self._client.indices.refresh(index=old))
+            letters: list[tuple[Post, str, int]] = []
+            copied = 0
+            # Each document goes through the schema on its way (a schema-1 ``"flag": null`` is dropped, say), so
+            # the copy fits the strict new mapping; one that no longer reads as a record stops the migration.
+            model: type[Post] | type[StoredFlag] = Post if alias == self.alias else StoredFlag
+            actions = (
+                {"_op_type": "index", "_index": new, "_id": hit["_id"], "_source": self._current(model, hit)}
+                for hit in helpers.scan(self._client, index=old, size=_BATCH, query={"query": {"match_all": {}}})
+            )
+            for ok, item in helpers.streaming_bulk(
+                self._client, actions, chunk_size=_BATCH, raise_on_error=False, max_retries=self._retries
+            ):
+                if ok:
+                    copied += 1
+                    continue
+                result = item["index"]
+                if alias != self.alias:
+                    raise StoreError(f"could not copy {result['_id']} into {new}: {_item_reason(result)}")
+                source = self._client.get(index=old, id=result["_id"])["_source"]
+                letters.append((Post.model_validate(source), _item_reason(result), int(result.get("status", 500))))
+            self._dead_letter(letters)  # a post the new mapping refuses is kept, never dropped
+            self._call(lambda: self._client.indices.refresh(index=new))
+            self._call(
+                lambda: self._client.indices.update_aliases(
+                    actions=[
+                        {"remove": {"index": old, "alias": alias}},
+                        {"add": {"index": new, "alias": alias, "is_write_index": True}},
+                    ]
+                )
+            )
+        except BaseException:
+            with contextlib.suppress(TransportError, ApiError):
+                self._client.indices.put_settings(index=old, settings={"index.blocks.write": False})
+                self._client.indices.delete(index=new)
+            raise
+        self._call(lambda: self._client.indices.delete(index=old))
+        log.warning("reindexed %s into %s (%d documents) and moved %s", old, new, copied, alias)
+        return copied
+
+    @staticmethod
+    def _current(model: type[Post] | type[StoredFlag], hit: dict[str, Any]) -> dict[str, Any]:
+        """A stored document as the current schema writes it; a StoreError when it no longer reads as one."""
+        try:
+            return model.model_validate(hit["_source"]).model_dump(mode="json")
+        except ValueError as exc:
+            first = str(exc).splitlines()[1:2] or [str(exc)]
+            raise StoreError(f"cannot migrate {hit['_index']}/{hit['_id']}: {first[0].strip()}") from None
+
+    # ------------------------------------------------------------------ erasure and retention
+
+    def _delete_matching(self, index: str, query: dict[str, Any]) -> list[str]:
+        """Delete every document ``query`` matches in ``index`` (name, alias or pattern); their ids.
+
+        A scan plus bulk deletes from this client rather than ``_delete_by_query``: the
+        integ-test distribution the tests run on has no reindex module (so no
+        ``_delete_by_query``), and this works the same on every cluster.
+        """
+        hits = helpers.scan(
+            self._client,
+            index=index,
+            query={"query": query, "_source": False},
+            size=_BATCH,
+            ignore_unavailable=True,
+            allow_no_indices=True,
+        )
+        ids: list[str] = []
+        touched: set[str] = set()
+
+        def deletes() -> Iterator[dict[str, Any]]:
+            for hit in hits:
+                ids.append(hit["_id"])
+                touched.add(hit["_index"])
+                yield {"_op_type": "delete", "_index": hit["_index"], "_id": hit["_id"]}
+
+        try:
+            for ok, item in helpers.streaming_bulk(
+                self._client, deletes(), chunk_size=_BATCH, raise_on_error=False, max_retries=self._retries
+            ):
+                result = item["delete"]
+                if not ok and result.get("status") != 404:  # 404: gone already
+                    raise StoreError(f"could not delete {result['_id']} from {index}: {_item_reason(result)}")
+            if touched:
+                self._client.indices.refresh(index=",".join(sorted(touched)))
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+        return ids
+
+    def erase_author(self, handle: str, source: str | None = None) -> ErasureReport:
+        """Delete the author's posts, the flags pointing at them (events are inside) and their snapshots."""
+        from search.erasure import handle_variants
+
+        matches = [{"term": {"author.handle": {"value": v, "case_insensitive": True}}} for v in handle_variants(handle)]
+        filters: list[dict[str, Any]] = [{"bool": {"should": matches, "minimum_should_match": 1}}]
+        if source is not None:
+            filters.append({"term": {"source": source}})
+        post_ids = self._delete_matching(self.alias, {"bool": {"filter": filters}})
+        flags = snapshots = 0
+        for start in range(0, len(post_ids), _BATCH):
+            chunk = post_ids[start : start + _BATCH]
+            flags += len(self._delete_matching(self.flags_alias, {"terms": {"post_ids": chunk}}))
+            snapshots += len(self._delete_matching(self.snapshot_pattern, {"terms": {"post_id": chunk}}))
+        return ErasureReport(posts=len(post_ids), flags=flags, snapshots=snapshots)
+
+    def purge(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Delete posts created (or, without a creation time, crawled) before ``older_than``; how many.
+
+        A scheduled delete (the nightly flow) rather than ILM: the integ-test distribution
+        has no ILM. On a production cluster with ILM, snapshot indices would get a
+        delete phase instead; here monthly snapshot indices wholly before the cutoff are
+        deleted, and older snapshots in the month of the cutoff deleted one by one.
+        """
+        cutoff = _es_time(utc_millis(older_than))
+        undated = {
+            "bool": {
+                "must_not": [{"exists": {"field": "created_at"}}],
+                "filter": [{"range": {"crawled_at": {"lt": cutoff}}}],
+            }
+        }
+        query = {"bool": {"should": [{"range": {"created_at": {"lt": cutoff}}}, undated], "minimum_should_match": 1}}
+        if dry_run:
+            return int(self._call(lambda: self._client.count(index=self.alias, query=query))["count"])
+        purged = len(self._delete_matching(self.alias, query))
+        month = snapshot_index(self.prefix, older_than)
+        try:
+            names = sorted(self._client.indices.get(index=self.snapshot_pattern, allow_no_indices=True))
+        except NotFoundError:
+            names = []
+        except (TransportError, ApiError) as exc:
+            self._fail(exc)
+        old_months = [name for name in names if name < month]
+        if old_months:
+            self._call(lambda: self._client.indices.delete(index=",".join(old_months)))
+        self._delete_matching(self.snapshot_pattern, {"range": {"at": {"lt": cutoff}}})
+        return purged
 
     # ------------------------------------------------------------------ flags
 
@@ -912,15 +1416,20 @@ class ElasticStore(Store):
         return _spool_to(self.spool_dir, self.alias, posts)
 
     def _replay_spool(self) -> bool:
-        """Write spooled posts, deleting each file once written; ``False`` if still unavailable."""
+        """Write spooled posts, deleting each file once written; ``False`` if still unavailable.
+
+        Posts the server refuses go to the dead-letter file like any others.
+        """
+        replayed = _Tally()
         for path in self.spool_files():
             report = ReadReport()
             with path.open(encoding="utf-8") as handle:
                 posts = list(read_posts(handle, report, source_name=str(path)))
             try:
                 for start in range(0, len(posts), _BATCH):
-                    self._write(posts[start : start + _BATCH])
+                    replayed.add(self._write_counted(posts[start : start + _BATCH]))
             except _Unavailable:
+                # The file stays whole; what went through is simply written again next time (idempotent).
                 return False
             except StoreError as exc:
                 # Rejected, not unavailable (e.g. the mapping refuses a field): retrying
@@ -931,6 +1440,8 @@ class ElasticStore(Store):
                 continue
             path.unlink()
             log.info("replayed %d spooled posts from %s", len(posts), path)
+        if replayed.indexed or replayed.updated:
+            self._refresh_posts()
         return True
 
     # ------------------------------------------------------------------ reads
@@ -959,19 +1470,292 @@ class ElasticStore(Store):
         """How many posts are stored (exact: writes wait for the refresh)."""
         return int(self._call(lambda: self._client.count(index=self.alias))["count"])
 
-    def search(self, query: str, *, brand: str | None = None, limit: int = 20) -> list[Post]:
-        """Posts matching ``query`` (:mod:`search.query` syntax), best first (``_score``, then id).
+    def search(
+        self,
+        query: str | None,
+        *,
+        brand: str | None = None,
+        limit: int = 20,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sort: str = "relevance",
+    ) -> list[Post]:
+        """Posts matching ``query`` (:mod:`search.query` syntax; ``None``: every post), in ``sort`` order, then id.
+
+        Up to 10,000 posts (the most one search returns) are one request; more are read
+        like :meth:`iter_search`.
 
         Raises:
             QuerySyntaxError: ``query`` is not valid syntax.
+            UsageError: ``sort`` is not one of :data:`search.query.SORTS`.
         """
-        clause = text_query(parse(query), self._fields)
+        body, order = self._sorted(query, brand=brand, since=since, until=until, sort=sort)
+        if limit > _MAX_RESULT_WINDOW:
+            pages = _MAX_RESULT_WINDOW
+            hits = self.iter_search(query, brand=brand, since=since, until=until, sort=sort, page_size=pages)
+            return list(itertools.islice(hits, limit))
+        return self._posts(self._search(query=body, sort=order, size=limit, track_total_hits=False))
+
+    def _clause(self, node: Node, brand: str | None) -> dict[str, Any]:
+        """A query tree and a brand as one query clause."""
+        return {"bool": {"must": [text_query(node, self._fields)], "filter": self._filters(brand)}}
+
+    def _sorted(
+        self, query: str | None, *, brand: str | None, since: datetime | None, until: datetime | None, sort: str
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """The query and the sort of a search in ``sort`` order, every order ending with ``id``.
+
+        ``engagement`` is a ``function_score`` that replaces the score with the sum of the
+        counters (no script: the sum :meth:`moments.records.Engagement.total` makes, likes
+        or else a positive net score, plus shares, replies and quotes, unknown as 0); scores
+        are 32-bit floats, exact up to 16,777,216 interactions.
+        """
+        order = check_sort(sort)
+        clause = self._clause(filtered(query_tree(query), since=since, until=until), brand)
+        if order == "recent":
+            newest = {"created_at": {"order": "desc", "missing": "_last"}}
+            return {"bool": {"filter": [clause]}}, [newest, {"id": "asc"}]
+        if order == "engagement":
+            likes = {"exists": {"field": "engagement.likes"}}
+            functions: list[dict[str, Any]] = [
+                {"filter": likes, "field_value_factor": {"field": "engagement.likes", "missing": 0}},
+                {
+                    "filter": {"bool": {"must_not": [likes], "filter": [{"range": {"engagement.score": {"gt": 0}}}]}},
+                    "field_value_factor": {"field": "engagement.score", "missing": 0},
+                },
+                *(
+                    {"field_value_factor": {"field": f"engagement.{name}", "missing": 0}}
+                    for name in ("shares", "replies", "quotes")
+                ),
+            ]
+            scored = {
+                "function_score": {
+                    "query": {"bool": {"filter": [clause]}},
+                    "functions": functions,
+                    "score_mode": "sum",
+                    "boost_mode": "replace",
+                }
+            }
+            return scored, ["_score", {"id": "asc"}]
+        return clause, ["_score", {"id": "asc"}]
+
+    def iter_search(
+        self,
+        query: str | None,
+        *,
+        brand: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sort: str = "relevance",
+        page_size: int = 1000,
+    ) -> Iterator[Post]:
+        """Every matching post in ``sort`` order: a point in time read with ``search_after`` on (sort, id).
+
+        The point in time freezes what the stream sees when it starts, so writes made
+        meanwhile never shift a page and no post comes twice or goes missing, however deep
+        (past the 10,000 hits one search may return). It is kept alive between pages and
+        closed when the stream ends or is dropped.
+
+        Raises:
+            QuerySyntaxError: ``query`` is not valid syntax.
+            UsageError: ``sort`` is not one of :data:`search.query.SORTS`.
+        """
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        body, order = self._sorted(query, brand=brand, since=since, until=until, sort=sort)
+        size = min(page_size, _MAX_RESULT_WINDOW)
+        opened = self._call(lambda: dict(self._client.open_point_in_time(index=self.alias, keep_alive=_PIT_KEEP_ALIVE)))
+        pit_id: str = opened["id"]
+        try:
+            after: list[Any] | None = None
+            while True:
+                paging = {"search_after": after} if after is not None else {}
+                pit = {"id": pit_id, "keep_alive": _PIT_KEEP_ALIVE}
+
+                def page(pit: dict[str, str] = pit, paging: dict[str, Any] = paging) -> dict[str, Any]:
+                    found = self._client.search(
+                        pit=pit, query=body, sort=order, size=size, track_total_hits=False, **paging
+                    )
+                    return dict(found)
+
+                response = self._call(page)
+                pit_id = response.get("pit_id", pit_id)
+                hits = response["hits"]["hits"]
+                for hit in hits:
+                    yield Post.model_validate(hit["_source"])
+                if len(hits) < size:
+                    return
+                after = hits[-1]["sort"]
+        finally:
+            with contextlib.suppress(TransportError, ApiError):
+                self._client.close_point_in_time(id=pit_id)
+
+    # ------------------------------------------------------------------ aggregations
+
+    def _composite(self, query: dict[str, Any], sources: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], int]]:
+        """Every bucket of a composite aggregation over ``sources`` (its key, its posts), paged by ``after_key``."""
+        after: dict[str, Any] | None = None
+        while True:
+            composite: dict[str, Any] = {"size": _COMPOSITE_PAGE, "sources": sources}
+            if after is not None:
+                composite["after"] = after
+            response = self._search(query=query, size=0, track_total_hits=False, aggs={"c": {"composite": composite}})
+            result = response["aggregations"]["c"]
+            for bucket in result["buckets"]:
+                yield bucket["key"], int(bucket["doc_count"])
+            after = result.get("after_key")
+            if not result["buckets"] or after is None:
+                return
+
+    def aggregate(
+        self,
+        name: str,
+        *,
+        query: str = "",
+        brand: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, Any]:
+        """One of :data:`search.aggregations.AGGREGATIONS`, by Elasticsearch aggregations.
+
+        ``timeline``, ``moment_share`` and ``volume`` are composite aggregations (every
+        bucket, paged); ``top_authors`` terms aggregations ordered by a ``max`` of followers
+        and by count; ``standout_terms`` a ``significant_text`` per touchpoint.
+
+        Raises:
+            UsageError: ``name`` is not an aggregation, or the period is empty.
+            QuerySyntaxError: ``query`` is not valid syntax.
+        """
+        check_name(name)
+        base = filtered(query)  # a syntax error first, whatever the name
+        touchpoint_terms = {"touchpoint": {"terms": {"field": "classification.touchpoint"}}}
+        moment_terms = {"moment": {"terms": {"field": "classification.moment"}}}
+        classified = [{"exists": {"field": f"classification.{field}"}} for field in ("touchpoint", "moment")]
+        if name == "timeline":
+            start, end = period(since, until)
+            interval = choose_interval(start, end)
+            histogram = {
+                "field": "created_at",
+                "fixed_interval": f"{interval.width_ms}ms",
+                "offset": f"{interval.offset_ms}ms",
+            }
+            body = {"bool": {"filter": [self._clause(filtered(base, since=start, until=end), brand), *classified]}}
+            buckets = self._composite(body, [{"at": {"date_histogram": histogram}}, touchpoint_terms, moment_terms])
+            rows = [(int(key["at"]), key["touchpoint"], key["moment"], n) for key, n in buckets]
+            return timeline_result(rows, since=start, until=end, interval=interval)
+        if name == "moment_share":
+            start, end = period(since, until)
+            windows: dict[str, dict[str, dict[str, int]]] = {}
+            for label, (low, high) in {"current": (start, end), "previous": (start - (end - start), start)}.items():
+                body = {"bool": {"filter": [self._clause(filtered(base, since=low, until=high), brand), *classified]}}
+                counts: dict[str, dict[str, int]] = {}
+                for key, n in self._composite(body, [touchpoint_terms, moment_terms]):
+                    counts.setdefault(key["touchpoint"], {})[key["moment"]] = n
+                windows[label] = counts
+            return moment_share_result(windows["current"], windows["previous"], since=start, until=end)
+        node = filtered(base, since=since, until=until)
+        if name == "volume":
+            sources: list[dict[str, Any]] = [
+                {"source": {"terms": {"field": "source"}}},
+                {"lang": {"terms": {"field": "lang", "missing_bucket": True}}},
+            ]
+            buckets = self._composite(self._clause(node, brand), sources)
+            return volume_result([(key["source"], key["lang"], n) for key, n in buckets])
+        if name == "top_authors":
+            return self._top_authors(node, brand)
+        return self._standout_terms(node, brand)
+
+    def _top_authors(self, node: Node, brand: str | None) -> dict[str, Any]:
+        """``top_authors``: two terms aggregations on the handle, by the most followers and by complaints."""
+        handle = {"exists": {"field": "author.handle"}}
+        followers = {"max": {"field": "author.followers"}}
         response = self._search(
-            query={"bool": {"must": [clause], "filter": self._filters(brand)}},
-            sort=["_score", {"id": "asc"}],
-            size=min(limit, _MAX_RESULT_WINDOW),  # deeper paging: search_after (later work)
+            query=self._clause(node, brand),
+            size=0,
+            track_total_hits=False,
+            aggs={
+                "reach": {
+                    "filter": {"bool": {"filter": [handle, {"exists": {"field": "author.followers"}}]}},
+                    "aggs": {
+                        "authors": {
+                            "terms": {
+                                "field": "author.handle",
+                                "size": TOP_AUTHORS,
+                                "order": [{"followers": "desc"}, {"_count": "desc"}, {"_key": "asc"}],
+                            },
+                            "aggs": {"followers": followers},
+                        }
+                    },
+                },
+                "complaints": {
+                    "filter": {"bool": {"filter": [handle, text_query(parse(COMPLAINT_QUERY), self._fields)]}},
+                    "aggs": {
+                        "authors": {
+                            "terms": {
+                                "field": "author.handle",
+                                "size": TOP_AUTHORS,
+                                "order": [{"_count": "desc"}, {"_key": "asc"}],
+                            },
+                            "aggs": {"followers": followers},
+                        }
+                    },
+                },
+            },
         )
-        return self._posts(response)
+        aggregations = response["aggregations"]
+
+        def most(value: float | None) -> int | None:
+            return int(value) if value is not None else None
+
+        reach = [
+            (b["key"], most(b["followers"]["value"]) or 0, int(b["doc_count"]))
+            for b in aggregations["reach"]["authors"]["buckets"]
+        ]
+        complaints = [
+            (b["key"], int(b["doc_count"]), most(b["followers"]["value"]))
+            for b in aggregations["complaints"]["authors"]["buckets"]
+        ]
+        return top_authors_result(reach, complaints)
+
+    def _standout_terms(self, node: Node, brand: str | None) -> dict[str, Any]:
+        """``standout_terms``: a ``significant_text`` on the post text under a terms aggregation of touchpoints.
+
+        The background filter is every post matching the filters, so the counts are the
+        ones SQLite makes. ``mutual_information`` ranks the candidates in the order of
+        :func:`search.aggregations.g2_2x2` (it is G² / 2N); the result is then scored and cut
+        by :func:`search.aggregations.standout_terms_result`, as on SQLite.
+        """
+        clause = self._clause(node, brand)
+        misery = self._clause(And((node, parse("moment:misery"))), brand)
+        significant = {
+            "field": STANDOUT_FIELD,
+            "size": _STANDOUT_CANDIDATES,
+            "min_doc_count": MIN_TERM_DOCS,
+            "background_filter": clause,
+            "mutual_information": {"include_negatives": False, "background_is_superset": True},
+            "exclude": es_term_exclusion(),
+        }
+        response = self._search(
+            query={"bool": {"filter": [misery, {"exists": {"field": "classification.touchpoint"}}]}},
+            size=0,
+            track_total_hits=False,
+            aggs={
+                "touchpoints": {
+                    "terms": {"field": "classification.touchpoint", "size": _MAX_TERMS_BUCKETS},
+                    "aggs": {"terms": {"significant_text": significant}},
+                }
+            },
+        )
+        background = int(self._call(lambda: self._client.count(index=self.alias, query=clause))["count"])
+        misery_posts: dict[str, int] = {}
+        candidates: dict[str, list[TermCount]] = {}
+        for bucket in response["aggregations"]["touchpoints"]["buckets"]:
+            misery_posts[bucket["key"]] = int(bucket["doc_count"])
+            candidates[bucket["key"]] = [
+                TermCount(term["key"], int(term["doc_count"]), int(term["bg_count"]))
+                for term in bucket["terms"]["buckets"]
+            ]
+        return standout_terms_result(candidates, misery_posts, background)
 
     def scan(self, *, since: datetime | None = None, brand: str | None = None) -> Iterator[Post]:
         """Every post (created at/after ``since``), streamed with a scroll."""

@@ -17,16 +17,18 @@ columns and the full-text index without touching this package.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import types
 import typing
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic.fields import FieldInfo
 
-from moments.records import Flag, FlagEvent, Post
+from moments.records import EngagementSnapshot, Flag, FlagEvent, Post
 
 #: Bumped when a change to the schema cannot be applied to the live index in place
 #: (a field changes type); a new ``moments-posts-vN`` is then built and the alias moved.
@@ -277,3 +279,145 @@ def value_at(record: BaseModel, path: tuple[str, ...]) -> Any:
             return None
         value = getattr(value, name)
     return value
+
+
+# --------------------------------------------------------------------------- templates, snapshots, conflicts
+
+
+class StoredSnapshot(EngagementSnapshot):
+    """One engagement snapshot as a record of its own (ES ``<prefix>-snapshots-YYYY.MM``, SQLite ``snapshots``).
+
+    Keyed by (post id, observation time), so writing a post's history again rewrites the
+    same records instead of adding new ones. ``brand`` and ``source`` are copied from the
+    post so Kibana can chart engagement without a join.
+    """
+
+    post_id: str
+    source: str
+    brand: list[str] = Field(default_factory=list)
+
+
+def snapshot_id(post_id: str, at: datetime) -> str:
+    """The id of a post's snapshot taken at ``at``: ``<post id>@<ISO time, UTC>``."""
+    return f"{post_id}@{at.isoformat()}"
+
+
+def snapshot_index(prefix: str, at: datetime) -> str:
+    """The monthly index a snapshot goes to: ``<prefix>-snapshots-YYYY.MM`` (by its UTC time).
+
+    Time-based indices, not a data stream: data streams need the x-pack data-stream
+    plugin, which the integ-test distribution the tests run on lacks. Old months are
+    dropped whole by :meth:`search.elastic.ElasticStore.purge`.
+    """
+    return f"{prefix}-snapshots-{at.astimezone(UTC):%Y.%m}"
+
+
+#: Priority of our index templates: above the built-in ones (100), so a prefix such as ``logs`` never clashes.
+TEMPLATE_PRIORITY = 500
+
+
+def index_templates(prefix: str, index_settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The index templates for a prefix, by name, each derived from the schema like the mappings.
+
+    * ``<prefix>-posts``: ``<prefix>-posts-v*`` (every version of the posts index);
+    * ``<prefix>-flags``: ``<prefix>-flags-v*``;
+    * ``<prefix>-snapshots``: ``<prefix>-snapshots-*`` (created by the first write of a month).
+
+    Each carries ``version``, a checksum of its body, so a store re-puts a template only
+    when the schema changed.
+    """
+    bodies = {
+        f"{prefix}-posts": ([f"{prefix}-posts-v*"], es_mapping(Post)),
+        f"{prefix}-flags": ([f"{prefix}-flags-v*"], es_mapping(StoredFlag)),
+        f"{prefix}-snapshots": ([f"{prefix}-snapshots-*"], es_mapping(StoredSnapshot)),
+    }
+    templates: dict[str, dict[str, Any]] = {}
+    for name, (patterns, mapping) in bodies.items():
+        body: dict[str, Any] = {
+            "index_patterns": patterns,
+            "priority": TEMPLATE_PRIORITY,
+            "template": {"settings": dict(index_settings), "mappings": mapping},
+            "_meta": {"managed_by": "moments", "mapping_version": MAPPING_VERSION},
+        }
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        body["version"] = int(digest[:7], 16)
+        templates[name] = body
+    return templates
+
+
+@dataclass(frozen=True)
+class MappingConflict:
+    """A field whose type in the live index cannot become the schema's type in place."""
+
+    field: str
+    live: str
+    schema: str
+
+    def __str__(self) -> str:
+        return f"field {self.field} is {self.live} in the live index but {self.schema} in the schema"
+
+
+def _field_type(body: dict[str, Any]) -> str:
+    if body.get("enabled") is False:
+        return "object (not indexed)"
+    return str(body.get("type", "object"))
+
+
+def mapping_conflicts(
+    live: dict[str, Any], derived: dict[str, Any], prefix: str = "", templates: dict[str, str] | None = None
+) -> list[MappingConflict]:
+    """Fields whose type differs between a live mapping and the derived one (fields only one side has are fine).
+
+    A field only in the schema is added in place (``put_mapping``); a field only in the
+    live index is simply no longer written. A changed type needs a new index version and
+    a reindex (``moments search migrate``). Keys grown under an open map (``scores``)
+    must have the type its dynamic template gives (``float``).
+    """
+    if templates is None:
+        templates = {
+            body["path_match"].removesuffix(".*"): str(body["mapping"].get("type"))
+            for template in derived.get("dynamic_templates", [])
+            for body in template.values()
+            if "path_match" in body
+        }
+    conflicts: list[MappingConflict] = []
+    live_props = live.get("properties", {})
+    for name, wanted in derived.get("properties", {}).items():
+        have = live_props.get(name)
+        if have is None:
+            continue
+        path = f"{prefix}{name}"
+        live_type, schema_type = _field_type(have), _field_type(wanted)
+        if live_type != schema_type:
+            conflicts.append(MappingConflict(path, live_type, schema_type))
+        elif path in templates:
+            for key, grown in have.get("properties", {}).items():
+                if _field_type(grown) != templates[path]:
+                    conflicts.append(MappingConflict(f"{path}.{key}", _field_type(grown), templates[path]))
+        elif "properties" in wanted or "properties" in have:
+            conflicts.extend(mapping_conflicts(have, wanted, f"{path}.", templates))
+    return conflicts
+
+
+def same_mapping(live: dict[str, Any], derived: dict[str, Any]) -> bool:
+    """Whether a live mapping is the derived one (what Elasticsearch echoes back, compared as JSON)."""
+    return json.dumps(live, sort_keys=True) == json.dumps(derived, sort_keys=True)
+
+
+def removed_fields(live: dict[str, Any], derived: dict[str, Any], prefix: str = "") -> list[str]:
+    """Fields the live mapping has and the schema no longer does (fields grown under a dynamic object excepted).
+
+    Harmless to keep writing around, but they make the live mapping differ from the
+    schema, so ``moments search migrate`` reindexes them away.
+    """
+    if str(derived.get("dynamic", "strict")) == "true":
+        return []  # an open map (``scores``): its keys are mapped as they arrive
+    removed: list[str] = []
+    wanted = derived.get("properties", {})
+    for name, have in live.get("properties", {}).items():
+        path = f"{prefix}{name}"
+        if name not in wanted:
+            removed.append(path)
+        elif "properties" in have and "properties" in wanted[name]:
+            removed.extend(removed_fields(have, wanted[name], f"{path}."))
+    return removed

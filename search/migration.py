@@ -58,3 +58,29 @@ def legacy_flag(post_doc: dict[str, Any]) -> tuple[Flag, FlagEvent] | None:
         note="moved out of the post record (schema 1); the values are the post's flag as it was stored",
     )
     return flag, event
+
+
+def drop_prefix(url: str, prefix: str) -> list[str]:
+    """Delete every index and index template of one prefix (tests and benchmarks clean up with this); their names.
+
+    Indices are deleted by name, never by wildcard: a server with
+    ``action.destructive_requires_name`` (the default) refuses wildcard deletes. Covers
+    every version of the posts and flags indices, the app index and the monthly
+    snapshot indices that ``<prefix>-posts-v1``-style cleanups miss.
+    """
+    from elasticsearch import Elasticsearch, NotFoundError
+
+    client = Elasticsearch(url, request_timeout=30)
+    try:
+        names = sorted(client.indices.get(index=f"{prefix}-*", allow_no_indices=True, expand_wildcards="all"))
+        for start in range(0, len(names), 50):
+            client.indices.delete(index=",".join(names[start : start + 50]), ignore_unavailable=True)
+        try:
+            templates = [t["name"] for t in client.indices.get_index_template(name=f"{prefix}-*")["index_templates"]]
+        except NotFoundError:
+            templates = []
+        for name in templates:
+            client.indices.delete_index_template(name=name)
+        return names + templates
+    finally:
+        client.close()

@@ -592,3 +592,101 @@ def text_leaves(node: Node, *, positive: bool = True) -> list[tuple[TextLeaf, bo
     if isinstance(node, Not):
         return text_leaves(node.child, positive=not positive)
     return []
+
+
+# ------------------------------------------------------------------------------ periods and sorting
+
+#: The orders ``moments search --sort`` offers. Every order ends with the post ``id`` (ascending) as a
+#: tiebreaker, so it is total, the same on both stores, and a page can start after the last post of the one before.
+#:
+#: * ``relevance``: best match first (Elasticsearch ``_score``, SQLite bm25 over the query's positive text
+#:   leaves); posts that match only through filters or ``NOT`` rank after those, by id.
+#: * ``recent``: newest ``created_at`` first (to the millisecond, as Elasticsearch stores it); undated posts last.
+#: * ``engagement``: highest :meth:`moments.records.Engagement.total` first: likes (or, on vote-based sources
+#:   without likes, a positive net score) + shares + replies + quotes, an unknown counter counting 0.
+SORTS: tuple[str, ...] = ("relevance", "recent", "engagement")
+SortOrder = Literal["relevance", "recent", "engagement"]
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|min|h|d|w)\s*$", re.IGNORECASE)
+_UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(value: str, *, now: datetime, option: str) -> datetime:
+    """A ``--since``/``--until`` value as an aware UTC instant, cut to the millisecond.
+
+    ``7d``, ``24h``, ``30m``, ``2w`` (also decimals: ``1.5h``) mean that long before
+    ``now``; anything else must be an ISO date (``2026-11-01``, midnight UTC) or time
+    (``2026-11-01T09:00``, UTC unless it names a zone). The same grammar as ``moments report``.
+
+    Raises:
+        UsageError: ``value`` is none of these (exit 2), naming the option.
+    """
+    text = value.strip()
+    match = _RELATIVE.match(text)
+    if match:
+        amount, unit = float(match.group(1)), _UNITS[match.group(2).lower()]
+        try:
+            instant = now - timedelta(**{unit: amount})
+        except OverflowError:
+            raise UsageError(f"{option} {value!r} reaches back further than year 1") from None
+        return _utc_millis(instant)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{option} {value!r} is not a time: use a duration before now (30m, 24h, 7d, 2w), "
+            "an ISO date (2026-11-01) or an ISO time (2026-11-01T09:00Z)"
+        ) from None
+    return _utc_millis(parsed)
+
+
+def _utc_millis(value: datetime) -> datetime:
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def filtered(query: str | Node, *, since: datetime | None = None, until: datetime | None = None) -> Node:
+    """``query`` (text or a tree; blank text: every post) restricted to ``created_at`` in ``[since, until)``.
+
+    Both stores compile this one tree, so ``--since``/``--until`` select the same posts on
+    either. The bounds are cut to the millisecond (a naive datetime is UTC), as Elasticsearch
+    stores dates; with a bound, undated posts never match.
+
+    Raises:
+        QuerySyntaxError: ``query`` is text that is not valid syntax.
+    """
+    if isinstance(query, str):
+        node: Node = parse(query) if query.strip() else MatchAll()
+    else:
+        node = query
+    if since is None and until is None:
+        return node
+    window = Range(
+        "created_at",
+        gte=_utc_millis(since) if since is not None else None,
+        lt=_utc_millis(until) if until is not None else None,
+    )
+    if isinstance(node, MatchAll):
+        return window
+    children = node.children if isinstance(node, And) else (node,)
+    return And((*children, window))
+
+
+def check_sort(sort: str) -> SortOrder:
+    """``sort`` if it is one of :data:`SORTS`.
+
+    Raises:
+        UsageError: It is not (exit 2), listing the orders.
+    """
+    if sort not in SORTS:
+        raise UsageError(f"unknown sort {sort!r}; sort by one of: {', '.join(SORTS)}")
+    return sort  # type: ignore[return-value]
+
+
+def query_tree(query: str | None) -> Node:
+    """The tree of a search's query: ``None`` is every post; any text, a blank one too, must parse.
+
+    Raises:
+        QuerySyntaxError: ``query`` is not valid syntax (blank text asks for nothing: an error).
+    """
+    return MatchAll() if query is None else parse(query)

@@ -29,7 +29,9 @@ import logging
 import re
 import sqlite3
 import threading
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,24 @@ from pydantic import BaseModel
 
 from moments.accounts import ApiToken, AppSetting, Session, User
 from moments.errors import ConflictError
-from moments.records import SCHEMA_VERSION, Flag, FlagEvent, Post
+from moments.records import SCHEMA_VERSION, EngagementSnapshot, Flag, FlagEvent, Post
+from search.aggregations import (
+    COMPLAINT_QUERY,
+    MIN_TERM_DOCS,
+    STANDOUT_FIELD,
+    TOP_AUTHORS,
+    TermCount,
+    check_name,
+    choose_interval,
+    keep_term,
+    moment_share_result,
+    period,
+    standout_terms_result,
+    timeline_result,
+    top_authors_result,
+    volume_result,
+)
+from search.deadletter import DeadLetterFile, dead_letter_dir
 from search.mapping import Column, TextField, sqlite_columns, text_fields, value_at
 from search.migration import legacy_flag
 from search.query import (
@@ -54,11 +73,15 @@ from search.query import (
     Range,
     Term,
     TextLeaf,
+    check_sort,
+    filtered,
     fold,
     parse,
+    query_tree,
 )
 from search.store import (
     ACTIVE_STATUSES,
+    ErasureReport,
     IndexResult,
     MigrationReport,
     RecordExists,
@@ -104,6 +127,16 @@ _ACCOUNT_TABLES = (
     " (id TEXT PRIMARY KEY, user TEXT NOT NULL, expires_at TEXT NOT NULL, doc TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS login_failures (key TEXT NOT NULL, at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS app_settings (key TEXT PRIMARY KEY, doc TEXT NOT NULL)",
+)
+#: The trigger that keeps the flag log append-only against deletes (dropped only by an erasure, in its transaction).
+_NO_DELETE_TRIGGER = (
+    "CREATE TRIGGER IF NOT EXISTS flag_events_no_delete BEFORE DELETE ON flag_events "
+    "BEGIN SELECT RAISE(ABORT, 'flag events are append-only'); END"
+)
+#: Engagement snapshots, one row per (post, observation time): rewriting a post rewrites its rows, never duplicates.
+_SNAPSHOTS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS snapshots (post_id TEXT NOT NULL, at TEXT NOT NULL, doc TEXT NOT NULL,"
+    " PRIMARY KEY (post_id, at)) WITHOUT ROWID"
 )
 #: Indexes of older releases that one of :data:`_INDEXES` replaced.
 _OBSOLETE_INDEXES = ("posts_created_at",)  # the start of posts_created_at_id
@@ -195,6 +228,44 @@ def _fts_leaf(leaf: TextLeaf) -> str:
             raise ValueError(f"cannot filter FTS5 on column {column!r}")
         expression = f"{{{column}}} : {expression}"
     return expression
+
+
+#: ``recent``: ``created_at`` to the millisecond (as Elasticsearch keeps it), undated posts last (descending).
+_RECENT_KEY = "coalesce(substr(created_at, 1, 23), '')"
+#: ``engagement``: :meth:`moments.records.Engagement.total` in SQL (likes, else a positive score; + shares,
+#: replies, quotes; unknown counts 0). Elasticsearch sums the same fields in a ``function_score``.
+_ENGAGEMENT_KEY = (
+    "(coalesce(engagement_likes, max(coalesce(engagement_score, 0), 0))"
+    " + coalesce(engagement_shares, 0) + coalesce(engagement_replies, 0) + coalesce(engagement_quotes, 0))"
+)
+#: Indexes on the sort keys, in their order (key descending, then id), so a keyset page of ``recent`` or
+#: ``engagement`` starts at its place in the index and reads only its own rows.
+_SORT_INDEXES: dict[str, str] = {
+    "posts_recent_key_id": f"{_RECENT_KEY} DESC, id",
+    "posts_engagement_key_id": f"{_ENGAGEMENT_KEY} DESC, id",
+}
+#: ``created_at`` as milliseconds since the epoch, from the fixed-width text (ms are characters 21-23).
+_MILLIS = (
+    "(CAST(strftime('%s', posts.created_at) AS INTEGER) * 1000 + CAST(substr(posts.created_at, 21, 3) AS INTEGER))"
+)
+#: The connection's own (``temp``) fts5vocab table over ``posts_fts``: one row per term instance.
+_VOCAB = "moments_posts_vocab"
+
+
+@dataclass(frozen=True)
+class _Ordered:
+    """Posts matching a search: ``FROM ... WHERE ...`` with its parameters, the sort key and the full order.
+
+    Attributes:
+        key: The SQL sort key, descending before the id (``None``: id order only).
+        ranked: The key is a bm25 score (ascending, missing last), which moves as posts are added.
+    """
+
+    source: str
+    params: list[Any]
+    order: str
+    key: str | None
+    ranked: bool
 
 
 def _sql_fold(value: str | bytes | int | float | None) -> str | bytes | int | float | None:
@@ -328,6 +399,8 @@ class SqliteStore(Store):
             self._ensure_fts(fts_columns)
             for statement in _ACCOUNT_TABLES:
                 self._db.execute(statement)
+            self._db.execute(_SNAPSHOTS_TABLE)
+            self._db.execute("CREATE INDEX IF NOT EXISTS snapshots_at ON snapshots(at)")
             self._ensure_indexes()
             is_new = version == 0 and self._db.execute("SELECT count(*) FROM posts").fetchone()[0] == 0
             if migrating or is_new:
@@ -341,6 +414,8 @@ class SqliteStore(Store):
             self._db.execute(f"CREATE INDEX IF NOT EXISTS {_quote(name)} ON {table}({listed})")
         for name in _OBSOLETE_INDEXES:
             self._db.execute(f"DROP INDEX IF EXISTS {_quote(name)}")
+        for name, expression in _SORT_INDEXES.items():
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS {_quote(name)} ON posts({expression})")
 
     def _sync_columns(self, table: str, columns: list[Column], model: type[BaseModel]) -> None:
         """Add columns the schema gained (backfilled from ``doc``) and drop ones it lost."""
@@ -423,19 +498,27 @@ class SqliteStore(Store):
     # ------------------------------------------------------------------ writes
 
     def upsert(self, posts: Iterable[Post]) -> IndexResult:
-        """Insert or replace posts by id, in transactions of up to 500 posts."""
-        written = 0
+        """Insert or replace posts by id, in transactions of up to 500 posts; counts new and updated ones."""
+        indexed = updated = 0
         batch: list[Post] = []
         for post in posts:
             batch.append(post)
             if len(batch) >= _BATCH:
-                written += self._write_batch(batch)
+                new, replaced = self._write_batch(batch)
+                indexed, updated = indexed + new, updated + replaced
                 batch = []
         if batch:
-            written += self._write_batch(batch)
-        return IndexResult(written=written)
+            new, replaced = self._write_batch(batch)
+            indexed, updated = indexed + new, updated + replaced
+        return IndexResult(written=indexed + updated, indexed=indexed, updated=updated)
 
-    def _write_batch(self, posts: list[Post]) -> int:
+    @property
+    def dead_letters(self) -> DeadLetterFile:
+        """``$MOMENTS_HOME/dead-letters/sqlite-<file stem>.jsonl`` (SQLite refuses no valid post: normally empty)."""
+        return DeadLetterFile(dead_letter_dir() / f"sqlite-{self.path.stem}.jsonl")
+
+    def _write_batch(self, posts: list[Post]) -> tuple[int, int]:
+        """Write one batch in one transaction; (new, updated) posts."""
         names = [c.name for c in self._columns]
         quoted = ", ".join(_quote(n) for n in names)
         updates = ", ".join(f"{_quote(n)} = excluded.{_quote(n)}" for n in names if n != "id")
@@ -443,12 +526,117 @@ class SqliteStore(Store):
             f"INSERT INTO posts ({quoted}, doc) VALUES ({', '.join('?' for _ in names)}, ?) "
             f"ON CONFLICT(id) DO UPDATE SET {updates}, doc = excluded.doc RETURNING rowid"
         )
+        ids = list(dict.fromkeys(post.id for post in posts))
         with self._transaction():
+            marks = ", ".join("?" for _ in ids)
+            stored = {row[0] for row in self._db.execute(f"SELECT id FROM posts WHERE id IN ({marks})", ids)}
+            new = 0
             for post in posts:
                 values = [_column_value(post, c) for c in self._columns]
                 (rowid,) = self._db.execute(sql, (*values, post.model_dump_json())).fetchone()
                 self._write_fts(rowid, post)
-        return len(posts)
+                self._write_snapshots(post)
+                if post.id not in stored:
+                    new += 1
+                    stored.add(post.id)  # a second copy in the same batch replaces the first
+        return new, len(posts) - new
+
+    def _write_snapshots(self, post: Post) -> None:
+        """The post's engagement snapshots as rows of their own, keyed by (post id, observed at): idempotent."""
+        if post.engagement_history:
+            self._db.executemany(
+                "INSERT INTO snapshots (post_id, at, doc) VALUES (?, ?, ?)"
+                " ON CONFLICT(post_id, at) DO UPDATE SET doc = excluded.doc",
+                [(post.id, _sql_datetime(s.at), s.model_dump_json()) for s in post.engagement_history],
+            )
+
+    def snapshots(self, post_id: str) -> list[EngagementSnapshot]:
+        """A post's engagement snapshots from the ``snapshots`` table, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT doc FROM snapshots WHERE post_id = ? ORDER BY at", (post_id,)).fetchall()
+        return [EngagementSnapshot.model_validate_json(row[0]) for row in rows]
+
+    # ------------------------------------------------------------------ erasure and retention
+
+    def _delete_posts(self, rowids: list[int]) -> None:
+        """Delete posts (and their full-text rows and snapshots) by rowid, inside the caller's transaction."""
+        for start in range(0, len(rowids), _BATCH):
+            chunk = rowids[start : start + _BATCH]
+            marks = ", ".join("?" for _ in chunk)
+            self._db.execute(f"DELETE FROM posts_fts WHERE rowid IN ({marks})", chunk)
+            self._db.execute(f"DELETE FROM posts WHERE rowid IN ({marks})", chunk)
+
+    def erase_author(self, handle: str, source: str | None = None) -> ErasureReport:
+        """Delete the author's posts, the flags pointing at them (events too) and their snapshots, in one transaction.
+
+        The handle matches without case, with or without a leading ``@``. The flag log's
+        append-only trigger is dropped and re-created inside the transaction, so no other
+        writer ever sees it missing (see :mod:`search.erasure` for why flags go whole).
+        """
+        from search.erasure import handle_variants
+
+        variants = sorted(handle_variants(handle))
+        condition = f"lower(author_handle) IN ({', '.join('?' for _ in variants)})"
+        params: list[Any] = list(variants)
+        if source is not None:
+            condition += " AND source = ?"
+            params.append(source)
+        with self._transaction():
+            rows = self._db.execute(f"SELECT rowid, id FROM posts WHERE {condition}", params).fetchall()
+            post_ids = [row[1] for row in rows]
+            self._delete_posts([row[0] for row in rows])
+            flag_ids: set[str] = set()
+            snapshots = 0
+            for start in range(0, len(post_ids), _BATCH):
+                chunk = post_ids[start : start + _BATCH]
+                marks = ", ".join("?" for _ in chunk)
+                flag_ids.update(
+                    row[0]
+                    for row in self._db.execute(
+                        "SELECT id FROM flags WHERE EXISTS"
+                        f" (SELECT 1 FROM json_each(flags.post_ids) WHERE json_each.value IN ({marks}))",
+                        chunk,
+                    )
+                )
+                snapshots += self._db.execute(f"DELETE FROM snapshots WHERE post_id IN ({marks})", chunk).rowcount
+            if flag_ids:
+                ordered = sorted(flag_ids)
+                self._db.execute("DROP TRIGGER IF EXISTS flag_events_no_delete")
+                for start in range(0, len(ordered), _BATCH):
+                    chunk = ordered[start : start + _BATCH]
+                    marks = ", ".join("?" for _ in chunk)
+                    self._db.execute(f"DELETE FROM flag_events WHERE flag_id IN ({marks})", chunk)
+                    self._db.execute(f"DELETE FROM flags WHERE id IN ({marks})", chunk)
+                self._db.execute(_NO_DELETE_TRIGGER)
+        return ErasureReport(posts=len(post_ids), flags=len(flag_ids), snapshots=snapshots)
+
+    def purge(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Delete posts created before ``older_than`` (crawled before it, when the creation time is unknown).
+
+        Deleted 500 at a time, one transaction each, so a large purge never holds the
+        write lock for long; snapshots observed before ``older_than`` go too.
+        """
+        cutoff = _sql_datetime(older_than if older_than.tzinfo else older_than.replace(tzinfo=UTC))
+        condition = "(created_at < ? OR (created_at IS NULL AND crawled_at < ?))"
+        if dry_run:
+            with self._lock:
+                row = self._db.execute(f"SELECT count(*) FROM posts WHERE {condition}", (cutoff, cutoff)).fetchone()
+            return int(row[0])
+        purged = 0
+        while True:
+            with self._transaction():
+                rowids = [
+                    row[0]
+                    for row in self._db.execute(
+                        f"SELECT rowid FROM posts WHERE {condition} LIMIT {_BATCH}", (cutoff, cutoff)
+                    )
+                ]
+                self._delete_posts(rowids)
+                if len(rowids) < _BATCH:
+                    self._db.execute("DELETE FROM snapshots WHERE at < ?", (cutoff,))
+            purged += len(rowids)
+            if len(rowids) < _BATCH:
+                return purged
 
     # ------------------------------------------------------------------ flags
 
@@ -707,35 +895,260 @@ class SqliteStore(Store):
             (count,) = self._db.execute("SELECT count(*) FROM posts").fetchone()
         return int(count)
 
-    def search(self, query: str, *, brand: str | None = None, limit: int = 20) -> list[Post]:
-        """Posts matching ``query`` (:mod:`search.query` syntax), best first.
+    def search(
+        self,
+        query: str | None,
+        *,
+        brand: str | None = None,
+        limit: int = 20,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sort: str = "relevance",
+    ) -> list[Post]:
+        """Posts matching ``query`` (:mod:`search.query` syntax; ``None``: every post), in ``sort`` order.
 
-        Ranked by bm25 over the query's positive text leaves (posts that match only
-        through filters or ``NOT`` come after those), then by id.
+        ``relevance`` ranks by bm25 over the query's positive text leaves (posts that match
+        only through filters or ``NOT`` come after those); every order ends with the id.
 
         Raises:
             QuerySyntaxError: ``query`` is not valid syntax.
+            UsageError: ``sort`` is not one of :data:`search.query.SORTS`.
         """
-        compiled = _SqlQuery(parse(query))
+        ordered = self._ordered(query, brand=brand, since=since, until=until, sort=sort)
+        sql = f"SELECT posts.doc {ordered.source} ORDER BY {ordered.order} LIMIT ?"
+        return self._query(sql, [*ordered.params, limit])
+
+    def _ordered(
+        self, query: str | None, *, brand: str | None, since: datetime | None, until: datetime | None, sort: str
+    ) -> _Ordered:
+        """The posts matching the filters (``FROM ... WHERE ...``), their sort key and how to order them."""
+        order = check_sort(sort)
+        compiled = _SqlQuery(filtered(query_tree(query), since=since, until=until))
         params: list[Any] = []
-        sql = "SELECT posts.doc FROM posts"
-        order = "posts.id"
-        if compiled.ranked:
-            sql += (
+        source = "FROM posts"
+        key, ranked = "NULL", False
+        if order == "relevance" and compiled.ranked:
+            source += (
                 " LEFT JOIN (SELECT rowid AS hit, bm25(posts_fts) AS score FROM posts_fts WHERE posts_fts MATCH ?)"
                 " AS ranked ON ranked.hit = posts.rowid"
             )
             params.append(" OR ".join(f"({expression})" for expression in compiled.ranked))
-            order = "ranked.score IS NULL, ranked.score, posts.id"
-        sql += f" WHERE ({compiled.where})"
+            key, ranked = "ranked.score", True
+        elif order == "recent":
+            key = _RECENT_KEY
+        elif order == "engagement":
+            key = _ENGAGEMENT_KEY
+        source += f" WHERE ({compiled.where})"
         params.extend(compiled.params)
         if brand:
-            sql += f" AND {_BRAND_FILTER}"
+            source += f" AND {_BRAND_FILTER}"
             params.append(brand)
-        sql += f" ORDER BY {order} LIMIT ?"
-        params.append(limit)
+        if ranked:
+            by = "ranked.score IS NULL, ranked.score, posts.id"
+        elif key != "NULL":
+            by = f"{key} DESC, posts.id"
+        else:
+            by = "posts.id"
         self._register_fold()
-        return self._query(sql, params)
+        return _Ordered(source=source, params=params, order=by, key=None if key == "NULL" else key, ranked=ranked)
+
+    def iter_search(
+        self,
+        query: str | None,
+        *,
+        brand: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sort: str = "relevance",
+        page_size: int = 1000,
+    ) -> Iterator[Post]:
+        """Every matching post in ``sort`` order, ``page_size`` per read, stable while writes continue.
+
+        ``recent`` and ``engagement`` (and ``relevance`` without text to rank, which is id
+        order) page by keyset: each page starts after the (key, id) of the last post read,
+        so new posts never shift a page. bm25 scores move whenever a post is added, so a
+        ranked ``relevance`` stream takes the order of the matching rowids once, at the
+        start (8 bytes a hit), and reads the posts along it in pages.
+
+        Raises:
+            QuerySyntaxError: ``query`` is not valid syntax.
+            UsageError: ``sort`` is not one of :data:`search.query.SORTS`.
+        """
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        ordered = self._ordered(query, brand=brand, since=since, until=until, sort=sort)
+        if ordered.ranked:
+            yield from self._along(ordered, page_size)
+            return
+        after: tuple[Any, str] | None = None
+        while True:
+            if after is None:
+                condition, extra = "", []
+            elif ordered.key is None:
+                condition, extra = " AND posts.id > ?", [after[1]]
+            else:
+                # The last clause repeats the first two as a range on the key: where the index walk starts.
+                condition = f" AND ({ordered.key} < ? OR ({ordered.key} = ? AND posts.id > ?)) AND {ordered.key} <= ?"
+                extra = [after[0], after[0], after[1], after[0]]
+            sql = (
+                f"SELECT posts.doc, posts.id, {ordered.key or 'NULL'} {ordered.source}{condition}"
+                f" ORDER BY {ordered.order} LIMIT ?"
+            )
+            with self._lock:
+                rows = self._db.execute(sql, [*ordered.params, *extra, page_size]).fetchall()
+            for doc, post_id, key in rows:
+                after = (key, post_id)
+                yield Post.model_validate_json(doc)
+            if len(rows) < page_size:
+                return
+
+    def _along(self, ordered: _Ordered, page_size: int) -> Iterator[Post]:
+        """The posts of ``ordered``, in the order their rowids had when this started (posts gone since: skipped)."""
+        with self._lock:
+            cursor = self._db.execute(f"SELECT posts.rowid {ordered.source} ORDER BY {ordered.order}", ordered.params)
+            rowids = array("q", (row[0] for row in cursor))
+        for start in range(0, len(rowids), page_size):
+            chunk = rowids[start : start + page_size].tolist()
+            marks = ", ".join("?" for _ in chunk)
+            with self._lock:
+                rows = self._db.execute(f"SELECT rowid, doc FROM posts WHERE rowid IN ({marks})", chunk).fetchall()
+            found = dict(rows)
+            for rowid in chunk:
+                if rowid in found:
+                    yield Post.model_validate_json(found[rowid])
+
+    # ------------------------------------------------------------------ aggregations
+
+    def _where(self, node: Node, brand: str | None) -> tuple[str, list[Any]]:
+        """A condition on ``posts`` (and its parameters) for a query tree and a brand."""
+        compiled = _SqlQuery(node)
+        where, params = f"({compiled.where})", list(compiled.params)
+        if brand:
+            where += f" AND {_BRAND_FILTER}"
+            params.append(brand)
+        self._register_fold()
+        return where, params
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return [tuple(row) for row in self._db.execute(sql, params).fetchall()]
+
+    def aggregate(
+        self,
+        name: str,
+        *,
+        query: str = "",
+        brand: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, Any]:
+        """One of :data:`search.aggregations.AGGREGATIONS`, by SQL ``GROUP BY`` (and FTS5 vocabulary for terms).
+
+        Raises:
+            UsageError: ``name`` is not an aggregation, or the period is empty.
+            QuerySyntaxError: ``query`` is not valid syntax.
+        """
+        check_name(name)
+        base = filtered(query)  # a syntax error first, whatever the name
+        if name == "timeline":
+            start, end = period(since, until)
+            interval = choose_interval(start, end)
+            where, params = self._where(filtered(base, since=start, until=end), brand)
+            at = _MILLIS
+            bucket = f"{at} - ((({at} - ?) % ?) + ?) % ?"
+            rows = self._rows(
+                f"SELECT {bucket}, classification_touchpoint, classification_moment, count(*) FROM posts"
+                f" WHERE {where} AND classification_touchpoint IS NOT NULL AND classification_moment IS NOT NULL"
+                " GROUP BY 1, 2, 3",
+                [interval.offset_ms, interval.width_ms, interval.width_ms, interval.width_ms, *params],
+            )
+            return timeline_result(rows, since=start, until=end, interval=interval)
+        if name == "moment_share":
+            start, end = period(since, until)
+            windows = {}
+            for label, (low, high) in {"current": (start, end), "previous": (start - (end - start), start)}.items():
+                where, params = self._where(filtered(base, since=low, until=high), brand)
+                counts: dict[str, dict[str, int]] = {}
+                for touchpoint, moment, n in self._rows(
+                    f"SELECT classification_touchpoint, classification_moment, count(*) FROM posts WHERE {where}"
+                    " AND classification_touchpoint IS NOT NULL AND classification_moment IS NOT NULL GROUP BY 1, 2",
+                    params,
+                ):
+                    counts.setdefault(touchpoint, {})[moment] = int(n)
+                windows[label] = counts
+            return moment_share_result(windows["current"], windows["previous"], since=start, until=end)
+        node = filtered(base, since=since, until=until)
+        if name == "top_authors":
+            where, params = self._where(node, brand)
+            reach = self._rows(
+                f"SELECT author_handle, max(author_followers), count(*) FROM posts WHERE {where}"
+                " AND author_handle IS NOT NULL AND author_followers IS NOT NULL GROUP BY 1"
+                f" ORDER BY 2 DESC, 3 DESC, 1 LIMIT {TOP_AUTHORS}",
+                params,
+            )
+            where, params = self._where(And((node, parse(COMPLAINT_QUERY))), brand)
+            complaints = self._rows(
+                f"SELECT author_handle, count(*), max(author_followers) FROM posts WHERE {where}"
+                f" AND author_handle IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {TOP_AUTHORS}",
+                params,
+            )
+            return top_authors_result(reach, complaints)
+        if name == "volume":
+            where, params = self._where(node, brand)
+            rows = self._rows(f"SELECT source, lang, count(*) FROM posts WHERE {where} GROUP BY 1, 2", params)
+            return volume_result(rows)
+        return self._standout_terms(node, brand)
+
+    def _standout_terms(self, node: Node, brand: str | None) -> dict[str, Any]:
+        """``standout_terms``: document counts of terms from the FTS5 index (an ``fts5vocab`` instance table).
+
+        The target of a touchpoint is its misery posts among those matching the filters; the
+        background every post matching them. Both counts are of posts whose ``text`` holds
+        the term, counted by SQL over the index's term instances (one pass over the index for
+        the target, lookups by term for the background), then scored by
+        :func:`search.aggregations.g2_2x2`.
+        """
+        with self._lock:
+            self._db.execute(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.{_VOCAB} USING fts5vocab(main, posts_fts, instance)"
+            )
+        where, params = self._where(node, brand)
+        (background,) = self._rows(f"SELECT count(*) FROM posts WHERE {where}", params)[0]
+        misery_where, misery_params = self._where(And((node, parse("moment:misery"))), brand)
+        misery_where += " AND classification_touchpoint IS NOT NULL"
+        misery = {
+            touchpoint: int(n)
+            for touchpoint, n in self._rows(
+                f"SELECT classification_touchpoint, count(*) FROM posts WHERE {misery_where} GROUP BY 1", misery_params
+            )
+        }
+        found: dict[str, dict[str, int]] = {}
+        for touchpoint, term, n in self._rows(
+            f"WITH target AS MATERIALIZED (SELECT posts.rowid AS doc, classification_touchpoint AS touchpoint"
+            f" FROM posts WHERE {misery_where})"
+            f" SELECT target.touchpoint, vocab.term, count(DISTINCT vocab.doc) FROM temp.{_VOCAB} AS vocab"
+            " CROSS JOIN target ON target.doc = vocab.doc WHERE vocab.col = ?"
+            " GROUP BY 1, 2 HAVING count(DISTINCT vocab.doc) >= ?",
+            [*misery_params, STANDOUT_FIELD, MIN_TERM_DOCS],
+        ):
+            if keep_term(term):
+                found.setdefault(touchpoint, {})[term] = int(n)
+        terms = sorted({term for counts in found.values() for term in counts})
+        in_background: dict[str, int] = {}
+        if terms:
+            rows = self._rows(
+                f"WITH background AS MATERIALIZED (SELECT posts.rowid AS doc FROM posts WHERE {where})"
+                f" SELECT vocab.term, count(DISTINCT vocab.doc) FROM temp.{_VOCAB} AS vocab"
+                " WHERE vocab.term IN (SELECT value FROM json_each(?)) AND vocab.col = ?"
+                " AND vocab.doc IN (SELECT doc FROM background) GROUP BY 1",
+                [*params, json.dumps(terms), STANDOUT_FIELD],
+            )
+            in_background = {term: int(n) for term, n in rows}
+        candidates = {
+            touchpoint: [TermCount(term, n, in_background.get(term, n)) for term, n in counts.items()]
+            for touchpoint, counts in found.items()
+        }
+        return standout_terms_result(candidates, misery, int(background))
 
     def _register_fold(self) -> None:
         with self._lock:

@@ -27,7 +27,8 @@ import abc
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Self
+from pathlib import Path
+from typing import Any, Self
 
 from moments.accounts import ApiToken, AppSetting, Session, User
 from moments.errors import ConflictError, UsageError, WorkFailed
@@ -39,6 +40,7 @@ from moments.records import (
     diff_flags,
     utc_now,
 )
+from search.deadletter import DeadLetterFile
 
 #: The statuses of a flag someone still has to work.
 ACTIVE_STATUSES: tuple[str, ...] = ("open", "acknowledged", "responded")
@@ -76,10 +78,37 @@ def failures_within(failures: Iterable[datetime], at: datetime, window: timedelt
 
 @dataclass(frozen=True)
 class IndexResult:
-    """The outcome of :meth:`Store.upsert`."""
+    """The outcome of :meth:`Store.upsert`: every post given is counted once, so none vanishes silently.
+
+    Attributes:
+        written: Posts stored now (``indexed + updated``).
+        spooled: Posts kept in the spool because the store was unavailable (written by a later upsert).
+        indexed: Posts the store did not hold before.
+        updated: Posts that replaced a stored version of themselves.
+        rejected: Posts the server refused (a mapping error, say), kept in ``dead_letter``.
+        retried: Document writes sent again after the server said it was busy (HTTP 429).
+        dead_letter: The dead-letter file the rejected posts went to (``None`` when none were rejected).
+    """
 
     written: int
     spooled: int = 0
+    indexed: int = 0
+    updated: int = 0
+    rejected: int = 0
+    retried: int = 0
+    dead_letter: Path | None = None
+
+
+@dataclass(frozen=True)
+class ErasureReport:
+    """What :meth:`Store.erase_author` removed from the store, per kind of record (counts only, no personal data)."""
+
+    posts: int = 0
+    flags: int = 0
+    snapshots: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"posts": self.posts, "flags": self.flags, "snapshots": self.snapshots}
 
 
 @dataclass(frozen=True)
@@ -88,9 +117,12 @@ class MigrationReport:
 
     flags_migrated: int = 0
     posts_rewritten: int = 0
+    #: Indices reindexed for a mapping change, one line each (``old -> new (N documents; why)``).
+    reindexed: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return f"{self.flags_migrated} flags moved out of {self.posts_rewritten} posts"
+        text = f"{self.flags_migrated} flags moved out of {self.posts_rewritten} posts"
+        return text + "".join(f"; reindexed {line}" for line in self.reindexed)
 
 
 @dataclass(frozen=True)
@@ -181,8 +213,69 @@ class Store(abc.ABC):
         """How many posts are stored."""
 
     @abc.abstractmethod
-    def search(self, query: str, *, brand: str | None = None, limit: int = 20) -> list[Post]:
-        """Full-text search over text, title and author name, best match first."""
+    def search(
+        self,
+        query: str | None,
+        *,
+        brand: str | None = None,
+        limit: int = 20,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sort: str = "relevance",
+    ) -> list[Post]:
+        """The first ``limit`` posts matching ``query`` (:mod:`search.query` syntax; ``None``: every post), in order.
+
+        ``since``/``until`` keep posts created in ``[since, until)``; ``sort`` is one of
+        :data:`search.query.SORTS` (best match first by default), ties by id. A ``limit``
+        beyond 10,000 pages like :meth:`iter_search`.
+
+        Raises:
+            QuerySyntaxError: ``query`` is not valid syntax (a blank one neither: it asks for nothing).
+            UsageError: ``sort`` is not one of the orders.
+        """
+
+    @abc.abstractmethod
+    def iter_search(
+        self,
+        query: str | None,
+        *,
+        brand: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sort: str = "relevance",
+        page_size: int = 1000,
+    ) -> Iterator[Post]:
+        """Every post matching ``query`` (``None``: every post), in ``sort`` order, read ``page_size`` at a time.
+
+        Stable while writes continue: each post that matched when the stream started comes
+        exactly once (posts written meanwhile may or may not appear). Elasticsearch reads a
+        point in time with ``search_after``; SQLite pages by keyset on (sort key, id), or for
+        ``relevance`` with text to rank (bm25 moves as posts are added) takes the order of the
+        matching ids once at the start and reads the posts in pages along it.
+
+        Raises:
+            QuerySyntaxError: ``query`` is not valid syntax (a blank one neither: it asks for nothing).
+            UsageError: ``sort`` is not one of the orders.
+        """
+
+    @abc.abstractmethod
+    def aggregate(
+        self,
+        name: str,
+        *,
+        query: str = "",
+        brand: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, Any]:
+        """One of :data:`search.aggregations.AGGREGATIONS` over the posts matching the filters, computed by the store.
+
+        Returns a JSON-able dict shaped by :mod:`search.aggregations`, the same on every backend.
+
+        Raises:
+            UsageError: ``name`` is not an aggregation, or the period is empty.
+            QuerySyntaxError: ``query`` is not valid syntax.
+        """
 
     @abc.abstractmethod
     def scan(self, *, since: datetime | None = None, brand: str | None = None) -> Iterator[Post]:
@@ -279,6 +372,30 @@ class Store(abc.ABC):
 
         Raises:
             ValueError: ``bucket`` is not a positive whole number of milliseconds.
+        """
+
+    @property
+    @abc.abstractmethod
+    def dead_letters(self) -> DeadLetterFile:
+        """Where :meth:`upsert` keeps the posts this store refused (see :mod:`search.deadletter`)."""
+
+    # ------------------------------------------------------------------ erasure and retention
+
+    @abc.abstractmethod
+    def erase_author(self, handle: str, source: str | None = None) -> ErasureReport:
+        """Remove every post by ``handle`` (on ``source``, or any), the flags that point at them and their snapshots.
+
+        Flags are deleted with their event logs, because a flag's reasons (and so its
+        events) quote the post's words; see :mod:`search.erasure`. Spool and dead-letter
+        files are cleaned by :func:`search.erasure.erase_author`, which calls this.
+        """
+
+    @abc.abstractmethod
+    def purge(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Delete posts created before ``older_than`` (no ``created_at``: crawled before it); how many.
+
+        Engagement snapshots observed before ``older_than`` go too. With ``dry_run`` nothing
+        is deleted and the number is what would be.
         """
 
     # ------------------------------------------------------------------ flags

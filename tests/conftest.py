@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,6 @@ from typing import Any
 import pytest
 
 from moments.records import Post, post_id
-from search.mapping import index_names
 
 ES_HOWTO = (
     "Elasticsearch tests need MOMENTS_TEST_ES_URL: run `make test`, which starts a real Elasticsearch "
@@ -47,7 +45,7 @@ def es_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
     ``$MOMENTS_ES_PREFIX`` is set to a unique prefix for the test, so every
     store it opens (``open_store``, the CLI, flows) writes to its own
-    ``<prefix>-posts-v1`` and ``<prefix>-flags-v1`` indices, deleted afterwards:
+    indices (posts, flags, app, snapshots) and templates, all deleted afterwards:
     tests never see each other's posts or flags. Skips when the URL is unset; under ``CI=true`` a missing
     server is a failure, so CI can never pass by skipping these tests.
     """
@@ -59,10 +57,12 @@ def es_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("MOMENTS_ES_PREFIX", prefix)
     yield url
-    indices = ",".join(index_names(prefix, kind)[0] for kind in ("posts", "flags"))
-    request = urllib.request.Request(f"{url}/{indices}?ignore_unavailable=true", method="DELETE")
-    with contextlib.suppress(OSError):
-        urllib.request.urlopen(request, timeout=30).close()
+    from search.migration import drop_prefix
+
+    # Every index and template of the prefix, by name: posts and flags of every version,
+    # the app index, monthly snapshot indices, and the templates.
+    with contextlib.suppress(Exception):
+        drop_prefix(url, prefix)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from receivers import Receiver
 from crawlers.mockserver import running_server
 from flows.flows import RUN_DONE, TickSummary, nightly
 from moments import settings
-from moments.records import Classification, Post
+from moments.records import Classification, Flag, Post
 from search import open_store
 
 NIGHT = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
@@ -68,8 +68,23 @@ def test_nightly_crawls_every_source_recovers_finds_the_days_burst_and_reports(
     # One misery post a day at that hour for a week, then 12 in one hour: yesterday evening's burst.
     seed = [_misery(f"d{day}", BURST_END - timedelta(days=day, minutes=30)) for day in range(1, 8)]
     seed += [_misery(f"b{i}", BURST_END - timedelta(minutes=55 - 4 * i)) for i in range(12)]
+    # Retention (365 days): a post from 400 days ago is purged tonight.
+    ancient = _misery("old", NIGHT - timedelta(days=400))
+    # A flag opened two days ago and never answered: its SLA breaches are recorded tonight, once.
+    late = Flag(
+        id="post:seed:d2",
+        brand="Northwind Air",
+        touchpoint="staff_interaction",
+        post_ids=["seed:d2"],
+        priority="P2",
+        score=4.0,
+        reasons=["moment of misery"],
+        opened_at=NIGHT - timedelta(days=2),
+        updated_at=NIGHT - timedelta(days=2),
+    )
     with open_store(store_url) as store:
-        store.upsert(seed)
+        store.upsert([*seed, ancient])
+        store.create_flag(late, actor="rule:test", at=late.opened_at)
 
     # A slow source: a file exported by another tool, read through the `import` source.
     reviews = tmp_path / "reviews.jsonl"
@@ -105,7 +120,8 @@ def test_nightly_crawls_every_source_recovers_finds_the_days_burst_and_reports(
         )
         extra = f"      - {{source: import, query: {reviews}}}\n"
         config = tmp_path / "brands.yaml"
-        config.write_text(brands_yaml(mastodon.base_url, receiver.url, extra_sources=extra), encoding="utf-8")
+        yaml = brands_yaml(mastodon.base_url, receiver.url, extra_sources=extra) + "retention:\n  posts: 365d\n"
+        config.write_text(yaml, encoding="utf-8")
         state = nightly(config, store_url=store_url, as_of=NIGHT, return_state=True)
     receiver.close()
 
@@ -117,12 +133,18 @@ def test_nightly_crawls_every_source_recovers_finds_the_days_burst_and_reports(
     assert (dead_run / RUN_DONE).exists()
     with open_store(store_url) as store:
         assert store.get("mastodon:9100") is not None  # the recovered post
-        assert store.count() == len(seed) + 4
+        assert store.count() == len(seed) + 4  # the 400-day-old post is gone
+        assert store.get("seed:old") is None
+        breaches = [e for e in store.flag_events(late.id) if e.action == "sla_breached"]
         bursts = store.list_flags(status=None, kind="burst", limit=10)
     # The burst hour was found once, as one flag linking its posts, though several windows saw it.
     assert len(bursts) == 1 and bursts[0].touchpoint == "staff_interaction"
     assert {f"seed:b{i}" for i in range(12)} <= set(bursts[0].post_ids)
     assert any(b.startswith("Northwind Air/staff_interaction 12 posts") for b in summary.bursts)
+    # Both of its targets (first response, resolution) were missed long ago: one event each.
+    assert sorted(e.note.split(" ")[1] for e in breaches if e.note) == ["first_response", "resolution"]
+    assert summary.sla_breaches >= 2  # and the burst flag, opened with the burst hours ago, may be late too
+    assert any(line.startswith("purged 1 posts created before 2025-") for line in summary.maintenance)
 
     report = (summary.run_dir / "report.md").read_text(encoding="utf-8")
     for heading in ("# Moments nightly report, 2026-11-21 02:00 UTC", "## Posts", "## Flags", "## Source health"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 
 from models.engagement import count_series
 from models.forecast import (
+    CALIBRATION_FEATURE_SETS,
+    CALIBRATION_POINT_QUANTILES,
     RHO_MAX,
     Calibration,
     ForecastModel,
@@ -19,6 +22,7 @@ from models.forecast import (
     forecast_events,
     forecast_post,
 )
+from models.forecast import _ridge_quantile_regression as _ridge_quantile_regression
 from moments.records import EngagementSnapshot, Post, Reshare
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -204,8 +208,50 @@ def test_calibration_is_fitted_on_given_cascades_and_covers_about_80_percent() -
     corrected = ForecastModel(n_star=100.0, calibration=calibration)
     inside = 0
     for _, plain, final in samples:
-        expected, low, high, _p = calibration.apply(0, plain.expected_final, plain.observed, None)
+        assert plain.signals is not None
+        expected, low, high, _p = calibration.apply(0, plain.signals, None)
         inside += low <= final <= high
         assert low <= expected <= high
     assert 0.7 <= inside / len(samples) <= 0.9
     assert corrected.calibration.nearest(1700.0) == 0
+    # the choices were made among the offered ones, by cross-validation within the samples
+    assert calibration.features[0] in CALIBRATION_FEATURE_SETS
+    assert calibration.point_quantiles[0] in CALIBRATION_POINT_QUANTILES
+
+
+def test_ridge_quantile_regression_recovers_a_known_line_and_shrinks_with_the_penalty() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 10, 400)
+    y = 1.0 + 0.5 * x + rng.laplace(0, 0.3, 400)
+    design = np.column_stack([np.ones_like(x), x])
+    intercept, slope = _ridge_quantile_regression(design, y, 0.5, 0.0)
+    assert intercept == pytest.approx(1.0, abs=0.15) and slope == pytest.approx(0.5, abs=0.03)
+    # the 90th percentile line sits above the median by about the noise's 90th percentile
+    high = _ridge_quantile_regression(design, y, 0.9, 0.0)
+    assert float(np.mean(y <= design @ high)) == pytest.approx(0.9, abs=0.04)
+    # a heavy penalty pulls the slope toward zero (toward the intercept-only fit)
+    _, shrunk = _ridge_quantile_regression(design, y, 0.5, 10.0)
+    assert 0.0 <= shrunk < 0.2 * slope
+
+
+def test_the_point_quantile_is_chosen_below_the_median_where_relative_error_asks_for_it() -> None:
+    """Skewed finals (a floor, a long tail) and a weak signal: the relative error is lowest below the median."""
+    rng = np.random.default_rng(5)
+    samples = []
+    for _ in range(150):
+        signal = float(rng.uniform(100, 1000))
+        final = int(2000 + rng.lognormal(math.log(800), 1.0) * signal / 500)
+        plain = forecast_events([60.0] * 3, [100] * 3, 1_000, 900.0)
+        assert plain.signals is not None
+        plain = replace(plain, signals=replace(plain.signals, plain=signal))
+        samples.append((900.0, plain, final))
+    calibration = Calibration.fit(samples)
+    assert calibration.point_quantiles[0] < 0.5
+
+
+def test_calibration_needs_the_signals_and_falls_back_on_few_samples() -> None:
+    plain = forecast_events([60.0, 120.0], [100, 100], 1_000, 900.0)
+    with pytest.raises(ValueError, match="signals"):
+        Calibration.fit([(900.0, replace(plain, signals=None), 10)])
+    few = Calibration.fit([(900.0, plain, n) for n in (3, 5, 8, 13)])
+    assert few.features == (("plain",),) and few.point_quantiles == (0.5,)

@@ -317,6 +317,7 @@ def test_query_finds_exactly(corpus: Store, query: str, expected: frozenset[str]
     found = _names(corpus.search(query, limit=1000))
     assert len(found) == len(set(found)), "a post came back twice"
     assert set(found) == expected, f"extra: {sorted(set(found) - expected)}, missing: {sorted(expected - set(found))}"
+    assert corpus.count_posts(query) == len(expected), "the store counts differently from what it finds"
 
 
 def test_the_table_covers_the_language() -> None:
@@ -382,3 +383,59 @@ def test_the_table_s_groups_match_the_corpus() -> None:
     assert [by_day[day] for day in range(1, 6)] == [NOV_1, NOV_2, NOV_3, NOV_4, NOV_5]
     undated = ALL - (NOV_1 | NOV_2 | NOV_3 | NOV_4 | NOV_5)
     assert undated == {"undated"}
+
+
+# ------------------------------------------------------------------------------ periods, orders and paging
+
+#: A sample of the table, each run again with a period and in every order, searched and streamed.
+PERIOD_QUERIES = ["delay", "NOT delay", "refu*", "touchpoint:baggage", "moment:misery source:reddit", "lost OR bag"]
+#: Both bounds fall on a post (delay2 and submilli at 12:00 on the 1st are in; url at 13:00 on the 4th is out).
+PERIOD = (datetime(2026, 11, 1, 12, tzinfo=UTC), datetime(2026, 11, 4, 13, tzinfo=UTC))
+
+
+def test_the_period_cuts_the_sample() -> None:
+    since, until = PERIOD
+    for query in PERIOD_QUERIES:
+        expected = dict(QUERIES)[query]
+        inside = {name for name in expected if _between(name, since, until)}
+        assert inside and inside != expected, query  # some in, some out: the bounds are tested
+
+
+def _created(name: str) -> datetime | None:
+    created: datetime | None = CORPUS[name][9]
+    return created
+
+
+def _between(name: str, since: datetime, until: datetime | None = None) -> bool:
+    """Whether the post was created in ``[since, until)`` (to the millisecond, as both stores compare)."""
+    at = _created(name)
+    if at is None:
+        return False
+    at = at.replace(microsecond=at.microsecond // 1000 * 1000)
+    return since <= at and (until is None or at < until)
+
+
+@pytest.mark.parametrize("sort", ["relevance", "recent", "engagement"])
+@pytest.mark.parametrize("query", PERIOD_QUERIES)
+def test_since_until_sort_and_streaming_find_the_same_posts(corpus: Store, query: str, sort: str) -> None:
+    expected = dict(QUERIES)[query]
+    since, until = PERIOD
+    in_period = {name for name in expected if _between(name, since, until)}
+    found = _names(corpus.search(query, limit=1000, since=since, until=until, sort=sort))
+    assert len(found) == len(set(found)) and set(found) == in_period
+    streamed = _names(list(corpus.iter_search(query, since=since, until=until, sort=sort, page_size=2)))
+    assert streamed == found, "a stream in pages of 2 differs from one search"
+    assert set(_names(corpus.search(query, limit=1000, since=since, sort=sort))) == {
+        name for name in expected if _between(name, since)
+    }
+    if sort == "recent":
+        # Newest first, undated last, ties by id: one order, the same on both stores.
+        key = {name: (-(_created(name) or datetime.min.replace(tzinfo=UTC)).timestamp(), name) for name in found}
+        assert found == sorted(found, key=lambda name: (key[name][0], f"{CORPUS[name][5]}:{name}"))
+
+
+def test_every_post_streams_once_in_pages(corpus: Store) -> None:
+    for sort in ("relevance", "recent", "engagement"):
+        streamed = _names(list(corpus.iter_search(None, sort=sort, page_size=3)))
+        assert len(streamed) == len(set(streamed)) == len(CORPUS), sort
+        assert streamed == _names(corpus.search(None, sort=sort, limit=1000)), sort

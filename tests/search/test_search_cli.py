@@ -44,10 +44,13 @@ def test_index_twice_same_count_and_reports_bad_lines(
     store_arg: str, posts_file: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="moments.records")
-    for _ in range(2):
+    for new, updated in ((4, 0), (0, 4)):
         assert main(["index", str(posts_file), "--store", store_arg]) == 0
         out = capsys.readouterr().out.strip()
-        assert out == f"indexed 4 posts into {store_arg} (0 spooled, 2 lines dropped)"
+        assert out == (
+            f"indexed 4 posts into {store_arg}: {new} new, {updated} updated, 0 rejected, 0 retried "
+            "(0 spooled, 2 lines dropped)"
+        )
 
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert any("line 3 dropped: not valid JSON" in m for m in dropped)
@@ -85,7 +88,8 @@ def test_default_store_is_under_moments_home(
     assert main(["index", str(posts_file)]) == 0
     assert (
         capsys.readouterr().out.strip()
-        == f"indexed 4 posts into {tmp_home / 'moments.db'} (0 spooled, 2 lines dropped)"
+        == f"indexed 4 posts into {tmp_home / 'moments.db'}: 4 new, 0 updated, 0 rejected, 0 retried "
+        "(0 spooled, 2 lines dropped)"
     )
     assert (tmp_home / "moments.db").is_file()
 
@@ -116,3 +120,117 @@ def test_index_of_records_that_are_not_posts_says_how_to_make_posts(
     captured = capsys.readouterr()
     assert "indexed 0 posts" in captured.out and "2 lines dropped" in captured.out
     assert f"moments crawl import --query {export} --config brands.yaml" in captured.err
+
+
+# ------------------------------------------------------------------------------ periods, order, --all, --agg
+
+
+@pytest.fixture
+def dated_store(store_arg: str, make_post: MakePost) -> str:
+    """Posts an hour, three days and three weeks old (relative to now), one undated, with engagement."""
+    from datetime import timedelta
+
+    from moments.records import utc_now
+
+    now = utc_now()
+    posts = [
+        make_post(native_id="hour", text="refund late", created_at=now - timedelta(hours=1), engagement={"likes": 1}),
+        make_post(native_id="days", text="refund slow", created_at=now - timedelta(days=3), engagement={"likes": 9}),
+        make_post(native_id="weeks", text="refund gone", created_at=now - timedelta(weeks=3), engagement={"likes": 5}),
+        make_post(native_id="undated", text="refund maybe", created_at=None),
+    ]
+    with open_store(store_arg) as store:
+        store.upsert(posts)
+    return store_arg
+
+
+def _ids(out: str) -> list[str]:
+    return [Post.model_validate(p).native_id for p in json.loads(out)]
+
+
+def test_since_until_and_sort(dated_store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "refund", "--store", dated_store, "--json", "--since", "7d", "--sort", "recent"]) == 0
+    assert _ids(capsys.readouterr().out) == ["hour", "days"]
+    assert main(["search", "refund", "--store", dated_store, "--json", "--since", "30m"]) == 0
+    assert _ids(capsys.readouterr().out) == []
+    assert main(["search", "refund", "--store", dated_store, "--json", "--since", "2w", "--until", "24h"]) == 0
+    assert _ids(capsys.readouterr().out) == ["days"]
+    assert main(["search", "refund", "--store", dated_store, "--json", "--sort", "engagement"]) == 0
+    assert _ids(capsys.readouterr().out) == ["days", "weeks", "hour", "undated"]
+    # With a period the query may be left out: every post of it.
+    assert main(["search", "--store", dated_store, "--json", "--since", "24h"]) == 0
+    assert _ids(capsys.readouterr().out) == ["hour"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["refund", "--since", "7x"], "--since '7x' is not a time"),
+        (["refund", "--until", "yesterday"], "--until 'yesterday' is not a time"),
+        (["refund", "--since", "1d", "--until", "2d"], "must be before --until"),
+        (["refund", "--all", "--limit", "3"], "--all and --limit do not go together"),
+        (["--agg", "loudest"], "timeline, moment_share, top_authors, standout_terms, volume"),
+        (["refund", "--sort", "loudest"], "invalid choice: 'loudest'"),
+        (["migrate", "--since", "7d"], "--since: only for a search, not for `moments search migrate`"),
+    ],
+)
+def test_bad_options_exit_2_with_one_clear_line(
+    tmp_home: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    db = tmp_home / "never.db"
+    try:
+        status = main(["search", *argv, "--store", str(db)])
+    except SystemExit as exc:  # argparse's own errors (a choice, an option an action does not take)
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # argparse's own errors print the usage first
+    assert last.startswith("moments search: error:") and message in last, err
+    assert not db.exists()  # refused before a store was opened (or created)
+
+
+def test_all_json_streams_jsonl(dated_store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "refund", "--store", dated_store, "--json", "--all", "--sort", "recent"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [Post.model_validate_json(line).native_id for line in lines] == ["hour", "days", "weeks", "undated"]
+    # Without --all, --json stays one array.
+    assert main(["search", "refund", "--store", dated_store, "--json", "--limit", "2"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+
+
+def test_all_json_into_a_closed_pipe_is_quiet(
+    dated_store: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class ClosedPipe:
+        writes = 0
+
+        def write(self, text: str) -> int:
+            ClosedPipe.writes += 1
+            raise BrokenPipeError
+
+        def flush(self) -> None:
+            raise BrokenPipeError
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["search", "refund", "--store", dated_store, "--json", "--all"]) == 0
+    assert ClosedPipe.writes == 1  # stopped at the first refused line
+    assert capsys.readouterr().err == ""
+
+
+def test_agg_prints_json_and_a_table(
+    dated_store: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["search", "--agg", "volume", "--store", dated_store, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "name": "volume",
+        "total": 4,
+        "buckets": [{"source": "test", "lang": None, "posts": 4}],
+    }
+    assert main(["search", "--agg", "volume", "refund", "--since", "7d", "--store", dated_store, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"] == 2
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["search", "--agg", "moment_share", "--store", dated_store]) == 0
+    assert "moments per touchpoint" in capsys.readouterr().out
+    assert main(["search", "--agg", "top_authors", "--store", dated_store]) == 0
+    out = capsys.readouterr().out
+    assert "widest reach" in out and "most complaints" in out
