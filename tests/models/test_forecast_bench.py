@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "datasets" / "virality_cascades"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"the shared cascades are not at {DATA}")
 def test_bench_prints_error_coverage_and_auc_per_dataset_and_observation_time() -> None:
     done = subprocess.run(
@@ -39,9 +40,12 @@ def test_bench_prints_error_coverage_and_auc_per_dataset_and_observation_time() 
         assert entry["cascades"] == 60
         assert set(entry["by_minutes"]) == {"15", "30", "60"}
         for rows in entry["by_minutes"].values():
-            assert {"seismic", "seismic+cal", "counts", "k*count", "followers", "forecaster"} <= set(rows)
+            assert {"seismic", "seismic+cal", "counts", "k*count", "followers", "best-const", "forecaster"} <= set(rows)
             for figures in rows.values():
                 assert figures["mdare"] >= 0
+                # the tie-free companions: the mean relative error, and the median over cascades that grew
+                assert figures["mare"] >= 0
+                assert figures["mdare_grew"] is None or figures["mdare_grew"] >= 0
                 assert 0 <= figures["coverage"] <= 1
                 assert figures["auc"] is None or 0 <= figures["auc"] <= 1
     # the auspol outliers (a retweet about 7 years late) are outside the 7-day horizon, and counted
