@@ -300,3 +300,22 @@ def test_adjudicate_command_writes_labels_without_text_and_agreement(
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "sentiment must be one of" in err
+
+
+def test_committed_labels_are_exactly_what_the_committed_passes_adjudicate_to() -> None:
+    """labels.jsonl is reproducible: the rule applied to passes A, B and C gives it, label for label."""
+    passes = Path(realset.__file__).parent / "data" / "realset" / "passes"
+    items = read_committed()
+    known = {item.item_id for item in items}
+    pass_a = realset.read_pass(passes / "realset_pass_a.jsonl", known)
+    pass_b = realset.read_pass(passes / "realset_pass_b.jsonl", known)
+    third = {row["item_id"]: row for row in realset.read_jsonl(passes / "realset_pass_c.jsonl")}
+    result = realset.adjudicate(items, pass_a, pass_b, third)
+    committed = {row["item_id"]: row for row in realset.read_jsonl(realset.LABELS_PATH)}
+    assert not result.disputes and not result.missing
+    assert committed.keys() == result.labels.keys() == known
+    for item_id, labels in result.labels.items():
+        assert {name: committed[item_id][name] for name in FIELDS} == labels, item_id
+        assert committed[item_id]["how"] == result.how[item_id], item_id
+    # The two blind passes agree far above chance on every field (Cohen's kappa).
+    assert all(kappa > 0.8 for _, kappa, _ in result.agreement.values())
