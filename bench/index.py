@@ -12,8 +12,8 @@ Generates ``--posts`` classified posts (default 200,000) deterministically, then
    500, no refresh per chunk and one refresh at the end, like the store. Each
    action's body is built lazily from the same ``Post`` with the same
    ``post.model_dump(mode="json")`` the store sends, so both sides pay for
-   serialisation; what differs is the store's own machinery (and its snapshot
-   documents, which the bare load does not write).
+   serialisation, and the same snapshot documents into monthly snapshot indices;
+   what differs is the store's own machinery.
 3. **SQLite, our indexer**: ``SqliteStore.upsert(posts)`` into a temp file.
 
 ``ratio`` = ours / bare bulk (aim: >= 0.8).
@@ -274,19 +274,34 @@ def bare_bulk(client: Any, index: str, posts: list[Any], bar: Any, label: str) -
     """``helpers.bulk`` of ``posts`` into ``index`` and one refresh, bodies built as the store builds them."""
     from elasticsearch import helpers
 
+    from search.mapping import StoredSnapshot, snapshot_id, snapshot_index
+
+    def documents(post: Any) -> Any:
+        # The same documents the store writes: the post, then each engagement snapshot into
+        # its monthly snapshot index (the store's own "-snapshots-YYYY.MM" naming).
+        yield {"_index": index, "_id": post.id, "_source": post.model_dump(mode="json")}
+        for snap in post.engagement_history:
+            stored = StoredSnapshot(**snap.model_dump(), post_id=post.id, source=post.source, brand=post.brand)
+            yield {
+                "_index": snapshot_index(index, snap.at),
+                "_id": snapshot_id(post.id, snap.at),
+                "_source": stored.model_dump(mode="json"),
+            }
+
     task = bar.add_task(label, total=len(posts))
-    actions = (
-        {"_index": index, "_id": post.id, "_source": post.model_dump(mode="json")}
-        for post in counted(posts, lambda k: bar.advance(task, k))
-    )
+    actions = (doc for post in counted(posts, lambda k: bar.advance(task, k)) for doc in documents(post))
     started = time.perf_counter()
-    ok, errors = helpers.bulk(client.options(request_timeout=120), actions, chunk_size=BATCH)
-    client.indices.refresh(index=index)  # the store refreshes once at the end of an upsert: same work
+    expected = sum(1 + len(post.engagement_history) for post in posts)
+    # Requests of the same size as the store's: BATCH posts with their snapshot documents.
+    chunk = max(BATCH, round(BATCH * expected / max(len(posts), 1)))
+    ok, errors = helpers.bulk(client.options(request_timeout=120), actions, chunk_size=chunk)
+    # The store refreshes once at the end of an upsert: same work.
+    client.indices.refresh(index=f"{index},{index}-snapshots-*", ignore_unavailable=True, allow_no_indices=True)
     seconds = time.perf_counter() - started
     bar.remove_task(task)
-    if errors or ok != len(posts):
-        raise SystemExit(f"bare bulk into {index} wrote {ok} of {len(posts)} posts: {errors}")
-    return rate(ok, seconds)
+    if errors or ok != expected:
+        raise SystemExit(f"bare bulk into {index} wrote {ok} of {expected} documents: {errors}")
+    return rate(len(posts), seconds)  # posts per second, like ours (each with its snapshot documents)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -295,7 +310,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from elasticsearch import Elasticsearch
 
     from search.elastic import ElasticStore
-    from search.mapping import es_mapping
+    from search.mapping import es_mapping, index_templates
     from search.sqlite import SqliteStore
 
     show = not args.json and sys.stderr.isatty() and not _corpus_in_ci()
@@ -343,6 +358,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 index = f"{prefix}-bare"
                 stack.callback(_delete_indices, url, [index])
                 client.indices.create(index=index, mappings=es_mapping(), settings=shape)
+                # Its snapshot documents get the store's snapshot mapping, through the same template.
+                snapshots = index_templates(index, shape)[f"{index}-snapshots"]
+                client.indices.put_index_template(name=f"{index}-snapshots", **snapshots)
                 bare = bare_bulk(client, index, posts, bar, "elasticsearch: bare bulk")
                 counted_bare = int(client.count(index=index)["count"])
                 if counted_bare != len(posts):
