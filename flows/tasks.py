@@ -29,7 +29,7 @@ from moments.errors import WorkFailed
 from moments.records import Flag, Post, ReadReport, Reshare, read_posts_file, write_posts
 from search import Store, StoreError, open_store
 from search.deadletter import replay_dead_letters
-from search.retention import purge_posts
+from search.retention import purge_all
 from triage.service_levels import record_breaches
 
 # Network-facing and store-facing tasks retry with backoff: 10s, 20s, 40s. The first step can be
@@ -221,7 +221,7 @@ def record_sla_breaches(store_url: str | None, config: MomentsConfig, now: datet
 
 @task(name="store-maintenance", retries=1, retry_delay_seconds=_BACKOFF)
 def maintain_store(store_url: str | None, config: MomentsConfig, now: datetime) -> list[str]:
-    """Nightly upkeep: retry dead-lettered posts, then purge posts past ``retention.posts``.
+    """Nightly upkeep: retry dead-lettered posts, then purge posts, snapshots and closed flags past ``retention``.
 
     Returns one line per step for the nightly report. The integ-test Elasticsearch has no
     ILM, so retention is this scheduled purge on both stores (a production cluster may add
@@ -232,8 +232,9 @@ def maintain_store(store_url: str | None, config: MomentsConfig, now: datetime) 
         replayed = replay_dead_letters(store)
         if replayed.replayed or replayed.still_rejected or replayed.unreadable:
             lines.append(str(replayed))
-        if config.retention.posts is not None:
-            lines.append(str(purge_posts(store, config.retention.posts, now=now)))
+        retention = config.retention
+        if retention.posts is not None or retention.snapshots is not None or retention.flags is not None:
+            lines.append(str(purge_all(store, retention, now)))
     for line in lines:
         get_run_logger().info("store maintenance: %s", line)
     return lines

@@ -177,7 +177,7 @@ def _purge_action() -> SearchAction:
     from search.retention import PURGE_DESCRIPTION, configure_purge, run_purge
 
     return SearchAction(
-        help="delete posts older than the retention period",
+        help="delete posts, engagement snapshots and closed flags past their retention periods",
         description=PURGE_DESCRIPTION,
         run=run_purge,
         configure=configure_purge,

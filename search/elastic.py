@@ -71,7 +71,16 @@ from elasticsearch import ConflictError as EsConflictError
 from moments import settings
 from moments.accounts import ApiToken, AppSetting, Session, User
 from moments.errors import ConflictError, UsageError
-from moments.records import EngagementSnapshot, Flag, FlagEvent, Post, ReadReport, read_posts, write_posts
+from moments.records import (
+    CLOSED_STATUSES,
+    EngagementSnapshot,
+    Flag,
+    FlagEvent,
+    Post,
+    ReadReport,
+    read_posts,
+    write_posts,
+)
 from search.aggregations import (
     COMPLAINT_QUERY,
     MIN_TERM_DOCS,
@@ -963,17 +972,19 @@ class ElasticStore(Store):
 
     # ------------------------------------------------------------------ erasure and retention
 
-    def _delete_matching(self, index: str, query: dict[str, Any]) -> list[str]:
+    def _delete_matching(self, index: str, query: dict[str, Any], *, unchanged: bool = False) -> list[str]:
         """Delete every document ``query`` matches in ``index`` (name, alias or pattern); their ids.
 
         A scan plus bulk deletes from this client rather than ``_delete_by_query``: the
         integ-test distribution the tests run on has no reindex module (so no
-        ``_delete_by_query``), and this works the same on every cluster.
+        ``_delete_by_query``), and this works the same on every cluster. With
+        ``unchanged``, a document is deleted only if nobody wrote it since the scan read it
+        (``if_seq_no``): one changed meanwhile (a flag reopened) is kept and not counted.
         """
         hits = helpers.scan(
             self._client,
             index=index,
-            query={"query": query, "_source": False},
+            query={"query": query, "_source": False, "seq_no_primary_term": unchanged},
             size=_BATCH,
             ignore_unavailable=True,
             allow_no_indices=True,
@@ -983,16 +994,18 @@ class ElasticStore(Store):
 
         def deletes() -> Iterator[dict[str, Any]]:
             for hit in hits:
-                ids.append(hit["_id"])
                 touched.add(hit["_index"])
-                yield {"_op_type": "delete", "_index": hit["_index"], "_id": hit["_id"]}
+                guard = {"if_seq_no": hit["_seq_no"], "if_primary_term": hit["_primary_term"]} if unchanged else {}
+                yield {"_op_type": "delete", "_index": hit["_index"], "_id": hit["_id"], **guard}
 
         try:
             for ok, item in helpers.streaming_bulk(
                 self._client, deletes(), chunk_size=_BATCH, raise_on_error=False, max_retries=self._retries
             ):
                 result = item["delete"]
-                if not ok and result.get("status") != 404:  # 404: gone already
+                if ok or result.get("status") == 404:  # 404: gone already
+                    ids.append(result["_id"])
+                elif not (unchanged and result.get("status") == 409):  # 409: changed since the scan, so kept
                     raise StoreError(f"could not delete {result['_id']} from {index}: {_item_reason(result)}")
             if touched:
                 self._client.indices.refresh(index=",".join(sorted(touched)))
@@ -1019,10 +1032,8 @@ class ElasticStore(Store):
     def purge(self, older_than: datetime, *, dry_run: bool = False) -> int:
         """Delete posts created (or, without a creation time, crawled) before ``older_than``; how many.
 
-        A scheduled delete (the nightly flow) rather than ILM: the integ-test distribution
-        has no ILM. On a production cluster with ILM, snapshot indices would get a
-        delete phase instead; here monthly snapshot indices wholly before the cutoff are
-        deleted, and older snapshots in the month of the cutoff deleted one by one.
+        A scheduled delete (the nightly flow): posts live in one index behind an alias, so
+        ILM could not do it. Snapshots have their own period (:meth:`purge_snapshots`).
         """
         cutoff = _es_time(utc_millis(older_than))
         undated = {
@@ -1034,7 +1045,19 @@ class ElasticStore(Store):
         query = {"bool": {"should": [{"range": {"created_at": {"lt": cutoff}}}, undated], "minimum_should_match": 1}}
         if dry_run:
             return int(self._call(lambda: self._client.count(index=self.alias, query=query))["count"])
-        purged = len(self._delete_matching(self.alias, query))
+        return len(self._delete_matching(self.alias, query))
+
+    def purge_snapshots(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Delete snapshots observed before ``older_than``: whole monthly indices, then the boundary month's older ones.
+
+        A scheduled delete rather than ILM: the integ-test distribution has no ILM. On a
+        production cluster with ILM, the snapshot indices could get a delete phase instead.
+        Every index of a month wholly before the cutoff is dropped at once; in the month of
+        the cutoff, the older documents are deleted one by one (scan plus bulk).
+        """
+        before = {"range": {"at": {"lt": _es_time(utc_millis(older_than))}}}
+        if dry_run:
+            return self._count_snapshots(self.snapshot_pattern, before)
         month = snapshot_index(self.prefix, older_than)
         try:
             names = sorted(self._client.indices.get(index=self.snapshot_pattern, allow_no_indices=True))
@@ -1043,10 +1066,42 @@ class ElasticStore(Store):
         except (TransportError, ApiError) as exc:
             self._fail(exc)
         old_months = [name for name in names if name < month]
+        purged = 0
         if old_months:
+            purged = self._count_snapshots(",".join(old_months), {"match_all": {}})
             self._call(lambda: self._client.indices.delete(index=",".join(old_months)))
-        self._delete_matching(self.snapshot_pattern, {"range": {"at": {"lt": cutoff}}})
-        return purged
+        return purged + len(self._delete_matching(month, before))
+
+    def _count_snapshots(self, index: str, query: dict[str, Any]) -> int:
+        counted = self._call(
+            lambda: self._client.count(index=index, query=query, ignore_unavailable=True, allow_no_indices=True)
+        )
+        return int(counted["count"])
+
+    def purge_flags(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Delete closed flags closed before ``older_than``; their event logs live inside them, so go too.
+
+        Each delete is guarded by the sequence number the scan read, so a flag reopened (or
+        otherwise changed) between the scan and the delete is kept.
+        """
+        cutoff = _es_time(utc_millis(older_than))
+        no_close_time = {
+            "bool": {
+                "must_not": [{"exists": {"field": "resolved_at"}}],
+                "filter": [{"range": {"updated_at": {"lt": cutoff}}}],
+            }
+        }
+        closed_before = [{"range": {"resolved_at": {"lt": cutoff}}}, no_close_time]
+        query = {
+            "bool": {
+                "filter": [{"terms": {"status": sorted(CLOSED_STATUSES)}}],
+                "should": closed_before,
+                "minimum_should_match": 1,
+            }
+        }
+        if dry_run:
+            return int(self._call(lambda: self._client.count(index=self.flags_alias, query=query))["count"])
+        return len(self._delete_matching(self.flags_alias, query, unchanged=True))
 
     # ------------------------------------------------------------------ flags
 

@@ -307,7 +307,7 @@ def snapshot_index(prefix: str, at: datetime) -> str:
 
     Time-based indices, not a data stream: data streams need the x-pack data-stream
     plugin, which the integ-test distribution the tests run on lacks. Old months are
-    dropped whole by :meth:`search.elastic.ElasticStore.purge`.
+    dropped whole by :meth:`search.elastic.ElasticStore.purge_snapshots`.
     """
     return f"{prefix}-snapshots-{at.astimezone(UTC):%Y.%m}"
 

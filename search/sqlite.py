@@ -40,7 +40,7 @@ from pydantic import BaseModel
 
 from moments.accounts import ApiToken, AppSetting, Session, User
 from moments.errors import ConflictError
-from moments.records import SCHEMA_VERSION, EngagementSnapshot, Flag, FlagEvent, Post
+from moments.records import CLOSED_STATUSES, SCHEMA_VERSION, EngagementSnapshot, Flag, FlagEvent, Post
 from search.aggregations import (
     COMPLAINT_QUERY,
     MIN_TERM_DOCS,
@@ -152,6 +152,11 @@ def _sql_datetime(value: datetime) -> str:
         f"{value.year:04d}-{value.month:02d}-{value.day:02d}T"
         f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}Z"
     )
+
+
+def _sql_cutoff(older_than: datetime) -> str:
+    """A purge cutoff as stored text (a naive time is taken as UTC)."""
+    return _sql_datetime(older_than if older_than.tzinfo else older_than.replace(tzinfo=UTC))
 
 
 def _column_value(record: BaseModel, column: Column) -> Any:
@@ -614,9 +619,9 @@ class SqliteStore(Store):
         """Delete posts created before ``older_than`` (crawled before it, when the creation time is unknown).
 
         Deleted 500 at a time, one transaction each, so a large purge never holds the
-        write lock for long; snapshots observed before ``older_than`` go too.
+        write lock for long. Snapshots are left to :meth:`purge_snapshots` (their own period).
         """
-        cutoff = _sql_datetime(older_than if older_than.tzinfo else older_than.replace(tzinfo=UTC))
+        cutoff = _sql_cutoff(older_than)
         condition = "(created_at < ? OR (created_at IS NULL AND crawled_at < ?))"
         if dry_run:
             with self._lock:
@@ -632,10 +637,55 @@ class SqliteStore(Store):
                     )
                 ]
                 self._delete_posts(rowids)
-                if len(rowids) < _BATCH:
-                    self._db.execute("DELETE FROM snapshots WHERE at < ?", (cutoff,))
             purged += len(rowids)
             if len(rowids) < _BATCH:
+                return purged
+
+    def purge_snapshots(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Delete snapshot rows observed before ``older_than``, 500 per transaction (the ``at`` index finds them)."""
+        cutoff = _sql_cutoff(older_than)
+        if dry_run:
+            with self._lock:
+                return int(self._db.execute("SELECT count(*) FROM snapshots WHERE at < ?", (cutoff,)).fetchone()[0])
+        purged = 0
+        while True:
+            with self._transaction():
+                deleted = self._db.execute(
+                    "DELETE FROM snapshots WHERE (post_id, at) IN"
+                    f" (SELECT post_id, at FROM snapshots WHERE at < ? LIMIT {_BATCH})",
+                    (cutoff,),
+                ).rowcount
+            purged += deleted
+            if deleted < _BATCH:
+                return purged
+
+    def purge_flags(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Delete closed flags closed before ``older_than`` and their events, 500 per transaction.
+
+        Selected and deleted in the same transaction, so a flag reopened meanwhile is never
+        taken. As in :meth:`erase_author`, the log's append-only trigger is dropped and
+        re-created inside that transaction: no other writer ever sees it missing.
+        """
+        closed = sorted(CLOSED_STATUSES)
+        condition = f"status IN ({', '.join('?' for _ in closed)}) AND coalesce(resolved_at, updated_at) < ?"
+        params = (*closed, _sql_cutoff(older_than))
+        if dry_run:
+            with self._lock:
+                return int(self._db.execute(f"SELECT count(*) FROM flags WHERE {condition}", params).fetchone()[0])
+        purged = 0
+        while True:
+            with self._transaction():
+                ids = [
+                    row[0] for row in self._db.execute(f"SELECT id FROM flags WHERE {condition} LIMIT {_BATCH}", params)
+                ]
+                if ids:
+                    marks = ", ".join("?" for _ in ids)
+                    self._db.execute("DROP TRIGGER IF EXISTS flag_events_no_delete")
+                    self._db.execute(f"DELETE FROM flag_events WHERE flag_id IN ({marks})", ids)
+                    self._db.execute(f"DELETE FROM flags WHERE id IN ({marks})", ids)
+                    self._db.execute(_NO_DELETE_TRIGGER)
+            purged += len(ids)
+            if len(ids) < _BATCH:
                 return purged
 
     # ------------------------------------------------------------------ flags

@@ -394,8 +394,24 @@ class Store(abc.ABC):
     def purge(self, older_than: datetime, *, dry_run: bool = False) -> int:
         """Delete posts created before ``older_than`` (no ``created_at``: crawled before it); how many.
 
-        Engagement snapshots observed before ``older_than`` go too. With ``dry_run`` nothing
-        is deleted and the number is what would be.
+        Posts only: snapshots have their own period (:meth:`purge_snapshots`). With
+        ``dry_run`` nothing is deleted and the number is what would be.
+        """
+
+    @abc.abstractmethod
+    def purge_snapshots(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Delete engagement snapshots observed before ``older_than``; how many (``dry_run``: would).
+
+        The snapshot rows/indices only: a post's own ``engagement_history`` is part of the post.
+        """
+
+    @abc.abstractmethod
+    def purge_flags(self, older_than: datetime, *, dry_run: bool = False) -> int:
+        """Delete closed flags (resolved, dismissed) closed before ``older_than``, with their event logs; how many.
+
+        Closed means ``resolved_at``, or ``updated_at`` when a closed flag has none. Flags
+        still being worked (any status of :data:`ACTIVE_STATUSES`) are never deleted, however
+        old, and a flag reopened while the purge runs is kept. With ``dry_run``: how many would go.
         """
 
     # ------------------------------------------------------------------ flags
