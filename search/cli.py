@@ -117,11 +117,9 @@ Aggregations (--agg NAME, counted by the store; the QUERY, --brand, --since and
                   (Dunning's log-likelihood ratio G2 on post counts)
   volume          posts per source x language
 
-`moments search migrate` brings a store written by an older release up to the
-current schema (flags that lived inside posts become flag records with their event
-log); opening a store does the same, so this is for doing it at a time you choose.
-To search for the word "migrate", quote it: moments search '"migrate"'. Every
-action has its own help: moments search migrate --help.
+Store actions (each has its own help: moments search ACTION --help; to search
+for one of these words, quote it: moments search '"migrate"'):
+{actions}
 
 examples:
   moments search delay
@@ -207,7 +205,9 @@ def register(commands: Commands) -> None:
     search = commands.add(
         "search",
         help="full-text search the store (or: search migrate)",
-        description=SEARCH_DESCRIPTION,
+        description=SEARCH_DESCRIPTION.format(
+            actions="\n".join(f"  {name:<20} {action.help}" for name, action in SEARCH_ACTIONS.items())
+        ),
         handler=run_search,
         options=("store", "brand", "json"),
         passthrough=True,
