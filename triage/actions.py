@@ -44,7 +44,7 @@ from moments.records import (
 )
 from search.store import ACTIVE_STATUSES, FlagChange, Store
 from triage.auth import Forbidden, Permission, may
-from triage.playbooks import get_playbook
+from triage.playbooks import ResponseTemplate, fill_template, get_playbook
 from triage.service_levels import effective_slas, record_breaches_for
 from triage.sla import SlaState, sla_state
 
@@ -172,7 +172,12 @@ class AcknowledgeAction(_Action):
 
 
 class RespondAction(_Action):
-    """Log the response given to the customer: its ``text`` and/or a ``link`` to it, and the playbook template used."""
+    """Log the response given to the customer: its ``text`` and/or a ``link`` to it, and the playbook template used.
+
+    A ``template_id`` without ``text`` logs the template's text, filled in for the flag
+    (the customer's handle, the touchpoint), as the flag page does when an agent picks
+    a template and sends it unchanged.
+    """
 
     action: Literal["respond"]
     text: str | None = Field(default=None, max_length=MAX_TEXT)
@@ -188,8 +193,8 @@ class RespondAction(_Action):
 
     @model_validator(mode="after")
     def _something(self) -> RespondAction:
-        if not self.text and not self.link:
-            raise ValueError("give the response text, a link to it, or both")
+        if not self.text and not self.link and not self.template_id:
+            raise ValueError("give the response text, a link to it, or the template_id of the playbook text used")
         return self
 
 
@@ -319,15 +324,25 @@ def _validate_assignee(store: Store, name: str | None) -> None:
         raise ActionInvalid(f"cannot assign to {name!r}: no active user of that name who works flags")
 
 
-def _check_template(store: Store, flag: Flag, template_id: str | None) -> None:
+def _check_template(store: Store, flag: Flag, template_id: str | None) -> ResponseTemplate | None:
     """A response's template must be in the flag's touchpoint playbook, so the recovery rate per template is true."""
     if template_id is None:
-        return
+        return None
     playbook = get_playbook(store, flag.touchpoint or "other")
-    if playbook.template(template_id) is None:
+    template = playbook.template(template_id)
+    if template is None:
         raise ActionInvalid(
             f"no template {template_id!r} in the {playbook.touchpoint} playbook (see /playbooks)", field="template_id"
         )
+    return template
+
+
+def template_text(store: Store, flag: Flag, template: ResponseTemplate) -> str:
+    """The template's text for this flag: ``{handle}`` is its first post's author, ``{touchpoint}`` its touchpoint."""
+    first = flag.post_ids[0] if flag.post_ids else None
+    post = store.get_many([first]).get(first) if first else None
+    handle = post.author.handle if post else None
+    return fill_template(template.text, handle=handle, touchpoint=flag.touchpoint)
 
 
 def perform_action(store: Store, flag_id: str, action: FlagAction, actor: User, *, at: datetime) -> ActionResult:
@@ -358,8 +373,11 @@ def perform_action(store: Store, flag_id: str, action: FlagAction, actor: User, 
             _check_assignee(store, actor, action, current)
             updated = current.model_copy(update={"assignee": action.assignee})
         elif isinstance(action, RespondAction):
-            _check_template(store, current, action.template_id)
-            note = response_note(action.text, action.link, action.template_id)
+            template = _check_template(store, current, action.template_id)
+            text = action.text
+            if not text and template is not None:  # the template sent as written, like the page does
+                text = template_text(store, current, template)
+            note = response_note(text, action.link, action.template_id)
         elif isinstance(action, DismissAction):
             note = action.reason
         elif isinstance(action, (NoteAction, ResolveAction)):

@@ -6,8 +6,10 @@ errors exactly; FastAPI validates each response against its declared model.
 Errors: 401 without a valid session or token (``WWW-Authenticate: Bearer``), 403 for a
 role that may not act or a session request without ``X-CSRF-Token``, 404 for an unknown
 flag, 409 for a stale ``if_version`` (the body names who changed the flag and when) or
-an action the flag's status does not allow, 422 for a malformed body, 429 for a login
-while rate limited (``Retry-After``).
+an action the flag's status does not allow, 422 for a body that is not a valid request
+(FastAPI answers 400 when the bytes cannot be read as JSON at all: not UTF-8), 429 for
+a login while rate limited (``Retry-After``). Each operation declares exactly these in
+the spec; ``tests/triage/test_api_schema.py`` fuzzes the API against it.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def _me(principal: Principal) -> Me:
     )
 
 
-@router.post("/login", response_model=Me, responses=_errors(401, 429))
+@router.post("/login", response_model=Me, responses=_errors(400, 401, 429))
 def api_login(body: LoginRequest, request: Request, response: Response, store: StoreDep) -> Me | JSONResponse:
     """Log in with a name and password: sets the session cookie and returns the CSRF token for it."""
     address = request.client.host if request.client else "unknown"
@@ -188,7 +190,7 @@ def conflict_body(flag_id: str, exc: ConflictError | InvalidTransition, expected
     )
 
 
-@router.post("/flags/{flag_id:path}/actions", response_model=ActionResult, responses=_errors(401, 403, 404, 409))
+@router.post("/flags/{flag_id:path}/actions", response_model=ActionResult, responses=_errors(400, 401, 403, 404, 409))
 def api_action(
     flag_id: str, action: FlagAction, store: StoreDep, principal: PrincipalDep
 ) -> ActionResult | JSONResponse:
@@ -253,7 +255,7 @@ def api_playbook(touchpoint: str, store: StoreDep, principal: PrincipalDep) -> P
     return get_playbook(store, _touchpoint(touchpoint))
 
 
-@router.put("/playbooks/{touchpoint}", response_model=Playbook, responses={**_errors(401, 403, 404), **_STALE})
+@router.put("/playbooks/{touchpoint}", response_model=Playbook, responses={**_errors(400, 401, 403, 404), **_STALE})
 def api_save_playbook(
     touchpoint: str, edit: PlaybookEdit, store: StoreDep, principal: PrincipalDep
 ) -> Playbook | JSONResponse:
@@ -270,7 +272,7 @@ def api_slas(request: Request, store: StoreDep, principal: PrincipalDep) -> SlaT
     return sla_table(store, request.app.state.config)
 
 
-@router.put("/slas", response_model=SlaTable, responses={**_errors(401, 403), **_STALE})
+@router.put("/slas", response_model=SlaTable, responses={**_errors(400, 401, 403), **_STALE})
 def api_save_slas(edit: SlaEdit, request: Request, store: StoreDep, principal: PrincipalDep) -> SlaTable | JSONResponse:
     """Set SLA targets (leads); priorities left out follow the config. Compare-and-set on ``if_revision``."""
     try:
