@@ -1444,6 +1444,25 @@ class ElasticStore(Store):
         read = self._app_get("setting", key)
         return AppSetting.model_validate(read[0]["record"]) if read else None
 
+    def get_settings(self, keys: Iterable[str]) -> dict[str, AppSetting]:
+        """The stored settings among ``keys``: one realtime ``mget`` on the app index per 500 keys."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, AppSetting] = {}
+        if not wanted:
+            return found
+        alias = self._app()
+        for start in range(0, len(wanted), _BATCH):
+            ids = [f"setting:{key}" for key in wanted[start : start + _BATCH]]
+            try:
+                response = dict(self._client.mget(index=alias, ids=ids, realtime=True))
+            except (TransportError, ApiError) as exc:
+                self._fail(exc)
+            for doc in response["docs"]:
+                if doc.get("found"):
+                    setting = AppSetting.model_validate(doc["_source"]["record"])
+                    found[setting.key] = setting
+        return found
+
     def put_setting(self, setting: AppSetting) -> None:
         """Store a setting, replacing any of that key."""
         body = {"created_at": _es_time(setting.updated_at), "record": setting.model_dump(mode="json")}

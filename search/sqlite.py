@@ -919,6 +919,19 @@ class SqliteStore(Store):
             row = self._db.execute("SELECT doc FROM app_settings WHERE key = ?", (key,)).fetchone()
         return AppSetting.model_validate_json(row[0]) if row else None
 
+    def get_settings(self, keys: Iterable[str]) -> dict[str, AppSetting]:
+        """The stored settings among ``keys``, read with ``IN (...)`` in chunks of 500."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, AppSetting] = {}
+        for start in range(0, len(wanted), _BATCH):
+            chunk = wanted[start : start + _BATCH]
+            marks = ", ".join("?" for _ in chunk)
+            with self._lock:
+                rows = self._db.execute(f"SELECT key, doc FROM app_settings WHERE key IN ({marks})", chunk).fetchall()
+            for key, doc in rows:
+                found[key] = AppSetting.model_validate_json(doc)
+        return found
+
     def put_setting(self, setting: AppSetting) -> None:
         """Insert or replace a setting."""
         with self._transaction():

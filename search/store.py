@@ -643,6 +643,19 @@ class Store(abc.ABC):
     def get_setting(self, key: str) -> AppSetting | None:
         """One app setting by key, or ``None``."""
 
+    def get_settings(self, keys: Iterable[str]) -> dict[str, AppSetting]:
+        """The stored settings among ``keys``, by key (absent keys left out).
+
+        Stores override this with one batched read: the queue reads the presence of
+        every flag it shows, and one read per flag was most of a queue request's time.
+        """
+        found: dict[str, AppSetting] = {}
+        for key in dict.fromkeys(keys):
+            setting = self.get_setting(key)
+            if setting is not None:
+                found[key] = setting
+        return found
+
     @abc.abstractmethod
     def put_setting(self, setting: AppSetting) -> None:
         """Store an app setting, replacing any of that key."""

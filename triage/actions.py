@@ -45,7 +45,7 @@ from moments.records import (
 from search.store import ACTIVE_STATUSES, FlagChange, Store
 from triage.auth import Forbidden, Permission, may
 from triage.playbooks import ResponseTemplate, fill_template, get_playbook
-from triage.service_levels import effective_slas, record_breaches_for
+from triage.service_levels import effective_slas, record_queue_breaches
 from triage.sla import SlaState, sla_state
 
 ActionName = Literal["assign", "acknowledge", "respond", "resolve", "dismiss", "note"]
@@ -92,6 +92,9 @@ PRESENCE_WINDOW = timedelta(minutes=2)
 PRESENCE_WRITE_INTERVAL = timedelta(seconds=30)
 #: The most flags the queue reads; more are counted as truncated.
 QUEUE_LIMIT = 500
+#: The entries a queue shows by default (``limit`` on ``/api/flags``, at most :data:`QUEUE_LIMIT`); its counts
+#: cover every flag read. A page of 500 entries was ~0.5 MB of JSON per agent refresh.
+QUEUE_PAGE = 100
 
 
 class ActionInvalid(MomentsError):
@@ -436,11 +439,24 @@ def record_presence(store: Store, flag_id: str, user: str, *, now: datetime) -> 
     store.put_setting(AppSetting(key=key, value=value, updated_at=now, updated_by=user))
 
 
-def viewers(store: Store, flag_id: str, *, now: datetime, exclude: str | None = None) -> list[Viewer]:
-    """Who else viewed the flag within :data:`PRESENCE_WINDOW`, most recent first."""
-    seen = _seen(store.get_setting(presence_key(flag_id)), now - PRESENCE_WINDOW)
+def _viewers(setting: AppSetting | None, now: datetime, exclude: str | None) -> list[Viewer]:
+    seen = _seen(setting, now - PRESENCE_WINDOW)
     found = [Viewer(user=u, seen_at=t) for u, t in seen.items() if u != exclude]
     return sorted(found, key=lambda v: (-v.seen_at.timestamp(), v.user))
+
+
+def viewers(store: Store, flag_id: str, *, now: datetime, exclude: str | None = None) -> list[Viewer]:
+    """Who else viewed the flag within :data:`PRESENCE_WINDOW`, most recent first."""
+    return _viewers(store.get_setting(presence_key(flag_id)), now, exclude)
+
+
+def viewers_of(
+    store: Store, flag_ids: Iterable[str], *, now: datetime, exclude: str | None = None
+) -> dict[str, list[Viewer]]:
+    """:func:`viewers` of many flags with one store read (``get_settings``): the queue shows each entry's."""
+    keys = {flag_id: presence_key(flag_id) for flag_id in flag_ids}
+    settings = store.get_settings(keys.values())
+    return {flag_id: _viewers(settings.get(key), now, exclude) for flag_id, key in keys.items()}
 
 
 # ------------------------------------------------------------------------------ the queue
@@ -473,6 +489,18 @@ class QueueFilters(BaseModel):
         if self.status == "all":
             return None
         return (self.status,)
+
+
+class QueueQuery(QueueFilters):
+    """``/api/flags``'s query: the filters and how many entries to return."""
+
+    limit: int = Field(
+        default=QUEUE_PAGE, ge=1, le=QUEUE_LIMIT, description="the most entries returned; counts cover all"
+    )
+
+    def filters(self) -> QueueFilters:
+        """The filters alone (what the queue echoes back)."""
+        return QueueFilters.model_validate(self.model_dump(exclude={"limit"}))
 
 
 class SlaView(BaseModel):
@@ -548,16 +576,16 @@ class QueueEntry(BaseModel):
 
 
 class QueueCounts(BaseModel):
-    """Counts over the filtered queue."""
+    """Counts over the filtered queue: every flag read (up to :data:`QUEUE_LIMIT`), not only those shown."""
 
     open: int = Field(description="flags with status open")
     active: int = Field(description="open, acknowledged or responded")
     breached: int = Field(description="flags past an SLA target")
-    shown: int
+    shown: int = Field(description="entries returned (at most the limit)")
 
 
 class QueueOptions(BaseModel):
-    """The values the filters can take, from the flags read."""
+    """The values the filters can take, from the flags read (languages: from the posts read, see load_queue)."""
 
     brands: list[str] = Field(default_factory=list)
     touchpoints: list[str] = Field(default_factory=list)
@@ -567,11 +595,11 @@ class QueueOptions(BaseModel):
 
 
 class Queue(BaseModel):
-    """The queue: entries in order, counts, and whether more flags than :data:`QUEUE_LIMIT` matched."""
+    """The queue: the first entries in order, counts of all, and whether more flags matched than are shown."""
 
     entries: list[QueueEntry]
     counts: QueueCounts
-    truncated: bool
+    truncated: bool = Field(description="more flags matched than are shown (or than the queue reads)")
     filters: QueueFilters
     options: QueueOptions
     generated_at: datetime
@@ -591,35 +619,32 @@ def load_queue(
     now: datetime,
     viewer: str | None = None,
     record_breaches: bool = True,
+    limit: int = QUEUE_PAGE,
 ) -> Queue:
-    """The queue for ``filters`` at ``now``; ``viewer`` (the caller) is left out of each entry's viewers.
+    """The first ``limit`` entries of the queue for ``filters`` at ``now``, with counts over every flag read.
 
-    Brand, touchpoint and status are filtered by the store; source, language and
-    assignee here, on the flags read (at most :data:`QUEUE_LIMIT`). SLA targets are
-    the ones in force (config with the leads' overrides); a missed target not yet in
-    a flag's log is recorded there now (:func:`triage.service_levels.record_breaches_for`),
-    and the flags are read again so the queue shows their current versions.
+    ``viewer`` (the caller) is left out of each entry's viewers. Brand, touchpoint and status
+    are filtered by the store; source, language and assignee here, on the flags read (at
+    most :data:`QUEUE_LIMIT`). SLA targets are the ones in force (config with the leads'
+    overrides); a missed target not yet in a flag's log is recorded there now, a bounded
+    number per request (:func:`triage.service_levels.record_queue_breaches`), and the flags
+    written are read again so the queue shows their current versions. Presence is one
+    batched read for the entries shown (:func:`viewers_of`), and so are posts unless a
+    source or language filter needs every flag's (then the language options cover them all,
+    else the languages of the entries shown).
     """
     slas = effective_slas(store, config)
-
-    def read() -> list[Flag]:
-        return store.list_flags(
-            status=filters.statuses(), brand=filters.brand, touchpoint=filters.touchpoint, limit=QUEUE_LIMIT
-        )
-
-    flags = read()
-    breached = [f for f in flags if f.priority in slas and sla_state(f, (), slas, now).breached]
-    if record_breaches and record_breaches_for(store, breached, slas, now):
-        flags = read()
-    truncated = len(flags) >= QUEUE_LIMIT
-    posts = store.get_many({pid for flag in flags for pid in flag.post_ids})
-    options = QueueOptions(
-        brands=sorted({f.brand for f in flags if f.brand}),
-        touchpoints=sorted({f.touchpoint for f in flags if f.touchpoint}),
-        sources=sorted({p.source for p in posts.values()}),
-        langs=sorted({lang for p in posts.values() if (lang := post_lang(p))}),
-        assignees=sorted({f.assignee for f in flags if f.assignee}),
+    flags = store.list_flags(
+        status=filters.statuses(), brand=filters.brand, touchpoint=filters.touchpoint, limit=QUEUE_LIMIT
     )
+    read_all = len(flags) < QUEUE_LIMIT
+    if record_breaches and (written := record_queue_breaches(store, flags, slas, now)):
+        changed = {breach.flag_id for breach in written}
+        flags = [(store.get_flag(f.id) or f) if f.id in changed else f for f in flags]
+    # Posts are read (and parsed: most of a queue's time) for every flag only when a filter needs them;
+    # else for the entries shown, after sorting.
+    by_post = filters.source is not None or filters.lang is not None
+    posts = store.get_many({pid for flag in flags for pid in flag.post_ids}) if by_post else {}
     rows: list[tuple[tuple[int, float, datetime, str], Flag, SlaState, list[Post]]] = []
     for flag in flags:
         flag_posts = [posts[pid] for pid in flag.post_ids if pid in posts]
@@ -632,25 +657,43 @@ def load_queue(
         state = sla_state(flag, (), slas, now)
         rows.append((queue_key(flag, state), flag, state, flag_posts))
     rows.sort(key=lambda row: row[0])
+    shown = rows[:limit]
+    if not by_post:
+        posts = store.get_many({pid for _, flag, _, _ in shown for pid in flag.post_ids})
+        shown = [(key, flag, state, [posts[p] for p in flag.post_ids if p in posts]) for key, flag, state, _ in shown]
+    options = QueueOptions(
+        brands=sorted({f.brand for f in flags if f.brand}),
+        touchpoints=sorted({f.touchpoint for f in flags if f.touchpoint}),
+        # a post id is "{source}:{native id}": every flag's sources without reading its posts
+        sources=sorted({pid.split(":", 1)[0] for f in flags for pid in f.post_ids}),
+        langs=sorted({lang for p in posts.values() if (lang := post_lang(p))}),
+        assignees=sorted({f.assignee for f in flags if f.assignee}),
+    )
+    seen_by = viewers_of(store, (flag.id for _, flag, _, _ in shown), now=now, exclude=viewer)
     entries = [
         QueueEntry(
             flag=flag,
             sla=SlaView.of(state),
             post=_summary(flag_posts[0]) if flag_posts else None,
             post_count=len(flag.post_ids),
-            viewers=viewers(store, flag.id, now=now, exclude=viewer),
+            viewers=seen_by[flag.id],
             new_p1=flag.priority == "P1" and flag.status == "open",
         )
-        for _, flag, state, flag_posts in rows
+        for _, flag, state, flag_posts in shown
     ]
     counts = QueueCounts(
-        open=sum(1 for e in entries if e.flag.status == "open"),
-        active=sum(1 for e in entries if e.flag.status not in CLOSED_STATUSES),
-        breached=sum(1 for e in entries if e.sla.breached),
+        open=sum(1 for _, flag, _, _ in rows if flag.status == "open"),
+        active=sum(1 for _, flag, _, _ in rows if flag.status not in CLOSED_STATUSES),
+        breached=sum(1 for _, _, state, _ in rows if state.breached),
         shown=len(entries),
     )
     return Queue(
-        entries=entries, counts=counts, truncated=truncated, filters=filters, options=options, generated_at=now
+        entries=entries,
+        counts=counts,
+        truncated=not read_all or len(rows) > len(entries),
+        filters=filters,
+        options=options,
+        generated_at=now,
     )
 
 

@@ -35,7 +35,7 @@ from triage.actions import (
     FlagDetail,
     InvalidTransition,
     Queue,
-    QueueFilters,
+    QueueQuery,
     load_flag_detail,
     load_queue,
     perform_action,
@@ -153,10 +153,14 @@ def api_me(principal: PrincipalDep) -> Me:
 
 @router.get("/flags", response_model=Queue, responses=_errors(401))
 def api_queue(
-    filters: Annotated[QueueFilters, Query()], request: Request, store: StoreDep, principal: PrincipalDep
+    query: Annotated[QueueQuery, Query()], request: Request, store: StoreDep, principal: PrincipalDep
 ) -> Queue:
-    """The queue: active flags (or ``status``) by priority, then time left on their SLA, with counts."""
-    return load_queue(store, request.app.state.config, filters, now=utc_now(), viewer=principal.user.name)
+    """The queue: the first ``limit`` active flags (or ``status``) by priority, then time left on their SLA.
+
+    The counts cover every flag that matched (as read, up to 500), not only those returned.
+    """
+    config = request.app.state.config
+    return load_queue(store, config, query.filters(), now=utc_now(), viewer=principal.user.name, limit=query.limit)
 
 
 @router.get("/flags/{flag_id:path}", response_model=FlagDetail, responses=_errors(401, 404))

@@ -16,12 +16,16 @@ scheduled job) cannot both write it. The event's actor is :data:`BREACH_ACTOR`, 
 note ``sla_breached: <target> ...``; its action is ``sla_breached``. Like any event it moves the flag's version, so
 a page opened before the breach gets "changed by sla at T, reload" on its next action.
 
-The queue calls it for the flags it shows (:func:`record_queue_breaches`); the
+The queue calls it for the flags it reads (:func:`record_queue_breaches`), cheaply: only a
+flag whose clock says a target is missed, and which this process has not yet seen settled
+(recorded, or met by its log), is examined, at most :data:`QUEUE_BREACH_BUDGET` per request
+and never by two requests at once; the rest wait for the next refresh. The
 ``moments triage breaches`` command runs it over every active flag, for a schedule.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +52,10 @@ BREACH_ACTION: EventAction = "sla_breached"
 _NOTE_PREFIX = "sla_breached: "
 #: The most flags one run checks (the queue's own limit is lower).
 MAX_FLAGS = 20_000
+#: The most flags one queue request examines for new breaches (each costs a flag read, a log read and
+#: maybe a write); a queue request stays fast when many flags go late at once, the rest are examined on
+#: the next refresh or by the scheduled ``moments triage breaches``.
+QUEUE_BREACH_BUDGET = 20
 
 
 # ------------------------------------------------------------------------------ targets
@@ -173,9 +181,19 @@ def _missed(state: SlaState) -> list[BreachTarget]:
     return found
 
 
-#: Breaches this process has seen recorded, by (store, flag, opening, target): the log is append-only,
-#: so a breach seen recorded stays recorded and the queue need not read that flag's log again.
+#: Targets this process has seen settled, by (store, flag, opening, target): recorded as a breach, or a
+#: first response in time that only the log shows (flags older than ``first_response_at``). The log is
+#: append-only and a response is never taken back, so the queue need not read that flag's log again.
 _KNOWN: set[tuple[str, str, str, str]] = set()
+#: Flags a queue request of this process is examining now, so concurrent requests do not repeat the work.
+_EXAMINING: set[tuple[str, str, str, str]] = set()
+_EXAMINING_LOCK = threading.Lock()
+
+
+def _met(state: SlaState) -> list[BreachTarget]:
+    """The targets met for good: a first response in time (closing is not: a reopen clears ``resolved_at``)."""
+    responded = state.first_response_at is not None and not state.first_response_breached
+    return ["first_response"] if responded else []
 
 
 def _known_key(store: Store, flag: Flag, target: str) -> tuple[str, str, str, str]:
@@ -205,7 +223,7 @@ def record_flag_breaches(
         events = store.flag_events(flag_id)
         state = sla_state(flag, events, slas, now)
         done = recorded_breaches(events)
-        for target in done:
+        for target in (*done, *_met(state)):
             _KNOWN.add(_known_key(store, flag, target))
         pending = [target for target in _missed(state) if target not in done]
         if not pending:
@@ -222,6 +240,8 @@ def record_flag_breaches(
         _KNOWN.add(_known_key(store, flag, target))
         due = state.first_response_due if target == "first_response" else state.resolution_due
         written.append(Breach(flag_id=flag_id, target=target, due=due, priority=flag.priority))
+        if len(pending) == 1:
+            return written  # nothing else was missing: no need to read the flag and its log again
     return written
 
 
@@ -230,13 +250,56 @@ def record_breaches_for(
 ) -> list[Breach]:
     """Record the breaches of ``flags`` (as read: only those missing a target are looked at again)."""
     written: list[Breach] = []
+    for flag in unsettled_breaches(store, flags, slas, now):
+        written.extend(record_flag_breaches(store, flag.id, slas, now))
+    return written
+
+
+def unsettled_breaches(
+    store: Store, flags: Iterable[Flag], slas: Mapping[Priority, SlaTarget], now: datetime
+) -> list[Flag]:
+    """The flags whose clock (the flag alone, no store read) says a target is missed that this process
+    has not seen settled: the only ones whose log is worth reading."""
+    found: list[Flag] = []
     for flag in flags:
         if flag.priority not in slas:
             continue
         missed = _missed(sla_state(flag, (), slas, now))
-        if all(_known_key(store, flag, target) in _KNOWN for target in missed):
-            continue
-        written.extend(record_flag_breaches(store, flag.id, slas, now))
+        if any(_known_key(store, flag, target) not in _KNOWN for target in missed):
+            found.append(flag)
+    return found
+
+
+def record_queue_breaches(
+    store: Store,
+    flags: Iterable[Flag],
+    slas: Mapping[Priority, SlaTarget],
+    now: datetime,
+    *,
+    budget: int = QUEUE_BREACH_BUDGET,
+) -> list[Breach]:
+    """What the queue runs on the flags it read: :func:`record_breaches_for`, bounded for a request.
+
+    At most ``budget`` unsettled flags are examined (in the order given: the queue's, most urgent
+    first), and a flag another request of this process is examining is skipped; either way it is
+    examined on a later call. The once-only guarantee is :func:`record_flag_breaches`'s, unchanged.
+    """
+    written: list[Breach] = []
+    examined = 0
+    for flag in unsettled_breaches(store, flags, slas, now):
+        if examined >= budget:
+            break
+        key = _known_key(store, flag, "")
+        with _EXAMINING_LOCK:
+            if key in _EXAMINING:
+                continue
+            _EXAMINING.add(key)
+        try:
+            written.extend(record_flag_breaches(store, flag.id, slas, now))
+        finally:
+            with _EXAMINING_LOCK:
+                _EXAMINING.discard(key)
+        examined += 1
     return written
 
 
