@@ -178,8 +178,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def app_process(store_url: str, workdir: Path) -> Iterator[str]:
-    """``moments triage --store STORE`` on a free loopback port, as deployed; its URL. Stopped at the end.
+def app_process(store_url: str, workdir: Path, workers: int = 1) -> Iterator[str]:
+    """``moments triage --store STORE --workers N`` on a free loopback port, as deployed; its URL. Stopped at the end.
 
     It runs in ``workdir`` (no ``brands.yaml`` there: the built-in SLAs, as the seeding used).
     """
@@ -197,6 +197,8 @@ def app_process(store_url: str, workdir: Path) -> Iterator[str]:
         "127.0.0.1",
         "--port",
         str(port),
+        "--workers",
+        str(workers),
     ]
     log = workdir / "app.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -408,7 +410,7 @@ def run_store(kind: str, es_url: str | None, args: argparse.Namespace, say: Any)
             stored = store.count_flags(status=None)
         seed_s = time.perf_counter() - started
         say(f"{kind}: seeded in {seed_s:.1f} s; starting the app")
-        with app_process(env.store_url, env.root) as url:
+        with app_process(env.store_url, env.root, args.workers) as url:
             import httpx
 
             warm = httpx.get(f"{url}/api/flags", headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=300)
@@ -425,6 +427,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     say = (lambda text: None) if args.json else (lambda text: print(text, file=sys.stderr, flush=True))
     result: dict[str, Any] = {
         "agents": args.agents,
+        "workers": args.workers,
         "flags": args.flags,
         "duration_s": args.duration,
         "think_s": args.think,
@@ -484,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--es-url", help="an Elasticsearch to use (default: start a fresh one with search.devserver, stopped after)"
     )
+    parser.add_argument("--workers", type=int, default=1, help="app processes (moments triage --workers; default 1)")
     parser.add_argument("--seed", type=int, default=7, help="random seed of the corpus and the agents (default 7)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from moments.cli import Commands
 
@@ -29,6 +30,7 @@ the app does the same whenever it serves the queue.
 examples:
   moments triage                                   # http://127.0.0.1:8000
   moments triage --host 0.0.0.0 --port 8080 --store http://127.0.0.1:9200 --config brands.yaml
+  moments triage --workers 4 --store http://127.0.0.1:9200   # four processes on one port
   moments triage breaches --config brands.yaml     # for a schedule, e.g. every 5 minutes
 
 exit status: 0 stopped; 1 the store failed; 2 bad usage (an invalid config).
@@ -51,9 +53,42 @@ def _cmd_triage(args: argparse.Namespace) -> int:
 
     from triage.app import create_app
 
-    app = create_app(args.store, args.config)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
+    if args.workers == 1:
+        app = create_app(args.store, args.config)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
+        return 0
+    # A bad config or an unreachable store is one clear error here, not one per worker.
+    from search.backends import open_store
+    from triage.app import app_config
+
+    app_config(args.config)
+    open_store(args.store).close()
+    # Several processes: each builds its own app from the environment. They agree because
+    # users, sessions, presence, playbooks and SLA overrides all live in the store.
+    if args.store:
+        os.environ["MOMENTS_STORE"] = str(args.store)
+    if args.config:
+        os.environ["MOMENTS_CONFIG"] = str(args.config)
+    uvicorn.run(
+        "triage.app:create_app",
+        factory=True,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        server_header=False,
+    )
     return 0
+
+
+def _workers(text: str) -> int:
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
+    if not 1 <= workers <= 64:
+        raise argparse.ArgumentTypeError(f"workers are 1 to 64, not {workers}")
+    return workers
 
 
 BREACHES_DESCRIPTION = """\
@@ -110,6 +145,12 @@ def register(commands: Commands) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8000, help="port to listen on (default: 8000)")
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="app processes sharing the port (default: 1); state lives in the store, so they agree",
+    )
     actions = commands.group(parser, dest="triage_action")
     breaches = actions.add(
         "breaches",
