@@ -135,15 +135,19 @@ def test_a_spreading_complaint_is_flagged_escalated_and_notified_once_per_change
     # Tick 3: no more engagement. The flag's figures are refreshed (it slowed down), nothing is sent.
     third = _tick(config, store_url, T1 + timedelta(minutes=30))
     assert third.opened == third.escalated == [] and third.notifications_sent == 0
-    assert "1 updated" in third.flags
+    assert "1 updated" in third.flags and third.sla_breaches == 1
     assert len(_verified(receiver)) == 2
 
     with open_store(store_url) as store:
         assert store.count() == 2
         assert store.count_flags(status=None) == 1
         flag = store.get_flag(flag_id)
-        assert flag is not None and flag.version == 3 and flag.priority == escalated["priority"]
-        assert [e.action for e in store.flag_events(flag_id)] == ["opened", "escalated", "updated"]
+        # Nobody answered within the first-response target of the flag's priority: the third
+        # tick also recorded that breach, once, after refreshing the flag.
+        assert flag is not None and flag.version == 4 and flag.priority == escalated["priority"]
+        events = store.flag_events(flag_id)
+        assert [e.action for e in events] == ["opened", "escalated", "updated", "sla_breached"]
+        assert events[-1].note is not None and events[-1].note.startswith("sla_breached: first_response")
         post = store.get("mastodon:5001")
         assert post is not None and [s.total() for s in post.engagement_history] == [25, 3000, 3000]
 
