@@ -244,6 +244,21 @@ def hermetic(store: str | None, *, prefix: str = "moments-bench-", keep: bool = 
             shutil.rmtree(root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def elasticsearch_url(given: str | None) -> Iterator[str]:
+    """``given``, or a fresh single-node server from ``search.devserver``, stopped at the end."""
+    if given:
+        yield given.rstrip("/")
+        return
+    from search import devserver
+
+    server = devserver.start()
+    try:
+        yield server.url
+    finally:
+        devserver.stop(server)
+
+
 def _drop_indices(url: str, prefix: str) -> None:
     try:
         from search.migration import drop_prefix

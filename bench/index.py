@@ -255,21 +255,6 @@ def query_latencies(store: Any, brand: str, runs: int, bar: Any) -> dict[str, di
     return results
 
 
-@contextlib.contextmanager
-def elasticsearch_url(given: str | None) -> Iterator[str]:
-    """``given``, or a fresh single-node server from ``search.devserver``, stopped at the end."""
-    if given:
-        yield given.rstrip("/")
-        return
-    from search import devserver
-
-    server = devserver.start()
-    try:
-        yield server.url
-    finally:
-        devserver.stop(server)
-
-
 def bare_bulk(client: Any, index: str, posts: list[Any], bar: Any, label: str) -> dict[str, float]:
     """``helpers.bulk`` of ``posts`` into ``index`` and one refresh, bodies built as the store builds them."""
     from elasticsearch import helpers
@@ -327,7 +312,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     with (
-        elasticsearch_url(args.es_url) as url,
+        _corpus.elasticsearch_url(args.es_url) as url,
         # A temp MOMENTS_HOME (the spool, the SQLite file); the Elasticsearch indices get a prefix of their own.
         _corpus.hermetic(None, prefix="moments-bench-index-") as env,
         contextlib.ExitStack() as stack,  # innermost: its deletes run while the server is still up

@@ -375,21 +375,6 @@ def figures(tally: Tally, seconds: float) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ runs
 
 
-@contextlib.contextmanager
-def elasticsearch_url(given: str | None) -> Iterator[str]:
-    """``given``, or a fresh single-node server from ``search.devserver``, stopped at the end."""
-    if given:
-        yield given.rstrip("/")
-        return
-    from search import devserver
-
-    server = devserver.start()
-    try:
-        yield server.url
-    finally:
-        devserver.stop(server)
-
-
 def run_store(kind: str, es_url: str | None, args: argparse.Namespace, say: Any) -> dict[str, Any]:
     """Seed a fresh store of ``kind``, start the app on it, run the agents; the figures."""
     from search.backends import open_store
@@ -438,7 +423,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "sqlite" in args.stores:
         result["stores"]["sqlite"] = run_store("sqlite", None, args, say)
     if "elasticsearch" in args.stores:
-        with elasticsearch_url(args.es_url) as url:
+        with _corpus.elasticsearch_url(args.es_url) as url:
             result["stores"]["elasticsearch"] = run_store("elasticsearch", url, args, say)
     return result
 
