@@ -27,7 +27,7 @@ Fitted on train, scored on test only:
   (polls at T, T-10 min, ...), calibrated the same way: what Reddit, Hacker News,
   Lemmy and reviews allow.
 * ``k*count``: final = k x size so far, k fitted on train per observation time (the
-  k with the lowest train median error; its band from the train ratios' 10th-90th
+  k with the lowest train median error, ties broken by the mean; its band from the train ratios' 10th-90th
   percentiles).
 * ``followers``: log final size regressed on log author followers (train); ranking by
   followers for AUC.
@@ -297,9 +297,15 @@ def k_times_count(train: list[Cascade], test: list[Cascade], age: float) -> Scor
 
     ratios = np.array([c.final_size / size_at(c) for c in train])
     candidates = np.unique(np.quantile(ratios, np.linspace(0, 1, 201)))
-    best_k = min(
-        candidates, key=lambda k: float(np.median([abs(k * size_at(c) - c.final_size) / c.final_size for c in train]))
-    )
+    sizes = np.array([size_at(c) for c in train], dtype=float)
+    finals = np.array([c.final_size for c in train], dtype=float)
+
+    def train_error(k: float) -> tuple[float, float]:
+        # The median error, ties broken by the mean (as the forecaster's calibration breaks them).
+        error = np.abs(k * sizes - finals) / finals
+        return round(float(np.median(error)), 9), round(float(np.mean(error)), 9)
+
+    best_k = min(candidates, key=train_error)
     lo, hi = np.quantile(ratios, [0.1, 0.9])
     now = [size_at(c) for c in test]
     return Scored([best_k * n for n in now], [lo * n for n in now], [hi * n for n in now], [float(n) for n in now])

@@ -117,6 +117,23 @@ class Kernel:
 
 #: The quantiles a calibration fits per observation age: the band's ends and the median.
 CALIBRATED_QUANTILES = (0.1, 0.5, 0.9)
+#: The quantile pairs the band's lines may be fitted at, the nominal 10th-90th first. A count is
+#: discrete and never below what was seen: where most cascades are already over (on ``#auspol``
+#: about two in three at 60 minutes), every band that starts at the count covers them, and the
+#: 10th-90th lines cover far more than 80%. The calibration picks the pair whose *cross-validated*
+#: coverage within its training cascades is nearest :data:`BAND` (the idea of conformalized
+#: quantile regression, Romano et al. 2019: calibrate the band on held-out data, not on faith).
+CALIBRATION_BAND_LEVELS: tuple[tuple[float, float], ...] = (
+    (0.1, 0.9),
+    (0.05, 0.95),
+    (0.1, 0.85),
+    (0.15, 0.85),
+    (0.1, 0.8),
+    (0.2, 0.8),
+    (0.1, 0.75),
+    (0.25, 0.75),
+    (0.1, 0.7),
+)
 
 #: What the learned correction may read about a post at the time of the forecast (each as ``log(1 + x)``).
 SIGNAL_NAMES = ("plain", "observed", "reach_seen", "recent", "author_reach")
@@ -183,16 +200,20 @@ class Calibration:
     over-forecast of a small cascade more than an under-forecast of a large one, so
     the forecast that minimises it lies below the median of the predicted
     distribution; on cascades selected for being large it lies well below. The band
-    is always the 10th to 90th percentile, and ``p_viral`` reads the threshold
-    against the predicted distribution (a split normal through the 10th, 50th and
-    90th percentile lines), not against the point.
+    is the 10th to 90th percentile unless cross-validation within the training
+    cascades shows that pair covering far from 80% (then the pair in
+    :data:`CALIBRATION_BAND_LEVELS` whose held-out coverage is nearest 80%), and
+    ``p_viral`` reads the threshold against the predicted distribution (a split normal
+    through the band's lines and the median), not against the point.
 
     Attributes:
         ages: Observation ages in seconds, ascending; the nearest (in log time) applies.
         features: Per age, the :class:`Signals` names the lines read.
-        lines: Per age, per quantile (10th, 50th, 90th, point): the intercept and the
-            weight of each feature (``log(1 + signal)``).
+        lines: Per age, per quantile (band low, 50th, band high, point): the intercept
+            and the weight of each feature (``log(1 + signal)``).
         point_quantiles: Per age, the quantile reported as the forecast.
+        band_levels: Per age, the quantiles the band's low and high lines were fitted at
+            (empty: the nominal 10th and 90th).
         prior_infectiousness: A prior on ``p`` worth ``prior_strength`` reshares, so that a
             post with no reshares yet does not forecast nothing (ranked by its author's reach).
         prior_strength: Weight of that prior, in reshares.
@@ -202,6 +223,7 @@ class Calibration:
     features: tuple[tuple[str, ...], ...] = ()
     lines: tuple[tuple[tuple[float, ...], ...], ...] = ()
     point_quantiles: tuple[float, ...] = ()
+    band_levels: tuple[tuple[float, float], ...] = ()
     prior_infectiousness: float = 0.0
     prior_strength: float = 0.0
 
@@ -221,6 +243,7 @@ class Calibration:
         feature_sets: Sequence[tuple[str, ...]] = CALIBRATION_FEATURE_SETS,
         penalties: Sequence[float] = CALIBRATION_PENALTIES,
         point_quantiles: Sequence[float] = CALIBRATION_POINT_QUANTILES,
+        band_levels: Sequence[tuple[float, float]] = CALIBRATION_BAND_LEVELS,
         folds: int = CALIBRATION_FOLDS,
     ) -> Calibration:
         """Fit from ``(age, plain forecast, actual final count)`` samples.
@@ -229,28 +252,42 @@ class Calibration:
         and carry their :attr:`Forecast.signals`. Per age, the signal set and penalty
         with the lowest cross-validated pinball loss of the median are chosen, then the
         point quantile with the lowest cross-validated median relative error (ties: the
-        one nearest the median). Fewer than ``2 * folds`` samples at an age: the plain
-        forecast alone, lightly shrunk, and the median.
+        lower mean relative error, then the one nearest the median), then the band's
+        quantile pair with the cross-validated coverage nearest :data:`BAND` (ties: the
+        earlier pair). Fewer than ``2 * folds``
+        samples at an age: the plain forecast alone, lightly shrunk, the median and the
+        nominal band.
         """
         by_age: dict[float, list[tuple[Signals, int]]] = {}
         for age, plain, actual in samples:
             if plain.signals is None:
                 raise ValueError("Calibration.fit needs forecasts that carry their signals")
             by_age.setdefault(age, []).append((plain.signals, max(int(actual), 0)))
-        ages, features, lines, points = [], [], [], []
+        ages, features, lines, points, bands = [], [], [], [], []
         for age in sorted(by_age):
             rows = by_age[age]
             finals = np.array([a for _, a in rows], dtype=float)
-            chosen, penalty, point = _choose(rows, finals, feature_sets, penalties, point_quantiles, folds)
+            chosen, penalty, point, band = _choose(
+                rows, finals, feature_sets, penalties, point_quantiles, band_levels, folds
+            )
             x = np.array([s.vector(chosen) for s, _ in rows])
             y = np.log1p(finals)
-            quantiles = (*CALIBRATED_QUANTILES, point)
+            quantiles = (band[0], 0.5, band[1], point)
             fitted = [_ridge_quantile_regression(x, y, q, penalty) for q in quantiles]
             ages.append(age)
             features.append(tuple(chosen))
             lines.append(tuple(tuple(float(v) for v in beta) for beta in fitted))
             points.append(point)
-        return cls(tuple(ages), tuple(features), tuple(lines), tuple(points), prior_infectiousness, prior_strength)
+            bands.append(band)
+        return cls(
+            tuple(ages),
+            tuple(features),
+            tuple(lines),
+            tuple(points),
+            tuple(bands),
+            prior_infectiousness,
+            prior_strength,
+        )
 
     def apply(self, index: int, signals: Signals, threshold: float | None) -> tuple[float, float, float, float]:
         """``(expected, low, high, p_viral)`` corrected at fitted age ``index``."""
@@ -270,10 +307,13 @@ class Calibration:
             p_viral = 1.0
         else:
             # A split normal through the three fitted quantiles: the upper half's spread from the
-            # 90th percentile line, the lower half's from the 10th (a skewed forecast stays skewed).
+            # band's high line, the lower half's from its low one (a skewed forecast stays skewed).
             needed = math.log1p(threshold)
-            edge = high_log if needed >= mid_log else low_log
-            spread = max(abs(edge - mid_log) / _NORMAL.inv_cdf(0.5 + BAND / 2), 0.05)
+            low_level, high_level = self.band_levels[index] if self.band_levels else (0.5 - BAND / 2, 0.5 + BAND / 2)
+            upper = needed >= mid_log
+            edge = high_log if upper else low_log
+            z = _NORMAL.inv_cdf(high_level if upper else 1 - low_level)
+            spread = max(abs(edge - mid_log) / z, 0.05)
             p_viral = min(max(1 - _NORMAL.cdf((needed - mid_log) / spread), 0.001), 0.999)
         return expected, low, high, p_viral
 
@@ -289,11 +329,13 @@ def _choose(
     feature_sets: Sequence[tuple[str, ...]],
     penalties: Sequence[float],
     point_quantiles: Sequence[float],
+    band_levels: Sequence[tuple[float, float]],
     folds: int,
-) -> tuple[tuple[str, ...], float, float]:
-    """The signal set, penalty and point quantile, by ``folds``-fold cross-validation within ``rows``."""
+) -> tuple[tuple[str, ...], float, float, tuple[float, float]]:
+    """The signal set, penalty, point quantile and band pair, by ``folds``-fold cross-validation within ``rows``."""
+    nominal = (0.5 - BAND / 2, 0.5 + BAND / 2)
     if len(rows) < 2 * folds:
-        return ("plain",), min(penalties, default=0.0), 0.5
+        return ("plain",), min(penalties, default=0.0), 0.5, nominal
     if len(rows) > CALIBRATION_CHOICE_ROWS:
         keep = np.linspace(0, len(rows) - 1, CALIBRATION_CHOICE_ROWS).round().astype(int)
         rows, actual = [rows[i] for i in keep], actual[keep]
@@ -315,10 +357,26 @@ def _choose(
         return float(np.mean(np.abs(residual)))  # the pinball loss at the median, times 2
 
     names, penalty = min(((n, p) for n in feature_sets for p in penalties), key=lambda c: pinball(*c))
-    errors = {tau: float(np.median(_relative_error(held_out(names, penalty, tau), actual))) for tau in point_quantiles}
-    best = min(errors.values())
-    point = max(tau for tau, error in errors.items() if error <= best + 1e-9)
-    return names, penalty, point
+    relative = {tau: _relative_error(held_out(names, penalty, tau), actual) for tau in point_quantiles}
+    medians = {tau: float(np.median(error)) for tau, error in relative.items()}
+    best = min(medians.values())
+    # Ties in the median (on small cascades most forecasts of "no more" are exact, so the
+    # median error is 0 for several quantiles) are broken by the mean relative error, then
+    # by nearness to the median.
+    point = min(
+        (tau for tau, median in medians.items() if median <= best + 1e-9),
+        key=lambda tau: (round(float(np.mean(relative[tau])), 9), -tau),
+    )
+    observed = np.array([s.observed for s, _ in rows])
+
+    def coverage(levels: tuple[float, float]) -> float:
+        # As :meth:`Calibration.apply` reports the band: whole counts, never below what was seen.
+        low = np.maximum(np.floor(np.expm1(np.minimum(held_out(names, penalty, levels[0]), 50.0))), observed)
+        high = np.maximum(np.ceil(np.expm1(np.minimum(held_out(names, penalty, levels[1]), 50.0))), observed)
+        return float(np.mean((low <= actual) & (actual <= high)))
+
+    band = min(band_levels or (nominal,), key=lambda levels: abs(coverage(levels) - BAND))
+    return names, penalty, point, band
 
 
 def _ridge_quantile_regression(

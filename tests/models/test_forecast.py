@@ -11,6 +11,7 @@ import pytest
 
 from models.engagement import count_series
 from models.forecast import (
+    CALIBRATION_BAND_LEVELS,
     CALIBRATION_FEATURE_SETS,
     CALIBRATION_POINT_QUANTILES,
     RHO_MAX,
@@ -255,3 +256,36 @@ def test_calibration_needs_the_signals_and_falls_back_on_few_samples() -> None:
         Calibration.fit([(900.0, replace(plain, signals=None), 10)])
     few = Calibration.fit([(900.0, plain, n) for n in (3, 5, 8, 13)])
     assert few.features == (("plain",),) and few.point_quantiles == (0.5,)
+
+
+def test_the_band_is_calibrated_where_most_cascades_are_already_over() -> None:
+    """Two in three cascades end at the count seen (as on #auspol): 10th-90th lines would cover
+    nearly all of them; the band pair is chosen by held-out coverage instead, nearer 80%."""
+    rng = np.random.default_rng(17)
+    train, test = [], []
+    for k in range(600):
+        seen = int(rng.integers(1, 6))
+        grows = rng.uniform() < 0.35
+        final = seen + (int(rng.lognormal(math.log(3 * seen), 0.8)) if grows else 0)
+        plain = forecast_events([60.0 * (i + 1) for i in range(seen)], [200] * seen, 1_000, 900.0)
+        (train if k % 2 else test).append((900.0, plain, final))
+    calibration = Calibration.fit(train)
+    nominal = Calibration.fit(train, band_levels=[(0.1, 0.9)])
+    assert calibration.band_levels[0] in CALIBRATION_BAND_LEVELS
+    assert calibration.band_levels[0] != (0.1, 0.9)
+
+    def coverage(cal: Calibration) -> float:
+        inside = 0
+        for _, plain, final in test:
+            assert plain.signals is not None
+            _, low, high, _ = cal.apply(0, plain.signals, None)
+            inside += low <= final <= high
+        return inside / len(test)
+
+    assert coverage(nominal) > 0.9  # the problem: the nominal band over-covers
+    assert abs(coverage(calibration) - 0.8) < abs(coverage(nominal) - 0.8)
+    assert 0.7 <= coverage(calibration) <= 0.9
+    # p_viral still reads the (now asymmetric) band: more needed, less likely
+    signals = test[0][1].signals
+    assert signals is not None
+    assert calibration.apply(0, signals, 50)[3] < calibration.apply(0, signals, 10)[3]
