@@ -383,9 +383,7 @@ def _score_fold(train: list[Cascade], test: list[Cascade], age: float) -> tuple[
 DATASETS = ("large", "auspol", "example")
 
 
-def evaluate(
-    data: Path, seed: int, k: int, limit: int | None, names: Sequence[str] = DATASETS
-) -> dict[str, Any]:
+def evaluate(data: Path, seed: int, k: int, limit: int | None, names: Sequence[str] = DATASETS) -> dict[str, Any]:
     datasets = load(data)
     results: dict[str, Any] = {"horizon_days": HORIZON_SECONDS / 86400, "seed": seed, "folds": k, "datasets": {}}
     for name in names:

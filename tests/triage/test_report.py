@@ -338,8 +338,7 @@ def _self_containment_problems(html: str, corpus: Corpus) -> list[str]:
         "script text not escaped": "&lt;script&gt;alert(1)&lt;/script&gt;" in html,
         "img text not escaped": "&lt;img src=x onerror=alert(1)&gt;" in html,
         "an <img> element": "<img" not in html.lower(),
-        "author name as markup": "<b onmouseover" not in html
-        and "&lt;b onmouseover=alert(3)&gt;Eve&lt;/b&gt;" in html,
+        "author name as markup": "<b onmouseover" not in html and "&lt;b onmouseover=alert(3)&gt;Eve&lt;/b&gt;" in html,
         "a javascript: link": 'href="javascript:' not in html.lower() and "javascript:alert(1)" in html,
         # The only URLs are the posts' own links.
         f"URLs other than post links: {sorted(urls - corpus.post_urls)}": bool(urls) and urls <= corpus.post_urls,
