@@ -61,6 +61,7 @@ from pathlib import Path
 
 from models.engagement import Velocity, engagement_velocity
 from models.forecast import Forecast, forecast_post
+from models.unsure import touchpoint_alternative
 from moments.config import FlagRules
 from moments.errors import ConflictError
 from moments.records import Flag, FlagKind, Post, Priority, post_flag_id, priority_rank
@@ -372,6 +373,10 @@ def evaluate(
         capped = " (capped)" if points["followers"] >= rules.reach_cap > 0 else ""
         reasons.append(f"author reach {_compact(followers)}{capped}")
     tp = f"touchpoint {verdict.touchpoint}"
+    alternative = touchpoint_alternative(verdict)
+    if alternative is not None:
+        # Close call: the agent sees both, so a wrong guess costs a glance, not a misroute.
+        tp += f" {alternative.top_score:.2f} or {alternative.touchpoint} {alternative.score:.2f} (unsure)"
     if criticality != 1.0:
         tp += f" ({'critical' if criticality > 1 else 'low criticality'}, x{criticality:g})"
     reasons.append(tp)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +158,21 @@ def test_a_closed_flag_reopens_only_past_the_configured_margin() -> None:
     assert change is not None and change.action == "reopened"
     assert change.flag.status == "open" and change.flag.resolved_at is None
     assert change.note is not None and "3%" in change.note
+
+
+def test_an_unsure_touchpoint_shows_both_candidates_in_the_reasons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Top two touchpoints within the model's unsure margin: the flag names both, with their scores."""
+    artifacts = tmp_path
+    (artifacts / "manifest.json").write_text(json.dumps({"touchpoint": {"unsure_margin": 0.2}}), encoding="utf-8")
+    monkeypatch.setenv("MOMENTS_ARTIFACTS", str(artifacts))
+    close = _classification().model_copy(
+        update={"touchpoint_scores": {"fulfilment": 0.41, "waiting_queues": 0.37, "other": 0.22}}
+    )
+    clear = _classification()
+    unsure = evaluate(_post(likes=2000, shares=500, classification=close), NOW)
+    sure = evaluate(_post(likes=2000, shares=500, classification=clear), NOW)
+    assert unsure is not None and sure is not None
+    assert "touchpoint fulfilment 0.41 or waiting_queues 0.37 (unsure)" in unsure.reasons
+    assert "touchpoint fulfilment" in sure.reasons
