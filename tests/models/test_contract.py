@@ -178,6 +178,13 @@ def test_one_stack_mode_skips_the_base_layers(classifier, tmp_path: Path) -> Non
     assert [r.sentiment for r in one.classify(TEXTS)] == [r.sentiment for r in classifier.classify(TEXTS)]
 
 
+def test_sentiment_zero_shot_space_needs_tuned_features(tmp_path: Path) -> None:
+    from models.classifier import Classifier
+
+    with pytest.raises(ValueError, match="zero_shot_space"):
+        Classifier(_artifacts_with(tmp_path, features_from="base", zero_shot_space="sentiment"))
+
+
 def test_unknown_feature_source_is_a_clear_error(tmp_path: Path) -> None:
     from models.classifier import Classifier
 
