@@ -53,7 +53,11 @@ Measure the SHIPPED model (models/artifacts) on held-out data and print:
   * TweetEval sentiment test: macro-averaged recall (the official metric), accuracy,
     macro-F1 and the confusion matrix;
   * touchpoint macro-F1, per-class F1 and confusion matrix on our dev split
-    (models/data/touchpoints/dev.jsonl).
+    (models/data/touchpoints/dev.jsonl);
+  * the real-text set (models/data/realset, real posts labelled twice and adjudicated):
+    touchpoint accuracy and macro-F1, sentiment accuracy and macro-F1, magic precision,
+    and how many recovery stories the flag rule would read as a bad moment. Skipped,
+    with the reason, while its labels or source datasets are missing.
 
 Datasets are read from ../shared/datasets next to the repository (override with
 --data or MOMENTS_DATASETS). Use --limit for a quick look at the first N test rows.
@@ -160,11 +164,12 @@ def _eval(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from models.classifier import load_classifier
-    from models.evaluate import format_confusion, touchpoint_report, tweeteval_report
+    from models.evaluate import format_confusion, realset_report, touchpoint_report, tweeteval_report
 
     classifier = load_classifier(args.artifacts)
     sent = tweeteval_report(classifier, "test", args.data, args.limit)
     tp = touchpoint_report(classifier)
+    real = realset_report(classifier, args.data)
     if args.json:
         print(
             json.dumps(
@@ -172,6 +177,7 @@ def _eval(args: argparse.Namespace) -> int:
                     "model_version": classifier.model_version,
                     "sentiment_test": asdict(sent),
                     "touchpoint_dev": asdict(tp),
+                    "realset": real if isinstance(real, str) else asdict(real),
                 }
             )
         )
@@ -186,4 +192,23 @@ def _eval(args: argparse.Namespace) -> int:
     for label, f1 in tp.per_class_f1.items():
         print(f"  {label:<20} F1 {f1:.3f}")
     print(format_confusion(tp.confusion, tp.labels))
+    print("\nReal-text set (models/data/realset, adjudicated labels):")
+    if isinstance(real, str):
+        print(f"  skipped: {real}")
+        return 0
+    sources = ", ".join(f"{k} {v}" for k, v in sorted(real.per_source.items()))
+    print(f"  n={real.n} ({sources})")
+    for source, reason in real.skipped.items():
+        print(f"  left out {source}: {reason}")
+    print(f"  touchpoint  accuracy {real.touchpoint_accuracy:.4f}   macro-F1 {real.touchpoint_macro_f1:.4f}")
+    print(f"  sentiment   accuracy {real.sentiment_accuracy:.4f}   macro-F1 {real.sentiment_macro_f1:.4f}")
+    print(
+        f"  magic       precision {real.magic_precision:.4f} ({real.magic_called} called magic)   "
+        f"recall {real.magic_recall:.4f}"
+    )
+    print(
+        f"  recovery stories read as a bad moment (would open a flag): "
+        f"{real.recovery_bad_moments} of {real.recovery_stories}"
+    )
+    print(format_confusion(real.touchpoint_confusion, real.labels))
     return 0

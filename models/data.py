@@ -257,3 +257,81 @@ def make_touchpoint_split(
 def load_touchpoints(split: str, root: Path = TOUCHPOINT_DIR) -> list[dict[str, object]]:
     """Our labelled touchpoint posts (``train`` or ``dev``), as dicts with text/touchpoint/sentiment/moment."""
     return read_jsonl(root / f"{split}.jsonl")
+
+
+# --- extra training data for issue 14 (real text; never a test split) -------------------
+
+RECOVERY_PATH = Path(__file__).resolve().parent / "data" / "recovery" / "stories.jsonl"
+"""Recovery stories and delight posts we wrote (plus look-alike complaints), for the moment head and
+the sentiment TF-IDF model; every third row is held out as validation (:func:`load_recovery`)."""
+
+BANKING77_TABLE = Path(__file__).resolve().parent / "data" / "realset" / "banking77_touchpoints.csv"
+
+
+def load_recovery(split: str, path: Path = RECOVERY_PATH) -> list[dict[str, object]]:
+    """Our recovery-story posts: ``train`` (two rows in three) or ``val`` (every third row), fixed."""
+    rows = read_jsonl(path)
+    return [r for i, r in enumerate(rows) if (i % 3 == 2) == (split == "val")]
+
+
+def load_banking77_mapped(
+    split: str = "train", data: Path | None = None, table: Path = BANKING77_TABLE
+) -> tuple[list[str], list[str]]:
+    """BANKING77 queries with the touchpoint of their intent from the committed, reviewed table.
+
+    Only the train split may be used for training: the real-text evaluation set samples the test split.
+    """
+    with table.open(encoding="utf-8", newline="") as handle:
+        mapping = {row["intent"]: row["touchpoint"] for row in csv.DictReader(handle)}
+    path = datasets_dir(data) / "banking77" / f"{split}.csv"
+    texts: list[str] = []
+    labels: list[str] = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            tp = mapping.get(row["category"])
+            if tp:
+                texts.append(row["text"])
+                labels.append(tp)
+    return texts, labels
+
+
+def vader_tweets_path(data: Path | None = None) -> Path:
+    """Path of VADER's tweet ground truth (mean human rating in [-4, 4] per tweet)."""
+    return datasets_dir(data) / "vader_groundtruth" / "tweets_GroundTruth.txt"
+
+
+def load_vader_tweets(data: Path | None = None) -> Labelled:
+    """VADER's 4,200 rated tweets mapped to 3 classes: mean >= 1 positive, <= -1 negative,
+    |mean| < 0.5 neutral; the tweets in between are dropped (raters leaned, but weakly)."""
+    return _load_vader(vader_tweets_path(data))
+
+
+def load_vader_amazon(data: Path | None = None) -> Labelled:
+    """VADER's 3,708 rated Amazon review sentences (Hu & Liu 2004; MIT), mapped as :func:`load_vader_tweets`.
+
+    Product reviews tell what happened and how it ended ("it broke after a week, but
+    they replaced it at once"): the register of a recovery story, rare in TweetEval.
+    """
+    return _load_vader(datasets_dir(data) / "vader_groundtruth" / "amazonReviewSnippets_GroundTruth.txt")
+
+
+def _load_vader(path: Path) -> Labelled:
+    texts: list[str] = []
+    labels: list[int] = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            parts = line.rstrip("\n").split("\t", 2)
+            if len(parts) < 3:
+                continue
+            score = float(parts[1])
+            if score >= 1.0:
+                label = 2
+            elif score <= -1.0:
+                label = 0
+            elif abs(score) < 0.5:
+                label = 1
+            else:
+                continue
+            texts.append(parts[2])
+            labels.append(label)
+    return Labelled(texts, labels)

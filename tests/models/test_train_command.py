@@ -18,7 +18,8 @@ from models.training import macro_recall
 @pytest.mark.slow
 def test_training_writes_artifacts_the_classifier_reproduces(tmp_path: Path) -> None:
     out = tmp_path / "artifacts"
-    args = ["--limit", "400", "--epochs", "1", "--no-sentiment-lexical", "--touchpoint-features", "sentiment"]
+    args = ["--limit", "400", "--epochs", "1", "--no-sentiment-lexical", "--no-sentiment-extra", "--no-banking77"]
+    args += ["--quantize", "none"]
     rc = main([*args, "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--version", "smoke"])
     assert rc == 0
     manifest = json.loads((out / "manifest.json").read_text())

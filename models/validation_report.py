@@ -1,0 +1,79 @@
+"""Validation-only figures of a model: ``python -m models.validation_report ARTIFACTS [--fp32] [--int8]``.
+
+What MODEL_CARD.md compares models on before anything reads a test split: TweetEval val,
+the held-out sentiment mix of :func:`models.train.sentiment_extra`, our dev split
+(touchpoints, moments), our recovery-story val rows and a held-out fifth of BANKING77
+*train*. Never a test split, never the real-text set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import data as D
+from models.classifier import Classifier
+from models.evaluate import is_bad_moment
+from models.taxonomy import TOUCHPOINTS
+from models.training import macro_f1, macro_recall
+
+MOMENTS = ("misery", "neutral", "magic")
+
+
+def report(classifier: Classifier) -> dict[str, Any]:
+    """The validation figures of one loaded classifier."""
+    from models.train import sentiment_extra
+
+    out: dict[str, Any] = {}
+    val = D.load_tweeteval("val")
+    pred = np.array([D.SENTIMENTS.index(r.sentiment) for r in classifier.classify(val.texts)])
+    out["tweeteval_val_macro_recall"] = macro_recall(np.array(val.labels), pred, 3)
+    extra = sentiment_extra(None, [], 13)
+    pred = np.array([D.SENTIMENTS.index(r.sentiment) for r in classifier.classify(extra.val_texts)])
+    out["extra_val_macro_recall"] = macro_recall(extra.val_labels, pred, 3)
+    dev, rec = D.load_touchpoints("dev"), D.load_recovery("val")
+    rows = dev + rec
+    results = classifier.classify([str(r["text"]) for r in rows])
+    y_tp = np.array([TOUCHPOINTS.index(str(r["touchpoint"])) for r in dev])
+    p_tp = np.array([TOUCHPOINTS.index(r.touchpoint) for r in results[: len(dev)]])
+    out["dev_touchpoint_macro_f1"] = macro_f1(y_tp, p_tp, len(TOUCHPOINTS))
+    y_m = np.array([MOMENTS.index(str(r["moment"])) for r in rows])
+    p_m = np.array([MOMENTS.index(r.moment) for r in results])
+    out["moment_macro_f1_dev_and_recovery_val"] = macro_f1(y_m, p_m, 3)
+    out["magic_precision_dev_and_recovery_val"] = float((y_m[p_m == 2] == 2).mean()) if (p_m == 2).any() else None
+    out["magic_called"] = int((p_m == 2).sum())
+    praise = [r for r, row in zip(results[len(dev) :], rec, strict=True) if row["sentiment"] == "positive"]
+    out["recovery_val_praise_positive_magic"] = sum(r.sentiment == "positive" and r.moment == "magic" for r in praise)
+    out["recovery_val_praise_bad_moment"] = sum(is_bad_moment(r) for r in praise)
+    out["recovery_val_praise"] = len(praise)
+    texts, labels = D.load_banking77_mapped("train")
+    held = [i for i in range(len(texts)) if i % 5 == 4]
+    pred = np.array([TOUCHPOINTS.index(r.touchpoint) for r in classifier.classify([texts[i] for i in held])])
+    y = np.array([TOUCHPOINTS.index(labels[i]) for i in held])
+    out["banking77_heldout_train_macro_f1"] = macro_f1(y, pred, len(TOUCHPOINTS))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print one JSON line of validation figures per precision asked for."""
+    parser = argparse.ArgumentParser(prog="python -m models.validation_report", description=__doc__)
+    parser.add_argument("artifacts", type=Path, help="model artifacts folder")
+    parser.add_argument("--fp32", action="store_true", help="measure the float32 model")
+    parser.add_argument("--int8", action="store_true", help="measure the int8 model")
+    args = parser.parse_args(argv)
+    modes: list[bool | None] = [q for q, on in ((True, args.int8), (False, args.fp32)) if on]
+    modes = modes or [None]
+    for quantize in modes:
+        classifier = Classifier(args.artifacts, quantize=quantize)
+        figures = report(classifier)
+        print(json.dumps({"model": classifier.model_version, "int8": classifier.quantized, **figures}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
