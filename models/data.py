@@ -111,54 +111,6 @@ def load_goemotions_sentiment(split: str, data: Path | None = None) -> Labelled:
     return Labelled(texts, labels)
 
 
-# BANKING77 intents that clearly belong to one touchpoint; the rest are left out
-# (account admin, top-ups, etc. fit none of the social-post touchpoints cleanly).
-BANKING77_TOUCHPOINTS: dict[str, str] = {
-    "card_arrival": "fulfilment",
-    "card_delivery_estimate": "fulfilment",
-    "transfer_not_received_by_recipient": "fulfilment",
-    "pending_transfer": "fulfilment",
-    "transfer_timing": "fulfilment",
-    "balance_not_updated_after_bank_transfer": "fulfilment",
-    "extra_charge_on_statement": "price_billing",
-    "card_payment_fee_charged": "price_billing",
-    "transfer_fee_charged": "price_billing",
-    "transaction_charged_twice": "price_billing",
-    "exchange_charge": "price_billing",
-    "cash_withdrawal_charge": "price_billing",
-    "top_up_by_card_charge": "price_billing",
-    "card_payment_wrong_exchange_rate": "price_billing",
-    "declined_card_payment": "price_billing",
-    "request_refund": "returns_recovery",
-    "Refund_not_showing_up": "returns_recovery",
-    "lost_or_stolen_card": "returns_recovery",
-    "order_physical_card": "purchase_booking",
-    "getting_spare_card": "purchase_booking",
-    "get_physical_card": "purchase_booking",
-    "card_not_working": "product_experience",
-    "contactless_not_working": "product_experience",
-    "card_swallowed": "product_experience",
-    "passcode_forgotten": "digital_experience",
-    "exchange_via_app": "digital_experience",
-    "unable_to_verify_identity": "digital_experience",
-    "apple_pay_or_google_pay": "digital_experience",
-}
-
-
-def load_banking77_touchpoints(split: str, data: Path | None = None) -> tuple[list[str], list[str]]:
-    """BANKING77 queries whose intent maps to a default touchpoint (CC BY 4.0)."""
-    path = datasets_dir(data) / "banking77" / f"{split}.csv"
-    texts: list[str] = []
-    labels: list[str] = []
-    with path.open(encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle):
-            tp = BANKING77_TOUCHPOINTS.get(row["category"])
-            if tp:
-                texts.append(row["text"])
-                labels.append(tp)
-    return texts, labels
-
-
 # SemEval-2014 restaurant aspect categories -> touchpoints. Research-only licence:
 # used for evaluation experiments only, never shipped (not in artifacts or examples).
 SEMEVAL_TOUCHPOINTS = {"food": "product_experience", "service": "staff_interaction", "price": "price_billing"}
