@@ -47,6 +47,11 @@ Figures per dataset and observation time:
   only, and ``meanARE``: the mean relative error over all. Companions, not the
   issue's metric: on auspol most cascades end at the size already seen, so every
   model that forecasts "no more" has MdARE 0 and the models tie.
+* ``IS80``: the mean *interval score* of the 80% band over the final size
+  (Gneiting & Raftery 2007: the band's width plus 10 x how far the final size fell
+  outside it; a proper scoring rule, lower is better). The error of the forecast as a
+  range, not a point: it cannot tie at 0, it punishes a band that covers by being wide
+  as much as one that misses.
 
 Usage::
 
@@ -78,6 +83,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.forecast import (  # noqa: E402 - after the path set-up
+    BAND,
     Calibration,
     Forecast,
     ForecastModel,
@@ -196,6 +202,16 @@ class Scored:
     score: list[float]
 
 
+def interval_score(low: float, high: float, actual: float, alpha: float = 1 - BAND) -> float:
+    """The interval score of a central ``1 - alpha`` band (Gneiting & Raftery 2007, eq. 43).
+
+    Its width, plus ``2 / alpha`` times how far the actual value fell outside it: a proper
+    scoring rule, lower is better. A band that is always wide scores badly, and so does
+    one that is narrow and misses; an 80% band pays 10x every unit it misses by.
+    """
+    return (high - low) + (2 / alpha) * max(low - actual, 0.0) + (2 / alpha) * max(actual - high, 0.0)
+
+
 def metrics(
     scored: Scored,
     actual: Sequence[int],
@@ -211,7 +227,21 @@ def metrics(
         # Tie-free companions: on auspol most cascades end at the size seen, where every model
         # that forecasts "no more" scores 0 and the median ties at 0.
         grew = [err for err, a, s in zip(errors, actual, seen, strict=True) if a > s]
-        extra = {"mdare_grew": round(median(grew), 4) if grew else None, "mare": round(float(np.mean(errors)), 4)}
+        extra = {
+            "mdare_grew": round(median(grew), 4) if grew else None,
+            "mare": round(float(np.mean(errors)), 4),
+            "interval_score": round(
+                float(
+                    np.mean(
+                        [
+                            interval_score(lo, hi, a) / a
+                            for lo, hi, a in zip(scored.low, scored.high, actual, strict=True)
+                        ]
+                    )
+                ),
+                4,
+            ),
+        }
     return {
         "mdare": round(median(errors), 4),
         "coverage": round(sum(inside) / len(inside), 4),
@@ -433,13 +463,16 @@ def print_table(results: dict[str, Any]) -> None:
             f"{name}: {entry['cascades']} cascades; viral = size >= {entry['viral_size_p90']} (train p90); "
             f"{entry['events_beyond_horizon_dropped']} events beyond the horizon dropped"
         )
-        print(f"  {'minutes':>7} {'model':<12} {'MdARE':>7} {'cover':>7} {'AUC':>7} {'grewMdARE':>9} {'meanARE':>7}")
+        print(
+            f"  {'minutes':>7} {'model':<12} {'MdARE':>7} {'cover':>7} {'AUC':>7} {'grewMdARE':>9} {'meanARE':>7} "
+            f"{'IS80':>7}"
+        )
         for minutes, rows in entry["by_minutes"].items():
             for model, m in rows.items():
                 note = " (calibrated)" if m.get("calibrated") else (" (plain)" if model == "forecaster" else "")
                 print(
                     f"  {minutes:>7} {model:<12} {_fmt(m['mdare'])} {_fmt(m['coverage'])} {_fmt(m['auc'])} "
-                    f"{_fmt(m.get('mdare_grew'), 9)} {_fmt(m.get('mare'))}{note}"
+                    f"{_fmt(m.get('mdare_grew'), 9)} {_fmt(m.get('mare'))} {_fmt(m.get('interval_score'))}{note}"
                 )
 
 
