@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,7 +55,7 @@ def test_bench_prints_error_coverage_and_auc_per_dataset_and_observation_time() 
     assert results["datasets"]["auspol"]["events_beyond_horizon_dropped"] >= 1
 
 
-def _bench_module():  # type: ignore[no-untyped-def]
+def _bench_module() -> Any:
     spec = importlib.util.spec_from_file_location("bench_forecast", ROOT / "bench" / "forecast.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
