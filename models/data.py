@@ -218,6 +218,10 @@ RECOVERY_PATH = Path(__file__).resolve().parent / "data" / "recovery" / "stories
 the sentiment TF-IDF model; every third row is held out as validation (:func:`load_recovery`)."""
 
 BANKING77_TABLE = Path(__file__).resolve().parent / "data" / "realset" / "banking77_touchpoints.csv"
+SEMEVAL_TABLE = Path(__file__).resolve().parent / "data" / "realset" / "semeval_aspects.csv"
+#: SemEval-2014 aspect categories too loose to train on: general verdicts and chatter (``semeval_aspects.csv``
+#: maps them to ``product_experience`` as its weakest row; many such sentences are ``other``).
+SEMEVAL_UNTRAINED = frozenset({"anecdotes/miscellaneous"})
 
 
 def load_recovery(split: str, path: Path = RECOVERY_PATH) -> list[dict[str, object]]:
@@ -244,6 +248,35 @@ def load_banking77_mapped(
             if tp:
                 texts.append(row["text"])
                 labels.append(tp)
+    return texts, labels
+
+
+def load_semeval_mapped(
+    split: str = "train", data: Path | None = None, table: Path = SEMEVAL_TABLE
+) -> tuple[list[str], list[str]]:
+    """SemEval-2014 restaurant sentences with the touchpoint of their aspect categories (committed table).
+
+    A sentence is kept when every category it carries maps to the same touchpoint and none is in
+    :data:`SEMEVAL_UNTRAINED`. Only the train split may be used for training: the real-text
+    evaluation set samples the test split.
+    """
+    with table.open(encoding="utf-8", newline="") as handle:
+        mapping = {row["category"]: row["touchpoint"] for row in csv.DictReader(handle)}
+    name = "train_aspect_categories.tsv" if split == "train" else "test_aspect_categories.tsv"
+    rows = _read_tsv(datasets_dir(data) / "semeval14_restaurants" / name, header=True)
+    cats: dict[str, set[str]] = defaultdict(set)
+    text_of: dict[str, str] = {}
+    for sid, text, cat, _polarity in rows:
+        cats[sid].add(cat)
+        text_of[sid] = text
+    texts: list[str] = []
+    labels: list[str] = []
+    for sid, found in cats.items():
+        touchpoints = {mapping.get(cat) for cat in found}
+        if found & SEMEVAL_UNTRAINED or len(touchpoints) != 1 or None in touchpoints:
+            continue
+        texts.append(text_of[sid])
+        labels.append(str(next(iter(touchpoints))))
     return texts, labels
 
 

@@ -7,7 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 from models import TOUCHPOINTS
-from models.data import TOUCHPOINT_DIR, load_goemotions_sentiment, load_touchpoints, make_touchpoint_split
+from models.data import (
+    TOUCHPOINT_DIR,
+    load_goemotions_sentiment,
+    load_semeval_mapped,
+    load_touchpoints,
+    make_touchpoint_split,
+)
 
 
 def _norm(text: str) -> str:
@@ -64,3 +70,29 @@ def test_goemotions_mapping() -> None:
     ds = load_goemotions_sentiment("dev")
     assert len(ds) > 4000
     assert set(ds.labels) == {0, 1, 2}
+
+
+def test_semeval_training_rows_take_their_aspects_touchpoint_and_skip_mixed_or_loose_sentences(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "semeval14_restaurants"
+    folder.mkdir()
+    rows = [
+        ("1", "The pasta was cold.", "food", "negative"),
+        ("2", "Our waiter forgot us.", "service", "negative"),
+        ("3", "Lovely room, loud music.", "ambience", "negative"),
+        ("4", "Great food, rude staff.", "food", "positive"),  # two touchpoints: dropped
+        ("4", "Great food, rude staff.", "service", "negative"),
+        ("5", "Will be back!", "anecdotes/miscellaneous", "positive"),  # too loose to train on: dropped
+        ("6", "Tasty and cheap.", "food", "positive"),  # food + ambience: both product_experience, kept
+        ("6", "Tasty and cheap.", "ambience", "positive"),
+    ]
+    lines = ["sentence_id\ttext\tcategory\tpolarity", *("\t".join(r) for r in rows)]
+    (folder / "train_aspect_categories.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    texts, labels = load_semeval_mapped("train", tmp_path)
+    assert dict(zip(texts, labels, strict=True)) == {
+        "The pasta was cold.": "product_experience",
+        "Our waiter forgot us.": "staff_interaction",
+        "Lovely room, loud music.": "product_experience",
+        "Tasty and cheap.": "product_experience",
+    }

@@ -1,0 +1,65 @@
+"""Real text with weak labels joins the touchpoint models only at weights our dev split tolerates.
+
+:func:`models.train.train_touchpoints` tries every combination of each weak source's weights
+and keeps the one with the best held-out score per source among those that cost our dev
+split at most ``BANKING77_DEV_TOLERANCE``. Two stand-in sources here, on a slice of our
+posts so it runs in seconds: one that agrees with our labels and one whose labels are
+shifted by one touchpoint (a wrong mapping table). The right one must be taken, the wrong
+one left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+import models.train as train_module
+from models.data import load_touchpoints
+from models.encoder import SplitEncoder, Tokenizer
+from models.taxonomy import TOUCHPOINTS
+from models.train import train_touchpoints
+
+_POSTS = load_touchpoints("train")
+
+
+def _agreeing(split: str, data: Path | None) -> tuple[list[str], list[str]]:
+    rows = _POSTS[1::3]  # posts the heads below are not trained on, with their own labels
+    return [str(r["text"]) for r in rows], [str(r["touchpoint"]) for r in rows]
+
+
+def _mislabelled(split: str, data: Path | None) -> tuple[list[str], list[str]]:
+    rows = _POSTS[2::3]
+    shifted = [TOUCHPOINTS[(TOUCHPOINTS.index(str(r["touchpoint"])) + 1) % len(TOUCHPOINTS)] for r in rows]
+    return [str(r["text"]) for r in rows], shifted
+
+
+@pytest.mark.slow
+def test_a_weak_source_that_agrees_is_taken_and_a_mislabelled_one_is_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        train_module,
+        "WEAK_SOURCES",
+        {"banking77": (_mislabelled, (0.0, 1.0)), "semeval14": (_agreeing, (0.0, 1.0))},
+    )
+    args = argparse.Namespace(
+        seed=13,
+        banking77=True,
+        semeval=True,
+        data=None,
+        feedback_rows=[],
+        feedback_weight=5.0,
+        touchpoint_hparams=(2.0, 64.0, 0.5),  # no search: seconds
+    )
+    encoder, tokenizer = SplitEncoder(trunk_layers=0), Tokenizer()
+    tp = train_touchpoints(args, encoder, tokenizer, _POSTS[::3], load_touchpoints("dev")[::2])
+    report = tp.banking77_report
+    assert report is not None
+    assert report["chosen_weight banking77"] == 0.0
+    assert report["chosen_weight semeval14"] == 1.0
+    # the mislabelled source, given weight, costs the dev split more than the tolerance
+    mislabelled_dev = report["weights banking77 1.0, semeval14 0.0: dev"]
+    assert mislabelled_dev < report["weights banking77 0.0, semeval14 0.0: dev"] - train_module.BANKING77_DEV_TOLERANCE
+    assert tp.banking77_rows == len(_POSTS[2::3]) and tp.semeval_rows == len(_POSTS[1::3])
