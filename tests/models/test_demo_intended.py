@@ -45,7 +45,7 @@ def test_the_demo_corpus_has_praise_and_misery() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model h (shipped) and candidate i both read recovery stories as negative "
+    reason="issue 14 open: model l (shipped), h and candidates i, k all read recovery stories as negative "
     "(MODEL_CARD.md, Known failure modes); strict, so a model that fixes it turns this red until it is unmarked",
 )
 def test_no_praise_reads_as_a_bad_moment(classifier) -> None:  # type: ignore[no-untyped-def]
@@ -61,7 +61,7 @@ def test_no_praise_reads_as_a_bad_moment(classifier) -> None:  # type: ignore[no
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model h (shipped) and candidate i both read recovery stories as negative "
+    reason="issue 14 open: model l (shipped), h and candidates i, k all read recovery stories as negative "
     "(MODEL_CARD.md, Known failure modes); strict, so a model that fixes it turns this red until it is unmarked",
 )
 def test_bad_moments_are_posts_written_as_negative(classifier) -> None:  # type: ignore[no-untyped-def]

@@ -96,17 +96,33 @@ def test_custom_taxonomy_runs_the_encoder_once_per_batch(one_stack_dir: Path) ->
     assert custom.classify(["my frequent flyer miles never posted to my account"])[0].touchpoint == "loyalty"
 
 
-def test_a_two_stack_model_runs_both_stacks(classifier) -> None:  # type: ignore[no-untyped-def]
-    # The counter can fail: the shipped model h reads touchpoints off the original layers.
+def test_a_two_stack_model_runs_both_stacks(tmp_path: Path) -> None:
+    # The counter can fail: a model whose touchpoint head reads the original layers (model h,
+    # the previous one) runs them as a second stack.
+    out = tmp_path / "artifacts"
+    shutil.copytree(ARTIFACTS_DIR, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["touchpoint"].update(features_from="base", zero_shot_space="base")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    two = Classifier(out)
+    assert two.needs_base
+    tuned, base = _first_layers(two)
+    with counting(tuned, base) as counts:
+        two.classify(TEXTS)
+    assert counts == [1, 1]
+
+
+def test_the_shipped_model_runs_one_stack(classifier) -> None:  # type: ignore[no-untyped-def]
     tuned, base = _first_layers(classifier)
     with counting(tuned, base) as counts:
         classifier.classify(TEXTS)
-    assert counts == [1, int(classifier.needs_base)]
+    assert not classifier.needs_base
+    assert counts == [1, 0]
 
 
 # Parity: int8 (per-channel weights) against the float32 reference, same model, on a fixed
-# slice (the first 300 TweetEval val tweets and our dev split, 545 texts). Measured on the
-# shipped model h (2-core CPU, both stacks int8): sentiment scores max |d| 0.262, mean 0.024,
+# slice (the first 300 TweetEval val tweets and our dev split, 545 texts). Measured on
+# model h (2-core CPU, both stacks int8): sentiment scores max |d| 0.262, mean 0.024,
 # labels agree 95.2%; touchpoint scores max 0.118, mean 0.005, labels agree 92.8% (close
 # calls flip). The bounds leave a little room for other CPUs.
 PARITY_MAX_ABS = 0.35

