@@ -111,28 +111,6 @@ def load_goemotions_sentiment(split: str, data: Path | None = None) -> Labelled:
     return Labelled(texts, labels)
 
 
-# SemEval-2014 restaurant aspect categories -> touchpoints. Research-only licence:
-# used for evaluation experiments only, never shipped (not in artifacts or examples).
-SEMEVAL_TOUCHPOINTS = {"food": "product_experience", "service": "staff_interaction", "price": "price_billing"}
-
-
-def load_semeval_touchpoints(split: str, data: Path | None = None) -> tuple[list[str], list[str]]:
-    """SemEval-2014 sentences with exactly one mappable aspect category (evaluation only)."""
-    name = "train_aspect_categories.tsv" if split == "train" else "test_aspect_categories.tsv"
-    rows = _read_tsv(datasets_dir(data) / "semeval14_restaurants" / name, header=True)
-    cats: dict[str, set[str]] = defaultdict(set)
-    text_of: dict[str, str] = {}
-    for sid, text, cat, _pol in rows:
-        cats[sid].add(cat)
-        text_of[sid] = text
-    texts, labels = [], []
-    for sid, found in cats.items():
-        if len(found) == 1 and (cat := next(iter(found))) in SEMEVAL_TOUCHPOINTS:
-            texts.append(text_of[sid])
-            labels.append(SEMEVAL_TOUCHPOINTS[cat])
-    return texts, labels
-
-
 # --- our labelled touchpoint posts -------------------------------------------------
 
 
