@@ -121,6 +121,7 @@ class RealSetReport:
     recovery_stories: int
     recovery_bad_moments: int
     per_source: dict[str, int]
+    touchpoint_accuracy_per_source: dict[str, float]
     skipped: dict[str, str]
     touchpoint_per_class_f1: dict[str, float]
     touchpoint_confusion: list[list[int]]
@@ -157,8 +158,10 @@ def realset_report(classifier: Classifier, data: Path | None = None) -> RealSetR
     called_magic = np.array([r.moment == "magic" for r in results])
     recovery = [i for i, (_, lab) in enumerate(pairs) if lab.get("recovery_story")]
     per_source: dict[str, int] = {}
-    for item, _ in pairs:
+    right_per_source: dict[str, int] = {}
+    for (item, _), right in zip(pairs, y_tp == p_tp, strict=True):
         per_source[item.source] = per_source.get(item.source, 0) + 1
+        right_per_source[item.source] = right_per_source.get(item.source, 0) + int(right)
     f1 = per_class_f1(y_tp, p_tp, len(labels))
     return RealSetReport(
         n=len(pairs),
@@ -172,6 +175,7 @@ def realset_report(classifier: Classifier, data: Path | None = None) -> RealSetR
         recovery_stories=len(recovery),
         recovery_bad_moments=sum(is_bad_moment(results[i]) for i in recovery),
         per_source=per_source,
+        touchpoint_accuracy_per_source={k: right_per_source[k] / n for k, n in per_source.items()},
         skipped=realset.skipped,
         touchpoint_per_class_f1={lab: float(f1[i]) for i, lab in enumerate(labels)},
         touchpoint_confusion=confusion(y_tp, p_tp, len(labels)).tolist(),
