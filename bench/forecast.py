@@ -227,20 +227,11 @@ def metrics(
         # Tie-free companions: on auspol most cascades end at the size seen, where every model
         # that forecasts "no more" scores 0 and the median ties at 0.
         grew = [err for err, a, s in zip(errors, actual, seen, strict=True) if a > s]
+        scores = [interval_score(lo, hi, a) / a for lo, hi, a in zip(scored.low, scored.high, actual, strict=True)]
         extra = {
             "mdare_grew": round(median(grew), 4) if grew else None,
             "mare": round(float(np.mean(errors)), 4),
-            "interval_score": round(
-                float(
-                    np.mean(
-                        [
-                            interval_score(lo, hi, a) / a
-                            for lo, hi, a in zip(scored.low, scored.high, actual, strict=True)
-                        ]
-                    )
-                ),
-                4,
-            ),
+            "interval_score": round(float(np.mean(scores)), 4),
         }
     return {
         "mdare": round(median(errors), 4),

@@ -202,7 +202,7 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"  left out {source}: {reason}")
     print(f"  touchpoint  accuracy {real.touchpoint_accuracy:.4f}   macro-F1 {real.touchpoint_macro_f1:.4f}")
     # A source whose train split the model learnt from scores in its own register: say so.
-    weak = classifier.manifest.get("touchpoint", {}).get("banking77") or {}
+    weak = classifier.manifest.get("touchpoint", {}).get("weak_sources") or {}
     for source, accuracy in sorted(real.touchpoint_accuracy_per_source.items()):
         trained = " (the model learnt from its train split)" if weak.get(f"chosen_weight {source}", 0) > 0 else ""
         print(f"    {source:<11} touchpoint accuracy {accuracy:.3f}{trained}")

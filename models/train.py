@@ -808,7 +808,7 @@ class TouchpointResult:
     cv_macro_f1: float = float("nan")
     unsure_margin: float = 0.0
     unsure_report: dict[str, float] | None = None
-    banking77_report: dict[str, float] | None = None
+    weak_report: dict[str, float] | None = None
     banking77_rows: int = 0
     semeval_rows: int = 0
     feedback_rows: int = 0
@@ -936,7 +936,7 @@ def train_touchpoints(
     def probs_of(tw: np.ndarray, tb: np.ndarray, lex: Lexical, x: np.ndarray, texts: list[str]) -> np.ndarray:
         return (1 - share) * softmax(x @ tw.T + tb) + share * softmax(lex.logits(texts))
 
-    bank_report: dict[str, float] = {}
+    weak_report: dict[str, float] = {}
     weights: tuple[float, ...] = tuple(0.0 for _ in weak)
     val_probs, val_y = None, dev_y
     if weak:
@@ -953,9 +953,9 @@ def train_touchpoints(
                 for k in range(len(weak))
             ]
             label = ", ".join(f"{name} {w}" for (name, _, _, _), w in zip(weak, combo, strict=True))
-            bank_report[f"weights {label}: dev"] = dev_f
+            weak_report[f"weights {label}: dev"] = dev_f
             for (name, _, _, _), f in zip(weak, per_source, strict=True):
-                bank_report[f"weights {label}: {name} val"] = f
+                weak_report[f"weights {label}: {name} val"] = f
             log.info("weak-label weights %s: dev macro-F1 %.4f, held-out %s", label, dev_f, per_source)
             tried.append((combo, dev_f, float(np.mean(per_source)), np.concatenate([dev_p, hp])))
         # A held-out slice is its source's own register, so any weight wins there by far; the
@@ -968,7 +968,7 @@ def train_touchpoints(
         # A source left out: the model is not meant for its register, so it does not calibrate on it.
         val_probs, val_y = val_probs[used], val_y[used]
         for (name, _, _, _), w in zip(weak, weights, strict=True):
-            bank_report[f"chosen_weight {name}"] = w
+            weak_report[f"chosen_weight {name}"] = w
     tw, tb, lexical = fit(np.ones(len(b_texts), dtype=bool), weights)
     if val_probs is None:
         val_probs = probs_of(tw, tb, lexical, dev_feats, dev_texts)
@@ -1005,7 +1005,7 @@ def train_touchpoints(
     )
     result.unsure_margin, result.unsure_report = margin, margin_report
     rows_of = {name: len(texts_w) for name, texts_w, _, _ in weak}
-    result.banking77_report, result.feedback_rows = bank_report, len(fb)
+    result.weak_report, result.feedback_rows = weak_report, len(fb)
     result.banking77_rows, result.semeval_rows = rows_of.get("banking77", 0), rows_of.get("semeval14", 0)
     return result
 
@@ -1406,7 +1406,7 @@ def main(argv: list[str] | None = None) -> int:
             "dev_macro_f1": tp.dev_macro_f1,
             "unsure_margin": tp.unsure_margin,
             "unsure_report": tp.unsure_report,
-            "banking77": tp.banking77_report,
+            "weak_sources": tp.weak_report,
         },
         "moment": {
             "rule": "misery if negative and the moment head says misery; magic if positive and the head says magic; "

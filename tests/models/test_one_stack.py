@@ -57,15 +57,20 @@ def counting(*layers: nn.Module) -> Iterator[list[int]]:
             handle.remove()
 
 
+def _artifacts_with(root: Path, **touchpoint: str) -> Path:
+    """A copy of the shipped artifacts under ``root`` whose manifest's touchpoint section is updated."""
+    out = root / "artifacts"
+    shutil.copytree(ARTIFACTS_DIR, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["touchpoint"].update(touchpoint)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
 @pytest.fixture(scope="module")
 def one_stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped artifacts with the manifest of a one-stack model."""
-    out = tmp_path_factory.mktemp("one_stack") / "artifacts"
-    shutil.copytree(ARTIFACTS_DIR, out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["touchpoint"].update(features_from="sentiment", zero_shot_space="sentiment")
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
+    return _artifacts_with(tmp_path_factory.mktemp("one_stack"), features_from="sentiment", zero_shot_space="sentiment")
 
 
 def _first_layers(classifier: Classifier) -> tuple[nn.Module, nn.Module]:
@@ -99,12 +104,7 @@ def test_custom_taxonomy_runs_the_encoder_once_per_batch(one_stack_dir: Path) ->
 def test_a_two_stack_model_runs_both_stacks(tmp_path: Path) -> None:
     # The counter can fail: a model whose touchpoint head reads the original layers (model h,
     # the previous one) runs them as a second stack.
-    out = tmp_path / "artifacts"
-    shutil.copytree(ARTIFACTS_DIR, out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["touchpoint"].update(features_from="base", zero_shot_space="base")
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    two = Classifier(out)
+    two = Classifier(_artifacts_with(tmp_path, features_from="base", zero_shot_space="base"))
     assert two.needs_base
     tuned, base = _first_layers(two)
     with counting(tuned, base) as counts:

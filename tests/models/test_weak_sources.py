@@ -55,7 +55,7 @@ def test_a_weak_source_that_agrees_is_taken_and_a_mislabelled_one_is_left_out(
     )
     encoder, tokenizer = SplitEncoder(trunk_layers=0), Tokenizer()
     tp = train_touchpoints(args, encoder, tokenizer, _POSTS[::3], load_touchpoints("dev")[::2])
-    report = tp.banking77_report
+    report = tp.weak_report
     assert report is not None
     assert report["chosen_weight banking77"] == 0.0
     assert report["chosen_weight semeval14"] == 1.0
