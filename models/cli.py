@@ -202,10 +202,13 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"  left out {source}: {reason}")
     print(f"  touchpoint  accuracy {real.touchpoint_accuracy:.4f}   macro-F1 {real.touchpoint_macro_f1:.4f}")
     # A source whose train split the model learnt from scores in its own register: say so.
-    weak = classifier.manifest.get("touchpoint", {}).get("weak_sources") or {}
     for source, accuracy in sorted(real.touchpoint_accuracy_per_source.items()):
-        trained = " (the model learnt from its train split)" if weak.get(f"chosen_weight {source}", 0) > 0 else ""
+        trained = " (the model learnt from its train split)" if source in real.learnt_from else ""
         print(f"    {source:<11} touchpoint accuracy {accuracy:.3f}{trained}")
+    if real.learnt_from:
+        unseen = sum(n for s, n in real.per_source.items() if s not in real.learnt_from)
+        accuracy = real.touchpoint_accuracy_unseen
+        print(f"    the {unseen} items of sources it did not learn from: accuracy {accuracy:.3f}")
     print(f"  sentiment   accuracy {real.sentiment_accuracy:.4f}   macro-F1 {real.sentiment_macro_f1:.4f}")
     print(
         f"  magic       precision {real.magic_precision:.4f} ({real.magic_called} called magic)   "

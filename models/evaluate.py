@@ -122,6 +122,10 @@ class RealSetReport:
     recovery_bad_moments: int
     per_source: dict[str, int]
     touchpoint_accuracy_per_source: dict[str, float]
+    learnt_from: list[str]
+    """Real-set sources whose datasets' train splits the model learnt touchpoints from (their own register)."""
+    touchpoint_accuracy_unseen: float
+    """Touchpoint accuracy on the other sources' items (nan when there are none)."""
     skipped: dict[str, str]
     touchpoint_per_class_f1: dict[str, float]
     touchpoint_confusion: list[list[int]]
@@ -136,7 +140,7 @@ def realset_report(classifier: Classifier, data: Path | None = None) -> RealSetR
     Recovery stories: how many of those labelled as one the flag rule would read as a
     bad moment (:func:`is_bad_moment`); the target is none.
     """
-    from models.realset import LABELS_PATH, RealsetError, load_labelled
+    from models.realset import LABELS_PATH, RealsetError, learnt_registers, load_labelled
 
     if not LABELS_PATH.exists():
         return f"no adjudicated labels yet ({LABELS_PATH} is missing)"
@@ -163,6 +167,8 @@ def realset_report(classifier: Classifier, data: Path | None = None) -> RealSetR
         per_source[item.source] = per_source.get(item.source, 0) + 1
         right_per_source[item.source] = right_per_source.get(item.source, 0) + int(right)
     f1 = per_class_f1(y_tp, p_tp, len(labels))
+    learnt = learnt_registers(classifier.manifest)
+    unseen = [s not in learnt for s in (item.source for item, _ in pairs)]
     return RealSetReport(
         n=len(pairs),
         touchpoint_accuracy=float((y_tp == p_tp).mean()),
@@ -176,6 +182,8 @@ def realset_report(classifier: Classifier, data: Path | None = None) -> RealSetR
         recovery_bad_moments=sum(is_bad_moment(results[i]) for i in recovery),
         per_source=per_source,
         touchpoint_accuracy_per_source={k: right_per_source[k] / n for k, n in per_source.items()},
+        learnt_from=sorted(learnt & set(per_source)),
+        touchpoint_accuracy_unseen=float((y_tp == p_tp)[unseen].mean()) if any(unseen) else float("nan"),
         skipped=realset.skipped,
         touchpoint_per_class_f1={lab: float(f1[i]) for i, lab in enumerate(labels)},
         touchpoint_confusion=confusion(y_tp, p_tp, len(labels)).tolist(),

@@ -16,6 +16,7 @@ Public surface:
   skipped with a reason, never silently).
 * :func:`load_labelled`: the same joined with the adjudicated labels (``labels.jsonl``).
 * :func:`banking77_touchpoints`, :func:`semeval_touchpoints`: the committed weak-label tables.
+* :func:`load_chatter`: train-split chatter with the weak label ``other`` (a training source).
 * :func:`build_sample`, :func:`adjudicate`, :func:`cohen_kappa`: the builder and the
   adjudication rule of ``docs/labelling.md``.
 
@@ -198,11 +199,11 @@ def _semeval_rows(data: Path) -> dict[str, tuple[str, list[tuple[str, str]]]]:
     return out
 
 
-def _goemotions_rows(data: Path) -> list[tuple[str, str, list[str]]]:
-    """(comment id, text, emotion names) of GoEmotions test (csv quoting undone, as in models.data)."""
+def _goemotions_rows(data: Path, split: str = "test") -> list[tuple[str, str, list[str]]]:
+    """(comment id, text, emotion names) of a GoEmotions split (csv quoting undone, as in models.data)."""
     root = data / "goemotions"
     names = (root / "emotions.txt").read_text(encoding="utf-8").split()
-    with (root / "test.tsv").open(encoding="utf-8", newline="") as handle:
+    with (root / f"{split}.tsv").open(encoding="utf-8", newline="") as handle:
         return [
             (row[2], row[0], [names[int(i)] for i in row[1].split(",") if i])
             for row in csv.reader(handle, delimiter="\t")
@@ -216,9 +217,9 @@ def _goemotions_groups(data: Path) -> dict[str, str]:
     return of
 
 
-def _tweeteval_rows(data: Path) -> list[tuple[str, str, str]]:
-    """(line number, text, sentiment) of TweetEval test; line 1 is the first tweet after the header."""
-    with (data / "tweeteval_sentiment" / "test.tsv").open(encoding="utf-8", newline="") as handle:
+def _tweeteval_rows(data: Path, split: str = "test") -> list[tuple[str, str, str]]:
+    """(line number, text, sentiment) of a TweetEval split; line 1 is the first tweet after the header."""
+    with (data / "tweeteval_sentiment" / f"{split}.tsv").open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
     return [(str(n), text, SENTIMENTS[int(label)]) for n, (text, label) in enumerate(rows, start=1)]
 
@@ -424,6 +425,50 @@ def build_sample(data: Path | None = None, seed: int = DEFAULT_SEED) -> list[Ite
     if len(set(ids)) != len(ids):
         raise RealsetError("item ids collide; change the id scheme")
     return items
+
+
+# --- chatter: weak `other` labels for training -----------------------------------------------
+
+
+TRAINING_SOURCE_REGISTERS: dict[str, tuple[str, ...]] = {
+    "banking77": ("banking77",),
+    "semeval14": ("semeval14",),
+    "chatter": ("goemotions", "tweeteval"),
+}
+"""For each weak-label training source of ``models.train``, the real-set sources whose datasets'
+train splits it draws from: a model that learnt from one scores those in its own register."""
+
+
+def learnt_registers(manifest: Mapping[str, Any]) -> set[str]:
+    """The real-set sources a model's manifest says it learnt touchpoints from (a weak-label
+    source with a chosen weight above 0; see :data:`TRAINING_SOURCE_REGISTERS`)."""
+    weak = (manifest.get("touchpoint") or {}).get("weak_sources") or {}
+    return {
+        source
+        for name, sources in TRAINING_SOURCE_REGISTERS.items()
+        if weak.get(f"chosen_weight {name}", 0) > 0
+        for source in sources
+    }
+
+
+def load_chatter(split: str = "train", data: Path | None = None) -> tuple[list[str], list[str]]:
+    """GoEmotions comments and TweetEval tweets that name a company or service, each labelled ``other``.
+
+    They are drawn the way the real set draws its chatter (the same keyword filters), from the
+    *train* splits; the real set samples the test splits, and a train row whose text is also in a
+    test split is left out. Most such posts are about nothing a brand did: the labellers marked
+    85 of 100 GoEmotions and 83 of 100 TweetEval items `other`, so the label is weak (about one
+    in six is a real touchpoint) and validation decides its weight (``models.train``).
+    """
+    if split == "test":
+        raise UsageError("chatter is for training: the real-text set samples the test splits")
+    root = datasets_dir(data)
+    goemotions, tweeteval = _keyword_filter(GOEMOTIONS_KEYWORDS), _keyword_filter(TWEETEVAL_KEYWORDS)
+    in_test = {text for _, text, _ in _goemotions_rows(root)} | {text for _, text, _ in _tweeteval_rows(root)}
+    texts = [text for _, text, _ in _goemotions_rows(root, split) if len(text) >= 25 and goemotions.search(text)]
+    texts += [text for _, text, _ in _tweeteval_rows(root, split) if tweeteval.search(text)]
+    texts = [t for t in dict.fromkeys(texts) if t not in in_test]
+    return texts, ["other"] * len(texts)
 
 
 # --- the committed set, with text resolved ----------------------------------------------------

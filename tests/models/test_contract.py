@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -144,20 +145,7 @@ def test_missing_lexical_vocabulary_is_a_clear_error(tmp_path: Path) -> None:
         Classifier(tmp_path / "artifacts")
 
 
-def _artifacts_with(tmp_path: Path, **touchpoint: object) -> Path:
-    import shutil
-
-    from models.classifier import ARTIFACTS_DIR
-
-    out = tmp_path / "artifacts"
-    shutil.copytree(ARTIFACTS_DIR, out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["touchpoint"].update(touchpoint)
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
-
-
-def test_one_stack_mode_skips_the_base_layers(tmp_path: Path) -> None:
+def test_one_stack_mode_skips_the_base_layers(tmp_path: Path, artifacts_with: Callable[..., Path]) -> None:
     # A model whose touchpoint head reads the sentiment-tuned layers needs no second stack
     # for the default taxonomy; the zero-shot space is still there on request. Both modes
     # are built from the shipped artifacts, whichever mode those ship in.
@@ -165,8 +153,8 @@ def test_one_stack_mode_skips_the_base_layers(tmp_path: Path) -> None:
 
     from models.classifier import Classifier
 
-    one = Classifier(_artifacts_with(tmp_path / "one", features_from="sentiment"))
-    two = Classifier(_artifacts_with(tmp_path / "two", features_from="base", zero_shot_space="base"))
+    one = Classifier(artifacts_with(tmp_path / "one", features_from="sentiment"))
+    two = Classifier(artifacts_with(tmp_path / "two", features_from="base", zero_shot_space="base"))
     assert not one.needs_base and two.needs_base
     raw = one.encode(TEXTS)
     assert raw.embeddings is None
@@ -181,15 +169,15 @@ def test_one_stack_mode_skips_the_base_layers(tmp_path: Path) -> None:
     assert [r.sentiment for r in one.classify(TEXTS)] == [r.sentiment for r in two.classify(TEXTS)]
 
 
-def test_sentiment_zero_shot_space_needs_tuned_features(tmp_path: Path) -> None:
+def test_sentiment_zero_shot_space_needs_tuned_features(tmp_path: Path, artifacts_with: Callable[..., Path]) -> None:
     from models.classifier import Classifier
 
     with pytest.raises(ValueError, match="zero_shot_space"):
-        Classifier(_artifacts_with(tmp_path, features_from="base", zero_shot_space="sentiment"))
+        Classifier(artifacts_with(tmp_path, features_from="base", zero_shot_space="sentiment"))
 
 
-def test_unknown_feature_source_is_a_clear_error(tmp_path: Path) -> None:
+def test_unknown_feature_source_is_a_clear_error(tmp_path: Path, artifacts_with: Callable[..., Path]) -> None:
     from models.classifier import Classifier
 
     with pytest.raises(ValueError, match="features_from"):
-        Classifier(_artifacts_with(tmp_path, features_from="somewhere"))
+        Classifier(artifacts_with(tmp_path, features_from="somewhere"))

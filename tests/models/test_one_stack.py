@@ -10,9 +10,7 @@ for counting passes). int8 dynamic quantization is held to the float32 reference
 
 from __future__ import annotations
 
-import json
-import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import numpy as np
 import pytest
 from torch import nn
 
-from models.classifier import ARTIFACTS_DIR, Classifier
+from models.classifier import Classifier
 from models.data import load_touchpoints, load_tweeteval
 from models.taxonomy import Taxonomy
 
@@ -57,20 +55,10 @@ def counting(*layers: nn.Module) -> Iterator[list[int]]:
             handle.remove()
 
 
-def _artifacts_with(root: Path, **touchpoint: str) -> Path:
-    """A copy of the shipped artifacts under ``root`` whose manifest's touchpoint section is updated."""
-    out = root / "artifacts"
-    shutil.copytree(ARTIFACTS_DIR, out)
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["touchpoint"].update(touchpoint)
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    return out
-
-
 @pytest.fixture(scope="module")
-def one_stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def one_stack_dir(tmp_path_factory: pytest.TempPathFactory, artifacts_with: Callable[..., Path]) -> Path:
     """The shipped artifacts with the manifest of a one-stack model."""
-    return _artifacts_with(tmp_path_factory.mktemp("one_stack"), features_from="sentiment", zero_shot_space="sentiment")
+    return artifacts_with(tmp_path_factory.mktemp("one_stack"), features_from="sentiment", zero_shot_space="sentiment")
 
 
 def _first_layers(classifier: Classifier) -> tuple[nn.Module, nn.Module]:
@@ -101,10 +89,10 @@ def test_custom_taxonomy_runs_the_encoder_once_per_batch(one_stack_dir: Path) ->
     assert custom.classify(["my frequent flyer miles never posted to my account"])[0].touchpoint == "loyalty"
 
 
-def test_a_two_stack_model_runs_both_stacks(tmp_path: Path) -> None:
+def test_a_two_stack_model_runs_both_stacks(tmp_path: Path, artifacts_with: Callable[..., Path]) -> None:
     # The counter can fail: a model whose touchpoint head reads the original layers (model h,
     # the previous one) runs them as a second stack.
-    two = Classifier(_artifacts_with(tmp_path, features_from="base", zero_shot_space="base"))
+    two = Classifier(artifacts_with(tmp_path, features_from="base", zero_shot_space="base"))
     assert two.needs_base
     tuned, base = _first_layers(two)
     with counting(tuned, base) as counts:

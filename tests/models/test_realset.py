@@ -26,6 +26,8 @@ from models.realset import (
     cohen_kappa,
     inconsistencies,
     item_id_for,
+    learnt_registers,
+    load_chatter,
     load_demo_intended,
     load_items,
     read_committed,
@@ -33,6 +35,7 @@ from models.realset import (
     text_sha256,
 )
 from models.taxonomy import TOUCHPOINTS
+from moments.errors import UsageError
 
 DATA = datasets_dir()
 needs_datasets = pytest.mark.skipif(
@@ -319,3 +322,47 @@ def test_committed_labels_are_exactly_what_the_committed_passes_adjudicate_to() 
         assert committed[item_id]["how"] == result.how[item_id], item_id
     # The two blind passes agree far above chance on every field (Cohen's kappa).
     assert all(kappa > 0.8 for _, kappa, _ in result.agreement.values())
+
+
+def test_chatter_is_train_posts_naming_a_company_or_service_labelled_other(tmp_path: Path) -> None:
+    goemotions = tmp_path / "goemotions"
+    goemotions.mkdir()
+    (goemotions / "emotions.txt").write_text("admiration\nneutral\n", encoding="utf-8")
+    train_comments = [
+        "My landlord finally fixed the heating after a month",  # keyword: kept
+        "What a great goal in the second half of the match",  # no company or service: dropped
+        "the app",  # keyword, but shorter than 25 characters: dropped
+        "This restaurant review thread is gold, honestly",  # also in test: dropped
+        "My landlord finally fixed the heating after a month",  # duplicate: dropped
+    ]
+    (goemotions / "train.tsv").write_text(
+        "".join(f"{text}\t1\tc{n}\n" for n, text in enumerate(train_comments)), encoding="utf-8"
+    )
+    (goemotions / "test.tsv").write_text("This restaurant review thread is gold, honestly\t0\tt0\n", encoding="utf-8")
+    tweeteval = tmp_path / "tweeteval_sentiment"
+    tweeteval.mkdir()
+    (tweeteval / "train.tsv").write_text(
+        "text\tlabel\n@user Netflix and pizza tonight, perfect Friday\t2\nVote on Tuesday, everyone\t1\n",
+        encoding="utf-8",
+    )
+    (tweeteval / "test.tsv").write_text("text\tlabel\nNothing here\t1\n", encoding="utf-8")
+
+    texts, labels = load_chatter("train", tmp_path)
+
+    assert texts == [
+        "My landlord finally fixed the heating after a month",
+        "@user Netflix and pizza tonight, perfect Friday",
+    ]
+    assert labels == ["other", "other"]
+    with pytest.raises(UsageError, match="test splits"):
+        load_chatter("test", tmp_path)
+
+
+def test_a_model_is_said_to_have_learnt_the_registers_of_its_weighted_sources() -> None:
+    def manifest(**weights: float) -> dict[str, object]:
+        return {"touchpoint": {"weak_sources": {f"chosen_weight {k}": w for k, w in weights.items()}}}
+
+    assert learnt_registers(manifest(banking77=0.01, semeval14=0.0)) == {"banking77"}
+    assert learnt_registers(manifest(banking77=0.0, chatter=0.003)) == {"goemotions", "tweeteval"}
+    assert learnt_registers({"touchpoint": {}}) == set()
+    assert learnt_registers({}) == set()

@@ -55,3 +55,8 @@ def test_touchpoint_real_text_set(classifier) -> None:  # type: ignore[no-untype
     assert set(per_source) == set(report.per_source)
     right = sum(per_source[source] * n for source, n in report.per_source.items())
     assert right / report.n == pytest.approx(report.touchpoint_accuracy)
+    # the shipped model learnt from BANKING77 train only; its accuracy elsewhere is reported apart
+    assert report.learnt_from == ["banking77"]
+    unseen = {s: n for s, n in report.per_source.items() if s != "banking77"}
+    right_unseen = sum(per_source[s] * n for s, n in unseen.items())
+    assert report.touchpoint_accuracy_unseen == pytest.approx(right_unseen / sum(unseen.values()))
