@@ -19,6 +19,9 @@ Moment and severity rule (documented in MODEL_CARD.md):
 * ``severity`` = 0.5 + 0.5 * P(negative) for misery, 0.5 * P(negative) otherwise, so
   every misery post outranks every other post and, within a group, a more surely
   negative post ranks higher.
+
+A review's own star rating bounds the text's verdict (:func:`bound_by_rating`, applied by
+:func:`classify_posts` and :func:`classify_records`): the customer already said how it went.
 """
 
 from __future__ import annotations
@@ -457,8 +460,52 @@ def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+RATED_SOURCES = {"appstore": 5.0}
+"""Sources whose ``rating`` is a customer's own star rating, with its scale (App Store: 1 to 5 stars).
+JSON-LD and imported ratings are left out: their scale is not on the post."""
+
+
+def bound_by_rating(result: Classification, source: str | None, rating: float | None) -> Classification:
+    """The classification of a rated review, bounded by the customer's own stars.
+
+    A review the customer rated in the top two fifths of the scale (4-5 of 5 stars) is never
+    negative, and one in the bottom two fifths (1-2) never positive: the text model's
+    sentiment probabilities are renormalised over the classes the rating allows. Why: the
+    text model reads complaint words ("cancelled", "delay") and misses the outcome the
+    customer reports, but the stars *are* the outcome ("Easy rebooking during the storm.
+    Flight got cancelled and the app offered me 3 alternatives", 5 stars). A middle rating,
+    an unrated post or a source without a known scale leaves the result as it is. The moment
+    and severity follow the moment rule (misery needs negative, magic positive); touchpoint,
+    confidence and language are the text's.
+    """
+    scale = RATED_SOURCES.get(source or "")
+    if scale is None or rating is None or not 0 < rating <= scale:
+        return result
+    share = rating / scale
+    banned = "negative" if share >= 0.8 else "positive" if share <= 0.4 else None
+    if banned is None:
+        return result
+    scores = dict(result.sentiment_scores)
+    scores[banned] = 0.0
+    total = sum(scores.values())
+    if total <= 0:  # the text was sure of the banned class alone: the rating's side of neutral
+        scores = {"negative": 0.0, "neutral": 1.0, "positive": 0.0}
+        total = 1.0
+    scores = {k: round(v / total, 6) for k, v in scores.items()}
+    sentiment = max(SENTIMENTS, key=lambda k: scores[k])
+    moment = result.moment
+    if (moment == "misery" and sentiment != "negative") or (moment == "magic" and sentiment != "positive"):
+        moment = "neutral"
+    neg = scores["negative"]
+    severity = 0.5 + 0.5 * neg if moment == "misery" else 0.5 * neg
+    return result.model_copy(
+        update={"sentiment": sentiment, "sentiment_scores": scores, "moment": moment, "severity": round(severity, 6)}
+    )
+
+
 def classify_posts(posts: Iterable[Post], classifier: Classifier, chunk_size: int = 1024) -> Iterator[Post]:
-    """Yield the posts with ``classification`` set (every other field untouched), classified in chunks."""
+    """Yield the posts with ``classification`` set (every other field untouched), classified in chunks;
+    a rated review's stars bound its sentiment (:func:`bound_by_rating`)."""
     for chunk in _chunks(posts, chunk_size):
         yield from _classify_chunk(chunk, classifier)
 
@@ -467,7 +514,7 @@ def _classify_chunk(posts: list[Post], classifier: Classifier) -> Iterator[Post]
     # The title carries meaning for reviews ("Never again"), so it is read with the text.
     texts = [f"{p.title}. {p.text}" if p.title else p.text for p in posts]
     for post, result in zip(posts, classifier.classify(texts), strict=True):
-        yield post.model_copy(update={"classification": result})
+        yield post.model_copy(update={"classification": bound_by_rating(result, post.source, post.rating)})
 
 
 def classify_records(
@@ -511,4 +558,7 @@ def _record_text(record: dict[str, Any]) -> str:
 def _classify_record_chunk(records: list[dict[str, Any]], classifier: Classifier) -> Iterator[dict[str, Any]]:
     results = classifier.classify([_record_text(r) for r in records])
     for record, result in zip(records, results, strict=True):
+        source, rating = record.get("source"), record.get("rating")
+        if isinstance(source, str) and isinstance(rating, int | float) and not isinstance(rating, bool):
+            result = bound_by_rating(result, source, float(rating))
         yield {**record, "classification": result.model_dump(mode="json")}

@@ -6,16 +6,55 @@ praise (intended sentiment positive, moment magic, or a recovery story) may read
 negative with P >= ``min_negative_probability``; mirrored by
 :func:`models.evaluate.is_bad_moment`). And every demo post the classifier does read as a
 bad moment must be one we wrote as a negative post, so the demo's flags are real misery.
+
+The posts go through :func:`models.classify_posts`, as in the flows, so an App Store review's
+own stars (from the recorded feed the demo crawls) bound its sentiment as they do there.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from models import classify_posts
 from models.evaluate import is_bad_moment
 from models.realset import DEMO_INTENDED_PATH, ITEMS_PATH
+from moments.records import Classification, Post
+
+APPSTORE_RECORDING = Path(__file__).resolve().parents[2] / "crawlers" / "recorded" / "demo" / "appstore.json"
+
+
+def _app_store_stars() -> dict[str, float]:
+    """Review id -> stars, from the recorded App Store feed the demo crawls."""
+    stars = {}
+    for interaction in json.loads(APPSTORE_RECORDING.read_text(encoding="utf-8"))["interactions"]:
+        for entry in (interaction["response"].get("json") or {}).get("feed", {}).get("entry", []):
+            if "im:rating" in entry:
+                stars[entry["id"]["label"]] = float(entry["im:rating"]["label"])
+    return stars
+
+
+def _classified(pairs: list[tuple[str, dict[str, object]]], classifier) -> list[Classification]:  # type: ignore[no-untyped-def]
+    """Each demo text as the post it came from (source, and stars for App Store reviews), classified."""
+    stars = _app_store_stars()
+    posts = []
+    for text, labels in pairs:
+        source, native_id = str(labels["post_id"]).split(":", 1)
+        rating = stars[native_id] if source == "appstore" else None
+        posts.append(
+            Post(
+                id=str(labels["post_id"]),
+                source=source,
+                native_id=native_id,
+                text=text,
+                rating=rating,
+                crawled_at=datetime(2026, 11, 20, tzinfo=UTC),
+            )
+        )
+    return [post.classification for post in classify_posts(posts, classifier) if post.classification]
 
 
 def _demo() -> list[tuple[str, dict[str, object]]]:
@@ -46,11 +85,12 @@ def test_the_demo_corpus_has_praise_and_misery() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="issue 14 open: model l (shipped), h and candidates i, k all read recovery stories as negative "
-    "(MODEL_CARD.md, Known failure modes); strict, so a model that fixes it turns this red until it is unmarked",
+    "(MODEL_CARD.md, Known failure modes); the stars settle the App Store reviews, but 5 unrated praise posts "
+    "remain; strict, so a model that fixes it turns this red until it is unmarked",
 )
 def test_no_praise_reads_as_a_bad_moment(classifier) -> None:  # type: ignore[no-untyped-def]
     pairs = [(text, labels) for text, labels in _demo() if _is_praise(labels)]
-    results = classifier.classify([text for text, _ in pairs])
+    results = _classified(pairs, classifier)
     wrong = [
         f"{r.sentiment} p_neg={r.sentiment_scores['negative']:.2f} {r.moment}: {text[:80]}"
         for (text, _), r in zip(pairs, results, strict=True)
@@ -62,11 +102,12 @@ def test_no_praise_reads_as_a_bad_moment(classifier) -> None:  # type: ignore[no
 @pytest.mark.xfail(
     strict=True,
     reason="issue 14 open: model l (shipped), h and candidates i, k all read recovery stories as negative "
-    "(MODEL_CARD.md, Known failure modes); strict, so a model that fixes it turns this red until it is unmarked",
+    "(MODEL_CARD.md, Known failure modes); the stars settle the App Store reviews, but 5 unrated praise posts "
+    "remain; strict, so a model that fixes it turns this red until it is unmarked",
 )
 def test_bad_moments_are_posts_written_as_negative(classifier) -> None:  # type: ignore[no-untyped-def]
     pairs = _demo()
-    results = classifier.classify([text for text, _ in pairs])
+    results = _classified(pairs, classifier)
     flagged = [(text, labels) for (text, labels), r in zip(pairs, results, strict=True) if is_bad_moment(r)]
     assert flagged, "the demo must still find its misery"
     wrong = [
@@ -78,3 +119,19 @@ def test_bad_moments_are_posts_written_as_negative(classifier) -> None:  # type:
     # And the clear misery we wrote is found: most intended-misery posts read as bad moments.
     misery = [r for (_, labels), r in zip(pairs, results, strict=True) if labels["moment"] == "misery"]
     assert sum(is_bad_moment(r) for r in misery) >= 0.8 * len(misery)
+
+
+def test_no_app_store_review_written_as_praise_is_a_bad_moment(classifier) -> None:  # type: ignore[no-untyped-def]
+    # The part of the demo's praise the stars settle: 4-5 star reviews whose text the model reads as a
+    # complaint ("Easy rebooking during the storm. Flight got cancelled and ...", 5 stars).
+    reviews = [(t, labels) for t, labels in _demo() if str(labels["post_id"]).startswith("appstore:")]
+    praise = [(t, labels) for t, labels in reviews if _is_praise(labels)]
+    assert len(praise) >= 5
+    text_only = classifier.classify([t for t, _ in praise])
+    assert any(is_bad_moment(r) for r in text_only), "the text alone misreads some of this praise"
+    results = _classified(praise, classifier)
+    wrong = [t[:80] for (t, _), r in zip(praise, results, strict=True) if is_bad_moment(r) or r.sentiment == "negative"]
+    assert not wrong, wrong
+    # and the stars do not hide the reviews written as misery
+    misery = [(t, labels) for t, labels in reviews if labels["moment"] == "misery"]
+    assert misery and all(is_bad_moment(r) for r in _classified(misery, classifier))
