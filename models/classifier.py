@@ -20,7 +20,7 @@ Moment and severity rule (documented in MODEL_CARD.md):
   every misery post outranks every other post and, within a group, a more surely
   negative post ranks higher.
 
-A review's own star rating bounds the text's verdict (:func:`bound_by_rating`, applied by
+A review's own rating bounds the text's verdict (:func:`bound_by_rating`, applied by
 :func:`classify_posts` and :func:`classify_records`): the customer already said how it went.
 """
 
@@ -460,29 +460,47 @@ def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-RATED_SOURCES = {"appstore": 5.0}
-"""Sources whose ``rating`` is a customer's own star rating, with its scale (App Store: 1 to 5 stars).
-JSON-LD and imported ratings are left out: their scale is not on the post."""
+def rating_scale(source: str | None, extra: dict[str, Any] | None = None) -> tuple[float, float] | None:
+    """(worst, best) of a post's ``rating`` when it is the customer's own rating on a known scale.
 
-
-def bound_by_rating(result: Classification, source: str | None, rating: float | None) -> Classification:
-    """The classification of a rated review, bounded by the customer's own stars.
-
-    A review the customer rated in the top two fifths of the scale (4-5 of 5 stars) is never
-    negative, and one in the bottom two fifths (1-2) never positive: the text model's
-    sentiment probabilities are renormalised over the classes the rating allows. Why: the
-    text model reads complaint words ("cancelled", "delay") and misses the outcome the
-    customer reports, but the stars *are* the outcome ("Easy rebooking during the storm.
-    Flight got cancelled and the app offered me 3 alternatives", 5 stars). A middle rating,
-    an unrated post or a source without a known scale leaves the result as it is. The moment
-    and severity follow the moment rule (misery needs negative, magic positive); touchpoint,
-    confidence and language are the text's.
+    App Store reviews are 1 to 5 stars. A schema.org review (``jsonld``) carries its scale in
+    ``extra`` (``worst_rating``, ``best_rating``), which schema.org defaults to 1 and 5. Other
+    sources (an import's ``rating`` column, for one) have no known scale: None.
     """
-    scale = RATED_SOURCES.get(source or "")
-    if scale is None or rating is None or not 0 < rating <= scale:
+    if source == "appstore":
+        return 1.0, 5.0
+    if source == "jsonld":
+        extra = extra or {}
+        given_worst, given_best = extra.get("worst_rating"), extra.get("best_rating")
+        try:
+            worst = float(given_worst) if given_worst is not None else 1.0  # 0 is a real worst rating
+            best = float(given_best) if given_best is not None else 5.0
+        except (TypeError, ValueError):
+            return None
+        return (worst, best) if best > worst else None
+    return None
+
+
+def bound_by_rating(result: Classification, rating: float | None, scale: tuple[float, float] | None) -> Classification:
+    """The classification of a rated review, bounded by the customer's own rating.
+
+    A review rated in the top quarter of its scale (4-5 of 5 stars) is never negative, and
+    one in the bottom quarter (1-2 of 5) never positive: the text model's sentiment
+    probabilities are renormalised over the classes the rating allows. Why: the text model
+    reads complaint words ("cancelled", "delay") and misses the outcome the customer reports,
+    but the rating *is* that outcome ("Easy rebooking during the storm. Flight got cancelled
+    and the app offered me 3 alternatives", 5 stars). A middle rating, no rating or no known
+    scale (:func:`rating_scale`) leaves the result as it is. The moment and severity follow
+    the moment rule (misery needs negative, magic positive); touchpoint, confidence and
+    language stay the text's.
+    """
+    if scale is None or rating is None:
         return result
-    share = rating / scale
-    banned = "negative" if share >= 0.8 else "positive" if share <= 0.4 else None
+    worst, best = scale
+    if not worst <= rating <= best:
+        return result
+    share = (rating - worst) / (best - worst)
+    banned = "negative" if share >= 0.75 else "positive" if share <= 0.25 else None
     if banned is None:
         return result
     scores = dict(result.sentiment_scores)
@@ -514,7 +532,8 @@ def _classify_chunk(posts: list[Post], classifier: Classifier) -> Iterator[Post]
     # The title carries meaning for reviews ("Never again"), so it is read with the text.
     texts = [f"{p.title}. {p.text}" if p.title else p.text for p in posts]
     for post, result in zip(posts, classifier.classify(texts), strict=True):
-        yield post.model_copy(update={"classification": bound_by_rating(result, post.source, post.rating)})
+        bounded = bound_by_rating(result, post.rating, rating_scale(post.source, post.extra))
+        yield post.model_copy(update={"classification": bounded})
 
 
 def classify_records(
@@ -558,7 +577,9 @@ def _record_text(record: dict[str, Any]) -> str:
 def _classify_record_chunk(records: list[dict[str, Any]], classifier: Classifier) -> Iterator[dict[str, Any]]:
     results = classifier.classify([_record_text(r) for r in records])
     for record, result in zip(records, results, strict=True):
-        source, rating = record.get("source"), record.get("rating")
+        source, rating, extra = record.get("source"), record.get("rating"), record.get("extra")
         if isinstance(source, str) and isinstance(rating, int | float) and not isinstance(rating, bool):
-            result = bound_by_rating(result, source, float(rating))
+            result = bound_by_rating(
+                result, float(rating), rating_scale(source, extra if isinstance(extra, dict) else None)
+            )
         yield {**record, "classification": result.model_dump(mode="json")}

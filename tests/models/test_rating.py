@@ -1,11 +1,13 @@
-"""A review's own star rating bounds the text model's verdict (``models.classifier.bound_by_rating``)."""
+"""A review's own rating bounds the text model's verdict (``models.classifier.bound_by_rating``, ``rating_scale``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from models.classifier import bound_by_rating
+from models.classifier import bound_by_rating, rating_scale
 from moments.records import Classification
+
+STARS = (1.0, 5.0)
 
 
 def _result(neg: float, neu: float, pos: float, moment: str = "neutral") -> Classification:
@@ -23,7 +25,7 @@ def _result(neg: float, neu: float, pos: float, moment: str = "neutral") -> Clas
 
 
 def test_a_five_star_review_read_as_misery_is_neither_negative_nor_misery() -> None:
-    bounded = bound_by_rating(_result(0.71, 0.24, 0.05, "misery"), "appstore", 5)
+    bounded = bound_by_rating(_result(0.71, 0.24, 0.05, "misery"), 5, STARS)
     assert bounded.sentiment == "neutral"
     assert bounded.sentiment_scores == pytest.approx(
         {"negative": 0.0, "neutral": 0.24 / 0.29, "positive": 0.05 / 0.29}, abs=1e-6
@@ -35,38 +37,58 @@ def test_a_five_star_review_read_as_misery_is_neither_negative_nor_misery() -> N
 
 
 def test_a_four_star_review_can_turn_positive() -> None:
-    bounded = bound_by_rating(_result(0.5, 0.2, 0.3), "appstore", 4)
+    bounded = bound_by_rating(_result(0.5, 0.2, 0.3), 4, STARS)
     assert bounded.sentiment == "positive"
     assert bounded.sentiment_scores["positive"] == pytest.approx(0.6)
 
 
 def test_a_low_rating_is_never_positive_or_magic() -> None:
     for stars in (1, 2):
-        bounded = bound_by_rating(_result(0.1, 0.2, 0.7, "magic"), "appstore", stars)
+        bounded = bound_by_rating(_result(0.1, 0.2, 0.7, "magic"), stars, STARS)
         assert bounded.sentiment == "neutral" and bounded.moment == "neutral"
         assert bounded.sentiment_scores["positive"] == 0.0
     # misery stays misery: the stars agree with the text
     misery = _result(0.8, 0.15, 0.05, "misery")
-    bounded = bound_by_rating(misery, "appstore", 1)
+    bounded = bound_by_rating(misery, 1, STARS)
     assert bounded.moment == "misery" and bounded.severity == pytest.approx(0.5 + 0.5 * 0.8 / 0.95)
 
 
 def test_a_text_sure_only_of_the_banned_class_falls_to_neutral() -> None:
-    bounded = bound_by_rating(_result(1.0, 0.0, 0.0, "misery"), "appstore", 5)
+    bounded = bound_by_rating(_result(1.0, 0.0, 0.0, "misery"), 5, STARS)
     assert bounded.sentiment == "neutral" and bounded.sentiment_scores["neutral"] == 1.0
 
 
+def test_the_scale_comes_from_the_source_or_the_review() -> None:
+    assert rating_scale("appstore") == STARS
+    # schema.org's defaults when the review gives no scale, its own scale when it does
+    assert rating_scale("jsonld", {"best_rating": None, "worst_rating": None}) == (1.0, 5.0)
+    assert rating_scale("jsonld", {"best_rating": "10", "worst_rating": 0}) == (0.0, 10.0)
+    assert rating_scale("jsonld", {"best_rating": "ten"}) is None
+    assert rating_scale("jsonld", {"best_rating": 1, "worst_rating": 5}) is None
+    # an import's rating column has no known scale
+    assert rating_scale("import") is None and rating_scale("reddit") is None
+
+
+def test_a_ten_point_review_is_bounded_on_its_own_scale() -> None:
+    ten = rating_scale("jsonld", {"best_rating": 10, "worst_rating": 0})
+    complaint_words = _result(0.6, 0.3, 0.1, "misery")
+    assert bound_by_rating(complaint_words, 9, ten).sentiment == "neutral"
+    assert bound_by_rating(complaint_words, 5, ten) == complaint_words  # 5 of 10 is the middle, not 5 stars
+    assert bound_by_rating(_result(0.1, 0.2, 0.7), 2, ten).sentiment == "neutral"
+
+
 @pytest.mark.parametrize(
-    ("source", "rating"),
+    ("rating", "scale"),
     [
-        ("appstore", 3),  # a middle rating says nothing either way
-        ("appstore", None),
-        ("appstore", 0),  # not a star rating
-        ("appstore", 7),  # off the scale
-        ("jsonld", 5),  # scale not on the post: 5 of 10 is not 5 of 5
-        ("reddit", 5),
+        (3, STARS),  # a middle rating says nothing either way
+        (None, STARS),
+        (0, STARS),  # off the scale
+        (7, STARS),
+        (5, None),  # no known scale
     ],
 )
-def test_a_middle_missing_or_unknown_rating_leaves_the_result_alone(source: str, rating: float | None) -> None:
+def test_a_middle_missing_or_unscaled_rating_leaves_the_result_alone(
+    rating: float | None, scale: tuple[float, float] | None
+) -> None:
     result = _result(0.71, 0.24, 0.05, "misery")
-    assert bound_by_rating(result, source, rating) == result
+    assert bound_by_rating(result, rating, scale) == result
