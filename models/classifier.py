@@ -523,7 +523,7 @@ def bound_by_rating(result: Classification, rating: float | None, scale: tuple[f
 
 def classify_posts(posts: Iterable[Post], classifier: Classifier, chunk_size: int = 1024) -> Iterator[Post]:
     """Yield the posts with ``classification`` set (every other field untouched), classified in chunks;
-    a rated review's stars bound its sentiment (:func:`bound_by_rating`)."""
+    a rated review's own rating bounds its sentiment (:func:`bound_by_rating`)."""
     for chunk in _chunks(posts, chunk_size):
         yield from _classify_chunk(chunk, classifier)
 

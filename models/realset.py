@@ -427,7 +427,7 @@ def build_sample(data: Path | None = None, seed: int = DEFAULT_SEED) -> list[Ite
     return items
 
 
-# --- chatter: weak `other` labels for training -----------------------------------------------
+# --- training sources drawn from the real set's datasets (train splits) -----------------------
 
 
 TRAINING_SOURCE_REGISTERS: dict[str, tuple[str, ...]] = {
