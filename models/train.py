@@ -44,7 +44,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -810,9 +810,8 @@ class TouchpointResult:
     unsure_margin: float = 0.0
     unsure_report: dict[str, float] | None = None
     weak_report: dict[str, float] | None = None
-    banking77_rows: int = 0
-    semeval_rows: int = 0
-    chatter_rows: int = 0
+    weak_rows: dict[str, int] = field(default_factory=dict)
+    """Rows read from each weak-label source that was asked for (``WEAK_SOURCES`` names)."""
     feedback_rows: int = 0
 
 
@@ -1018,10 +1017,8 @@ def train_touchpoints(
         tw, tb, c, centroids, temperature, zs_f1, dev_f1, len(tp_texts), lexical, share, lex_c, cv_f1
     )
     result.unsure_margin, result.unsure_report = margin, margin_report
-    rows_of = {name: len(texts_w) for name, texts_w, _, _ in weak}
     result.weak_report, result.feedback_rows = weak_report, len(fb)
-    result.banking77_rows, result.semeval_rows = rows_of.get("banking77", 0), rows_of.get("semeval14", 0)
-    result.chatter_rows = rows_of.get("chatter", 0)
+    result.weak_rows = {name: len(texts_w) for name, texts_w, _, _ in weak}
     return result
 
 
@@ -1449,14 +1446,16 @@ def main(argv: list[str] | None = None) -> int:
             "tweeteval_val_sha256": sha(D.tweeteval_path("val", args.data)),
             "goemotions_train_sha256": sha(D.goemotions_path("train", args.data)) if args.goemotions else None,
             "banking77_train_sha256": sha(data_root / "banking77" / "train.csv") if args.banking77 else None,
-            "banking77_rows": tp.banking77_rows,
+            "banking77_rows": tp.weak_rows.get("banking77", 0),
             "banking77_table_sha256": sha(D.BANKING77_TABLE) if args.banking77 else None,
             "semeval14_train_sha256": (
                 sha(data_root / "semeval14_restaurants" / "train_aspect_categories.tsv") if args.semeval else None
             ),
             "semeval14_table_sha256": sha(D.SEMEVAL_TABLE) if args.semeval else None,
-            "semeval14_rows": tp.semeval_rows,
-            "chatter_rows": tp.chatter_rows,
+            "semeval14_rows": tp.weak_rows.get("semeval14", 0),
+            "chatter_rows": tp.weak_rows.get("chatter", 0),
+            "chatter_goemotions_train_sha256": sha(D.goemotions_path("train", args.data)) if args.chatter else None,
+            "chatter_tweeteval_train_sha256": sha(D.tweeteval_path("train", args.data)) if args.chatter else None,
             "sentiment_lexical_extra": sent.extra_sources,
             "goemotions_dev_sha256": sha(D.goemotions_path("dev", args.data)) if sent.extra_sources else None,
             "vader_tweets_sha256": sha(D.vader_tweets_path(args.data)) if sent.extra_sources else None,

@@ -62,4 +62,4 @@ def test_a_weak_source_that_agrees_is_taken_and_a_mislabelled_one_is_left_out(
     # the mislabelled source, given weight, costs the dev split more than the tolerance
     mislabelled_dev = report["weights banking77 1.0, semeval14 0.0: dev"]
     assert mislabelled_dev < report["weights banking77 0.0, semeval14 0.0: dev"] - train_module.BANKING77_DEV_TOLERANCE
-    assert tp.banking77_rows == len(_POSTS[2::3]) and tp.semeval_rows == len(_POSTS[1::3])
+    assert tp.weak_rows == {"banking77": len(_POSTS[2::3]), "semeval14": len(_POSTS[1::3])}
