@@ -26,7 +26,9 @@ Command line (``python -m models.realset ...``)::
                                                          # (demo items kept from items.jsonl unless
                                                          # --demo-posts gives `moments crawl` output
                                                          # replaying crawlers/recorded/demo)
-    worksheet -o WORKSHEET.jsonl                         # blind worksheet: item_id + text only
+    build-recovery                                       # real recovery-story candidates (TWCS
+                                                         # follow-ups), recovery_items.jsonl
+    [--items FILE] worksheet -o WORKSHEET.jsonl          # blind worksheet: item_id + text only
     adjudicate A.jsonl B.jsonl [--third C.jsonl] -o labels.jsonl [--list-disputes FILE]
 """
 
@@ -57,6 +59,12 @@ AGREEMENT_PATH = REALSET_DIR / "AGREEMENT.md"
 DEMO_INTENDED_PATH = REALSET_DIR / "demo_intended.jsonl"
 BANKING77_TABLE = REALSET_DIR / "banking77_touchpoints.csv"
 SEMEVAL_TABLE = REALSET_DIR / "semeval_aspects.csv"
+# The real recovery-story set: TWCS customers writing again after a brand's reply, in words that
+# may report an outcome (thanks, fixed, sorted ...). Labelled like the real set, kept apart from it
+# so the real set's figures stay comparable across models.
+RECOVERY_ITEMS_PATH = REALSET_DIR / "recovery_items.jsonl"
+RECOVERY_LABELS_PATH = REALSET_DIR / "recovery_labels.jsonl"
+RECOVERY_AGREEMENT_PATH = REALSET_DIR / "RECOVERY_AGREEMENT.md"
 
 DEFAULT_SEED = 14
 SENTIMENTS: tuple[str, ...] = ("negative", "neutral", "positive")
@@ -99,6 +107,13 @@ TWEETEVAL_QUOTA = {"negative": 45, "positive": 40, "neutral": 15}
 # GoEmotions "delight" emotions (gratitude, admiration, surprise, beyond expectations): oversampled,
 # because magic precision is judged on exactly these.
 DELIGHT_EMOTIONS = frozenset({"gratitude", "admiration", "surprise", "excitement", "joy", "relief"})
+# Words with which a customer writing again after a brand's reply may report how it ended. Thanks
+# that merely acknowledge a reply ("Thanks, DM sent") match too; the labellers tell them apart.
+OUTCOME_CUE = re.compile(
+    r"\b(thank\w*|thx|ty|appreciate\w*|great|awesome|amazing|perfect|sorted|fixed|resolved|works now"
+    r"|working now|love|best|helpful|brilliant|excellent|cheers|legend)\b",
+    re.IGNORECASE,
+)
 # A TWCS customer tweet that ends in an agent signature ("^JD") is a company account counted as inbound.
 _AGENT_SIGNATURE = re.compile(r"\^[A-Za-z]{1,4}\s*$")
 _NON_LATIN = re.compile(r"[\u0400-\u04ff\u0600-\u06ff\u0900-\u097f\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7af]")
@@ -359,13 +374,9 @@ def _sample_twcs(data: Path, rng: random.Random) -> list[Item]:
     (many thank the brand, some complain again).
     """
     head = _twcs_rows(data, "twcs_head_5000")
-    by_id = {row["tweet_id"]: row for row in head}
     followups: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for row in head:
-        parent = by_id.get(_twcs_parent(row))
-        text = _twcs_text(row["text"])
-        if row["inbound"] == "True" and parent and parent["inbound"] == "False" and _is_customer_text(text):
-            followups[parent["author_id"]].append((row["tweet_id"], text))
+    for brand, tweet_id, text in _twcs_followups(head):
+        followups[brand].append((tweet_id, text))
     picked_followups = _round_robin(followups, TARGETS["twcs_followup"], rng)
 
     random_rows = _twcs_rows(data, "twcs_random_5000")
@@ -382,6 +393,36 @@ def _sample_twcs(data: Path, rng: random.Random) -> list[Item]:
     picked_openers = _round_robin(openers, TARGETS["twcs_opening"], rng)
     return [_make("twcs", "twcs_random_5000", tid, text, {}, ["opening"]) for tid, text in picked_openers] + [
         _make("twcs", "twcs_head_5000", tid, text, {}, ["after_brand_reply"]) for tid, text in picked_followups
+    ]
+
+
+def _twcs_followups(head: list[dict[str, str]]) -> list[tuple[str, str, str]]:
+    """(brand account, tweet id, text) of each customer tweet that replies to a brand's tweet."""
+    by_id = {row["tweet_id"]: row for row in head}
+    out = []
+    for row in head:
+        parent = by_id.get(_twcs_parent(row))
+        text = _twcs_text(row["text"])
+        if row["inbound"] == "True" and parent and parent["inbound"] == "False" and _is_customer_text(text):
+            out.append((parent["author_id"], row["tweet_id"], text))
+    return out
+
+
+def recovery_candidates(data: Path | None = None, exclude: Iterable[Item] = ()) -> list[Item]:
+    """Every TWCS follow-up (a customer writing again after a brand's reply) with an outcome word.
+
+    Not a sample: all of them in the head file, less those already in the real set. They are
+    where real recovery stories are ("Thank you for your personal call & help today. I now have
+    my receipt"), next to thanks that only acknowledge a reply and thanks that complain again,
+    which is what a recovery detector must tell apart.
+    """
+    root = datasets_dir(data)
+    taken = {(item.source, item.ref) for item in exclude}
+    head = _twcs_rows(root, "twcs_head_5000")
+    return [
+        _make("twcs", "twcs_head_5000", tweet_id, text, {}, ["recovery_candidate"])
+        for _, tweet_id, text in _twcs_followups(head)
+        if ("twcs", tweet_id) not in taken and OUTCOME_CUE.search(text)
     ]
 
 
@@ -587,10 +628,14 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def load_labelled(
-    data: Path | None = None, labels: Path = LABELS_PATH
+    data: Path | None = None, labels: Path = LABELS_PATH, items: Path = ITEMS_PATH
 ) -> tuple[list[tuple[Item, dict[str, Any]]], RealSet]:
-    """(item with text, adjudicated labels) pairs for every labelled item whose text is available."""
-    realset = load_items(data=data)
+    """(item with text, adjudicated labels) pairs for every labelled item whose text is available.
+
+    The real set by default; ``items=RECOVERY_ITEMS_PATH, labels=RECOVERY_LABELS_PATH`` for the
+    real recovery-story candidates.
+    """
+    realset = load_items(items, data=data)
     decided = {row["item_id"]: row for row in read_jsonl(labels)} if labels.exists() else {}
     return [(item, decided[item.item_id]) for item in realset.items if item.item_id in decided], realset
 
@@ -799,6 +844,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_recovery(args: argparse.Namespace) -> int:
+    items = recovery_candidates(args.data, read_committed(ITEMS_PATH))
+    write_items(items, args.output)
+    print(f"wrote {len(items)} recovery candidates to {args.output}")
+    return 0
+
+
 def _cmd_worksheet(args: argparse.Namespace) -> int:
     realset = load_items(args.items, args.data)
     if realset.skipped:
@@ -850,6 +902,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--seed", type=int, default=DEFAULT_SEED)
     build.add_argument("--demo-posts", type=Path, nargs="*", default=[], help="crawled demo corpus (posts JSONL)")
     build.add_argument("-o", "--output", type=Path, default=ITEMS_PATH)
+    recovery = sub.add_parser(
+        "build-recovery", help="write the real recovery-story candidates (TWCS follow-ups with an outcome word)"
+    )
+    recovery.add_argument("-o", "--output", type=Path, default=RECOVERY_ITEMS_PATH)
     sheet = sub.add_parser("worksheet", help="write the blind worksheet (item_id + text)")
     sheet.add_argument("-o", "--output", type=Path, required=True)
     sheet.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -861,7 +917,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     adj.add_argument("--agreement", type=Path, default=AGREEMENT_PATH)
     adj.add_argument("--list-disputes", type=Path, default=None, help="write disputed items with text here")
     args = parser.parse_args(argv)
-    handlers = {"build": _cmd_build, "worksheet": _cmd_worksheet, "adjudicate": _cmd_adjudicate}
+    handlers = {
+        "build": _cmd_build,
+        "build-recovery": _cmd_build_recovery,
+        "worksheet": _cmd_worksheet,
+        "adjudicate": _cmd_adjudicate,
+    }
     try:
         return handlers[args.command](args)
     except (UsageError, RealsetError) as exc:

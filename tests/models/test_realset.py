@@ -366,3 +366,46 @@ def test_a_model_is_said_to_have_learnt_the_registers_of_its_weighted_sources() 
     assert learnt_registers(manifest(banking77=0.0, chatter=0.003)) == {"goemotions", "tweeteval"}
     assert learnt_registers({"touchpoint": {}}) == set()
     assert learnt_registers({}) == set()
+
+
+# --- the real recovery-story set -----------------------------------------------------------------
+
+
+def test_recovery_labels_are_exactly_what_their_committed_passes_adjudicate_to() -> None:
+    """recovery_labels.jsonl is reproducible from passes A, B and C, and keeps the guide's rules."""
+    passes = realset.REALSET_DIR / "passes"
+    items = read_committed(realset.RECOVERY_ITEMS_PATH)
+    known = {item.item_id for item in items}
+    pass_a = realset.read_pass(passes / "recovery_pass_a.jsonl", known)
+    pass_b = realset.read_pass(passes / "recovery_pass_b.jsonl", known)
+    third = realset.read_pass(passes / "recovery_pass_c.jsonl", known)
+    result = adjudicate(items, pass_a, pass_b, third)
+    committed = {row["item_id"]: row for row in realset.read_jsonl(realset.RECOVERY_LABELS_PATH)}
+    assert not result.disputes and not result.missing
+    assert committed.keys() == result.labels.keys() == known
+    for item_id, labels in result.labels.items():
+        assert {name: committed[item_id][name] for name in FIELDS} == labels, item_id
+        assert not inconsistencies(labels), item_id
+    # The third pass decided only what the two blind passes disputed.
+    assert set(third) == {i for i in known if pass_a[i] != pass_b[i]}
+    assert sum(labels["recovery_story"] for labels in result.labels.values()) >= 10
+
+
+def test_recovery_candidates_are_twcs_follow_ups_outside_the_real_set_and_commit_no_text() -> None:
+    items = read_committed(realset.RECOVERY_ITEMS_PATH)
+    assert items and all(i.source == "twcs" and i.subset == ["recovery_candidate"] for i in items)
+    in_realset = {i.item_id for i in read_committed()}
+    assert not in_realset & {i.item_id for i in items}
+    raw = [json.loads(line) for line in realset.RECOVERY_ITEMS_PATH.read_text(encoding="utf-8").splitlines()]
+    assert all("text" not in obj for obj in raw), "TWCS text must not be committed"
+
+
+@needs_datasets
+def test_recovery_candidates_rebuild_to_the_committed_items_and_each_has_an_outcome_word() -> None:
+    rebuilt = realset.recovery_candidates(exclude=read_committed())
+    assert {i.item_id for i in rebuilt} == {i.item_id for i in read_committed(realset.RECOVERY_ITEMS_PATH)}
+    assert len(rebuilt) == len({i.item_id for i in rebuilt})
+    assert all(i.text and realset.OUTCOME_CUE.search(i.text) for i in rebuilt)
+    # Taking the real set's items out is what keeps the two sets apart.
+    with_overlap = {i.item_id for i in realset.recovery_candidates()}
+    assert with_overlap > {i.item_id for i in rebuilt}
