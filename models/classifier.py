@@ -13,12 +13,17 @@ Moment and severity rule (documented in MODEL_CARD.md):
 * ``misery``: sentiment is negative and the moment head says misery (without a head:
   P(negative) >= ``misery_threshold``);
 * ``magic``: sentiment is positive and the moment head says magic (without a head:
-  P(positive) >= ``magic_threshold``);
+  P(positive) >= ``magic_threshold``), or the recovery detector found a recovery story
+  that ends positive;
 * otherwise ``neutral``; posts the encoder cannot read well (non-English, no
   letters) are never misery or magic.
 * ``severity`` = 0.5 + 0.5 * P(negative) for misery, 0.5 * P(negative) otherwise, so
   every misery post outranks every other post and, within a group, a more surely
   negative post ranks higher.
+
+A model with a recovery detector (:mod:`models.recovery`) moves P(recovery story) of a
+detected post's sentiment mass to positive first: a problem followed by a good outcome
+the company brought about is praise, not a complaint.
 
 A review's own rating bounds the text's verdict (:func:`bound_by_rating`, applied by
 :func:`classify_posts` and :func:`classify_records`): the customer already said how it went.
@@ -217,6 +222,10 @@ class Classifier:
         self.magic_threshold = float(moment["magic_threshold"])
         self.moment_w = weights["moment_head.weight"].numpy() if "moment_head.weight" in weights else None
         self.moment_b = weights["moment_head.bias"].numpy() if "moment_head.bias" in weights else None
+        # The recovery detector (models.recovery), when the model ships one.
+        self.recovery_w = weights["recovery_head.weight"].numpy() if "recovery_head.weight" in weights else None
+        self.recovery_b = weights["recovery_head.bias"].numpy() if "recovery_head.bias" in weights else None
+        self.recovery_threshold = float((self.manifest.get("recovery") or {}).get("threshold", 1.0))
 
         if quantize is None:
             env = os.environ.get("MOMENTS_QUANTIZE")
@@ -347,6 +356,37 @@ class Classifier:
         lexical = self.sentiment_lexical.logits(texts) if self.sentiment_lexical is not None else None
         return softmax(mix_log_probs(raw.sentiment_logits, lexical, self.sentiment_lexical_share) + self.sentiment_bias)
 
+    def moment_head_args(self, raw: RawOutputs) -> np.ndarray | None:
+        """The moment head's class per row (0 misery, 1 neutral, 2 magic), or None without a head."""
+        if self.moment_w is None or self.moment_b is None:
+            return None
+        x = np.concatenate([raw.sentiment_pooled, raw.features[:, -raw.sentiment_pooled.shape[1] :]], axis=1)
+        return np.asarray((x @ self.moment_w.T + self.moment_b).argmax(1))
+
+    def recovery_probs(self, raw: RawOutputs) -> np.ndarray | None:
+        """P(the post is a recovery story) per row, 0 where the moment head says misery;
+        None when the model has no detector."""
+        if self.recovery_w is None or self.recovery_b is None:
+            return None
+        from models.recovery import gated, recovery_features, recovery_probability
+
+        p = recovery_probability(recovery_features(raw), self.recovery_w, self.recovery_b)
+        return gated(p, self.moment_head_args(raw))
+
+    def outcome_sentiment(self, raw: RawOutputs, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The sentiment the classifier decides: :meth:`sentiment_probs`, with the mass of detected
+        recovery stories moved toward positive (:func:`models.recovery.shift_to_positive`).
+
+        Returns the probabilities and the mask of rows the recovery detector fired on.
+        """
+        sent = self.sentiment_probs(raw, texts)
+        p_recovery = self.recovery_probs(raw)
+        if p_recovery is None:
+            return sent, np.zeros(len(sent), dtype=bool)
+        from models.recovery import shift_to_positive
+
+        return shift_to_positive(sent, p_recovery, self.recovery_threshold)
+
     # --- the public call -------------------------------------------------------------
 
     def classify(self, texts: Sequence[str]) -> list[Classification]:
@@ -355,7 +395,7 @@ class Classifier:
         if not texts:
             return []
         raw = self.encode(texts)
-        sent = self.sentiment_probs(raw, texts)
+        sent, recovered = self.outcome_sentiment(raw, texts)
         tps = self.touchpoint_probs(raw, texts)
         n_tp = tps.shape[1]
         factor = np.ones(len(texts), dtype=np.float32)
@@ -383,7 +423,7 @@ class Classifier:
             tps[empty] = 1.0 / n_tp if other is None else np.eye(n_tp)[other]
         s_idx = sent.argmax(1)
         t_idx = tps.argmax(1)
-        moment, severity = self.moments(sent, raw, unsure=factor < 1.0)
+        moment, severity = self.moments(sent, raw, unsure=factor < 1.0, recovered=recovered)
         confidence = np.sqrt(sent.max(1) * tps.max(1)) * factor
         ids = self.taxonomy.ids
         out = []
@@ -404,21 +444,28 @@ class Classifier:
         return out
 
     def moments(
-        self, sent: np.ndarray, raw: RawOutputs | None = None, unsure: np.ndarray | None = None
+        self,
+        sent: np.ndarray,
+        raw: RawOutputs | None = None,
+        unsure: np.ndarray | None = None,
+        recovered: np.ndarray | None = None,
     ) -> tuple[list[str], np.ndarray]:
         """Moment label and severity per row (rule in the module docstring).
 
         With a trained moment head (the shipped model has one), a post is misery/magic
         when the head says so *and* the sentiment agrees (negative/positive); without
-        one, or without network outputs, the probability thresholds decide.
+        one, or without network outputs, the probability thresholds decide. A recovery
+        story the detector found (``recovered``) that ends positive is magic, whatever the
+        head says: it is the moment of magic Carlzon meant.
         """
         neg, pos = sent[:, 0], sent[:, 2]
         arg = sent.argmax(1)
-        if self.moment_w is not None and self.moment_b is not None and raw is not None:
-            x = np.concatenate([raw.sentiment_pooled, raw.features[:, -raw.sentiment_pooled.shape[1] :]], axis=1)
-            head = (x @ self.moment_w.T + self.moment_b).argmax(1)  # 0 misery, 1 neutral, 2 magic
+        head = self.moment_head_args(raw) if raw is not None else None  # 0 misery, 1 neutral, 2 magic
+        if head is not None:
             misery = (arg == 0) & (head == 0)
             magic = (arg == 2) & (head == 2)
+            if recovered is not None:
+                magic |= (arg == 2) & recovered
         else:
             misery = (arg == 0) & (neg >= self.misery_threshold)
             magic = (arg == 2) & (pos >= self.magic_threshold)

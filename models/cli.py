@@ -10,11 +10,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moments.cli import Commands
 from moments.config import load_config
 from moments.errors import UsageError
+
+if TYPE_CHECKING:
+    from models.evaluate import RealSetReport
 
 CLASSIFY_HELP = """\
 Add a `classification` to every record: sentiment (negative/neutral/positive),
@@ -57,7 +60,10 @@ Measure the SHIPPED model (models/artifacts) on held-out data and print:
   * the real-text set (models/data/realset, real posts labelled twice and adjudicated):
     touchpoint accuracy and macro-F1, sentiment accuracy and macro-F1, magic precision,
     and how many recovery stories the flag rule would read as a bad moment. Skipped,
-    with the reason, while its labels or source datasets are missing.
+    with the reason, while its labels or source datasets are missing;
+  * the real recovery-story set (models/data/realset/recovery_*.jsonl: customers writing
+    again after a brand's reply, labelled the same way): how many recovery stories, and
+    how many posts labelled positive, would open a flag, and magic precision.
 
 Datasets are read from ../shared/datasets next to the repository (override with
 --data or MOMENTS_DATASETS). Use --limit for a quick look at the first N test rows.
@@ -164,12 +170,19 @@ def _eval(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from models.classifier import load_classifier
-    from models.evaluate import format_confusion, realset_report, touchpoint_report, tweeteval_report
+    from models.evaluate import (
+        format_confusion,
+        realset_report,
+        recovery_set_report,
+        touchpoint_report,
+        tweeteval_report,
+    )
 
     classifier = load_classifier(args.artifacts)
     sent = tweeteval_report(classifier, "test", args.data, args.limit)
     tp = touchpoint_report(classifier)
     real = realset_report(classifier, args.data)
+    recovery = recovery_set_report(classifier, args.data)
     if args.json:
         print(
             json.dumps(
@@ -178,6 +191,7 @@ def _eval(args: argparse.Namespace) -> int:
                     "sentiment_test": asdict(sent),
                     "touchpoint_dev": asdict(tp),
                     "realset": real if isinstance(real, str) else asdict(real),
+                    "recovery_set": recovery if isinstance(recovery, str) else asdict(recovery),
                 }
             )
         )
@@ -195,7 +209,28 @@ def _eval(args: argparse.Namespace) -> int:
     print("\nReal-text set (models/data/realset, adjudicated labels):")
     if isinstance(real, str):
         print(f"  skipped: {real}")
+    else:
+        _print_realset(real)
+    print("\nReal recovery stories (customers writing again after a brand's reply, TWCS; adjudicated labels):")
+    if isinstance(recovery, str):
+        print(f"  skipped: {recovery}")
         return 0
+    print(f"  n={recovery.n}, of which {recovery.recovery_stories} recovery stories")
+    print(
+        f"  recovery stories read as a bad moment (would open a flag): {recovery.recovery_bad_moments} of "
+        f"{recovery.recovery_stories}; read positive {recovery.recovery_read_positive}, magic "
+        f"{recovery.recovery_read_magic}"
+    )
+    print(
+        f"  posts labelled positive read as a bad moment: {recovery.positive_bad_moments} of {recovery.positive_posts}"
+    )
+    print(f"  magic       precision {recovery.magic_precision:.4f} ({recovery.magic_called} called magic)")
+    return 0
+
+
+def _print_realset(real: RealSetReport) -> None:
+    from models.evaluate import format_confusion
+
     sources = ", ".join(f"{k} {v}" for k, v in sorted(real.per_source.items()))
     print(f"  n={real.n} ({sources})")
     for source, reason in real.skipped.items():
@@ -219,4 +254,3 @@ def _eval(args: argparse.Namespace) -> int:
         f"{real.recovery_bad_moments} of {real.recovery_stories}"
     )
     print(format_confusion(real.touchpoint_confusion, real.labels))
-    return 0

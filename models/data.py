@@ -192,8 +192,12 @@ def load_touchpoints(split: str, root: Path = TOUCHPOINT_DIR) -> list[dict[str, 
 # --- extra training data for issue 14 (real text; never a test split) -------------------
 
 RECOVERY_PATH = Path(__file__).resolve().parent / "data" / "recovery" / "stories.jsonl"
-"""Recovery stories and delight posts we wrote (plus look-alike complaints), for the moment head and
-the sentiment TF-IDF model; every third row is held out as validation (:func:`load_recovery`)."""
+"""Recovery stories and delight posts we wrote (plus look-alike complaints), for the moment head, the
+recovery detector and the sentiment TF-IDF model; every third row is held out as validation (:func:`load_recovery`)."""
+MORE_RECOVERY_PATH = RECOVERY_PATH.parent / "more_stories.jsonl"
+"""A second, larger set: recovery stories across industries, failed or grudging recoveries and
+support-thread acknowledgements, written without sight of the demo corpus or the real set."""
+RECOVERY_FILES: tuple[Path, ...] = (RECOVERY_PATH, MORE_RECOVERY_PATH)
 
 BANKING77_TABLE = Path(__file__).resolve().parent / "data" / "realset" / "banking77_touchpoints.csv"
 SEMEVAL_TABLE = Path(__file__).resolve().parent / "data" / "realset" / "semeval_aspects.csv"
@@ -202,10 +206,17 @@ SEMEVAL_TABLE = Path(__file__).resolve().parent / "data" / "realset" / "semeval_
 SEMEVAL_UNTRAINED = frozenset({"anecdotes/miscellaneous"})
 
 
-def load_recovery(split: str, path: Path = RECOVERY_PATH) -> list[dict[str, object]]:
-    """Our recovery-story posts: ``train`` (two rows in three) or ``val`` (every third row), fixed."""
-    rows = read_jsonl(path)
-    return [r for i, r in enumerate(rows) if (i % 3 == 2) == (split == "val")]
+def load_recovery(split: str, path: Path | None = None) -> list[dict[str, object]]:
+    """Our recovery-story posts: ``train`` (two rows in three) or ``val`` (every third row), fixed.
+
+    Every file of :data:`RECOVERY_FILES` by default, each split on its own (so adding rows to
+    one file never moves a row of the other between train and validation), or one ``path``.
+    """
+    out: list[dict[str, object]] = []
+    for each in (path,) if path is not None else RECOVERY_FILES:
+        rows = read_jsonl(each)
+        out += [r for i, r in enumerate(rows) if (i % 3 == 2) == (split == "val")]
+    return out
 
 
 def load_banking77_mapped(

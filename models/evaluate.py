@@ -41,7 +41,7 @@ class TouchpointReport:
 def sentiment_report(classifier: Classifier, texts: list[str], labels: list[int]) -> SentimentReport:
     """Sentiment metrics of the classifier's decision (with its tuned biases) on labelled texts."""
     raw = classifier.encode(texts)
-    pred = classifier.sentiment_probs(raw, [t.strip() for t in texts]).argmax(1)
+    pred = classifier.outcome_sentiment(raw, [t.strip() for t in texts])[0].argmax(1)
     y = np.asarray(labels)
     return SentimentReport(
         n=len(y),
@@ -188,4 +188,53 @@ def realset_report(classifier: Classifier, data: Path | None = None) -> RealSetR
         touchpoint_per_class_f1={lab: float(f1[i]) for i, lab in enumerate(labels)},
         touchpoint_confusion=confusion(y_tp, p_tp, len(labels)).tolist(),
         labels=labels,
+    )
+
+
+@dataclass
+class RecoverySetReport:
+    """The classifier on the real recovery-story set: customers writing again after a brand's reply."""
+
+    n: int
+    recovery_stories: int
+    recovery_bad_moments: int
+    """Recovery stories the flag rule would read as a bad moment (the target is none)."""
+    recovery_read_positive: int
+    recovery_read_magic: int
+    positive_posts: int
+    positive_bad_moments: int
+    """Posts labelled positive (recovery stories or not) read as a bad moment."""
+    magic_called: int
+    magic_precision: float
+    skipped: dict[str, str]
+
+
+def recovery_set_report(classifier: Classifier, data: Path | None = None) -> RecoverySetReport | str:
+    """Metrics on ``models/data/realset/recovery_*.jsonl``, or a one-line reason why there is nothing to measure."""
+    from models.realset import RECOVERY_ITEMS_PATH, RECOVERY_LABELS_PATH, RealsetError, load_labelled
+
+    if not RECOVERY_LABELS_PATH.exists():
+        return f"no adjudicated labels yet ({RECOVERY_LABELS_PATH} is missing)"
+    try:
+        pairs, loaded = load_labelled(data, labels=RECOVERY_LABELS_PATH, items=RECOVERY_ITEMS_PATH)
+    except RealsetError as exc:
+        return f"recovery set unavailable: {exc}"
+    if not pairs:
+        reasons = "; ".join(f"{k}: {v}" for k, v in loaded.skipped.items()) or "no labelled item has text"
+        return f"recovery set: nothing to evaluate ({reasons})"
+    results = classifier.classify([str(item.text) for item, _ in pairs])
+    stories = [r for (_, lab), r in zip(pairs, results, strict=True) if lab["recovery_story"]]
+    positive = [r for (_, lab), r in zip(pairs, results, strict=True) if lab["sentiment"] == "positive"]
+    called = [lab["moment"] == "magic" for (_, lab), r in zip(pairs, results, strict=True) if r.moment == "magic"]
+    return RecoverySetReport(
+        n=len(pairs),
+        recovery_stories=len(stories),
+        recovery_bad_moments=sum(is_bad_moment(r) for r in stories),
+        recovery_read_positive=sum(r.sentiment == "positive" for r in stories),
+        recovery_read_magic=sum(r.moment == "magic" for r in stories),
+        positive_posts=len(positive),
+        positive_bad_moments=sum(is_bad_moment(r) for r in positive),
+        magic_called=len(called),
+        magic_precision=float(np.mean(called)) if called else float("nan"),
+        skipped=loaded.skipped,
     )

@@ -675,7 +675,16 @@ def train_sentiment(
         history = list(source["sentiment"].get("epochs", []))
         rows = int(source.get("training_data", {}).get("sentiment_rows", 0))
     else:
-        parts = [("tweeteval-train", D.load_tweeteval("train", args.data))]
+        tweeteval_train = D.load_tweeteval("train", args.data)
+        if args.rehearsal_rows:
+            # Continuing a tuned branch on new rows: a sample of TweetEval keeps what it learnt there.
+            pick = sorted(
+                np.random.default_rng(args.seed).choice(len(tweeteval_train), args.rehearsal_rows, replace=False)
+            )
+            tweeteval_train = D.Labelled(
+                [tweeteval_train.texts[i] for i in pick], [tweeteval_train.labels[i] for i in pick]
+            )
+        parts = [(f"tweeteval-train-{args.rehearsal_rows or 'all'}", tweeteval_train)]
         if args.goemotions:
             parts.append(("goemotions-train", D.load_goemotions_sentiment("train", args.data)))
         tune_val: D.Labelled | None = None
@@ -722,12 +731,20 @@ def train_sentiment(
             if args.best_epoch and score > best["score"]:
                 best.update(score=score, epoch=epoch, state=copy.deepcopy(branch.state_dict()))
 
-        linear_probe(branch, train_cache, args.seed)
+        if args.sentiment_continue_from:
+            _load_branch(branch, args.sentiment_continue_from)
+            log.info("sentiment branch continued from %s", args.sentiment_continue_from)
+        else:
+            linear_probe(branch, train_cache, args.seed)
         on_epoch(0)
         if args.epochs > 0:
             steps = int(len(train_cache) * args.epochs)
             fit_sentiment(branch, train_cache, cfg, progress=task("sentiment fine-tune", steps), on_epoch=on_epoch)
         fit = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+        if args.sentiment_continue_from:
+            fit["continued_from"] = str(args.sentiment_continue_from)
+        if args.rehearsal_rows:
+            fit["tweeteval_rehearsal_rows"] = args.rehearsal_rows
         if args.best_epoch and "state" in best:
             branch.load_state_dict(best["state"])
             fit["kept_epoch"] = best["epoch"]
@@ -914,7 +931,10 @@ def train_touchpoints(
     for name, wanted in wanted_sources.items():
         if wanted:
             texts_w, labels_w = WEAK_SOURCES[name][0]("train", args.data)
-            weak.append((name, texts_w, np.array([TOUCHPOINTS.index(x) for x in labels_w]), WEAK_SOURCES[name][1]))
+            # A weight given on the command line replaces the grid: the rule is then not asked.
+            pinned = (getattr(args, "weak_weights", None) or {}).get(name)
+            grid = (pinned,) if pinned is not None else WEAK_SOURCES[name][1]
+            weak.append((name, texts_w, np.array([TOUCHPOINTS.index(x) for x in labels_w]), grid))
     b_texts = [t for _, texts_w, _, _ in weak for t in texts_w]
     b_y = np.concatenate([y_w for _, _, y_w, _ in weak]).astype(np.int64) if weak else np.zeros(0, dtype=np.int64)
     b_source = (
@@ -982,6 +1002,8 @@ def train_touchpoints(
         val_probs, val_y = val_probs[used], val_y[used]
         for (name, _, _, _), w in zip(weak, weights, strict=True):
             weak_report[f"chosen_weight {name}"] = w
+            if name in (getattr(args, "weak_weights", None) or {}):
+                weak_report[f"pinned_weight {name}"] = w
     tw, tb, lexical = fit(np.ones(len(b_texts), dtype=bool), weights)
     if val_probs is None:
         val_probs = probs_of(tw, tb, lexical, dev_feats, dev_texts)
@@ -1196,6 +1218,24 @@ def train_moments(
     return MomentResult(w, b, best_c, misery_t, magic_t, cv_rule, best_head, dev_f1, magic_precision)
 
 
+def _weak_weights(value: str) -> dict[str, float]:
+    """``banking77=0.01,semeval14=0`` -> {"banking77": 0.01, "semeval14": 0.0} (argparse type)."""
+    out: dict[str, float] = {}
+    for part in value.split(","):
+        name, _, weight = part.partition("=")
+        if name.strip() not in WEAK_SOURCES or not weight:
+            raise argparse.ArgumentTypeError(
+                f"expected SOURCE=WEIGHT with SOURCE one of {sorted(WEAK_SOURCES)}, not {part!r}"
+            )
+        try:
+            out[name.strip()] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"weight of {name.strip()} must be a number, not {weight!r}") from None
+        if out[name.strip()] < 0:
+            raise argparse.ArgumentTypeError(f"weight of {name.strip()} must not be negative")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m models.train``."""
     parser = argparse.ArgumentParser(
@@ -1264,6 +1304,14 @@ def main(argv: list[str] | None = None) -> int:
         "as validation chooses",
     )
     parser.add_argument(
+        "--weak-weights",
+        type=_weak_weights,
+        default=None,
+        metavar="SOURCE=W[,SOURCE=W]",
+        help="pin the weight of a weak-label source (banking77, semeval14, chatter) instead of letting the "
+        "validation rule choose it, e.g. banking77=0.01; the manifest records the pin",
+    )
+    parser.add_argument(
         "--tune-extra",
         action="store_true",
         help="fine-tune the sentiment adapters on VADER tweets and Amazon review sentences and our own posts "
@@ -1314,9 +1362,28 @@ def main(argv: list[str] | None = None) -> int:
         "--sentiment-from", type=Path, help="reuse the sentiment branch of these artifacts (retrain the rest only)"
     )
     parser.add_argument(
+        "--sentiment-continue-from",
+        type=Path,
+        help="start the sentiment fine-tune from these artifacts' tuned branch (no linear probe); with "
+        "--best-epoch, epoch 0 is that branch as it was, so a fine-tune that does not help is not kept",
+    )
+    parser.add_argument(
+        "--rehearsal-rows",
+        type=int,
+        default=0,
+        help="fine-tune on this many TweetEval train rows (a seeded sample) instead of all of them, e.g. when "
+        "continuing a tuned branch on new rows (default 0: all)",
+    )
+    parser.add_argument(
         "--best-epoch",
         action="store_true",
         help="keep the sentiment epoch with the best TweetEval val macro-recall (default: the last)",
+    )
+    parser.add_argument(
+        "--no-recovery",
+        dest="recovery",
+        action="store_false",
+        help="ship no recovery detector (default: fit one on the written model's outputs, see models.recovery)",
     )
     parser.add_argument("--limit", type=int, help="use only N sentiment training rows (smoke runs)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2: the machine is shared)")
@@ -1438,7 +1505,7 @@ def main(argv: list[str] | None = None) -> int:
             "cv_macro_f1_head": moment.cv_head_f1,
             "dev_macro_f1": moment.dev_f1,
             "dev_magic_precision": moment.dev_magic_precision,
-            "dev_rows": "our dev split + the held-out third of models/data/recovery/stories.jsonl",
+            "dev_rows": "our dev split + the held-out third of each models/data/recovery/*.jsonl",
             "severity": "0.5 + 0.5*P(neg) for misery, else 0.5*P(neg)",
         },
         "training_data": {
@@ -1460,6 +1527,7 @@ def main(argv: list[str] | None = None) -> int:
             "goemotions_dev_sha256": sha(D.goemotions_path("dev", args.data)) if sent.extra_sources else None,
             "vader_tweets_sha256": sha(D.vader_tweets_path(args.data)) if sent.extra_sources else None,
             "recovery_sha256": sha(D.RECOVERY_PATH),
+            "more_recovery_sha256": sha(D.MORE_RECOVERY_PATH),
             "feedback_sha256": sha(args.feedback) if args.feedback else None,
             "feedback_rows": tp.feedback_rows,
             "touchpoints_train_sha256": sha(D.TOUCHPOINT_DIR / "train.jsonl"),
@@ -1477,6 +1545,13 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("tweeteval_train_sha256", "tweeteval_val_sha256", "goemotions_train_sha256", "sentiment_rows"):
             manifest["training_data"][key] = source.get("training_data", {}).get(key)
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+    # 7. the recovery detector reads the written model's own outputs, so it is fitted last.
+    if args.recovery:
+        from models.classifier import Classifier
+        from models.recovery import fit_recovery_head, write_head
+
+        write_head(args.out, fit_recovery_head(Classifier(args.out), args.data, args.seed))
     log.info("wrote %s (%.1f min)", args.out, (time.perf_counter() - started) / 60)
     return 0
 

@@ -125,11 +125,16 @@ def test_int8_matches_float32_within_tolerance(classifier) -> None:  # type: ign
     assert int8.quantized and not fp32.quantized
     texts = load_tweeteval("val").texts[:300] + [str(r["text"]) for r in load_touchpoints("dev")]
     q, f = int8.classify(texts), fp32.classify(texts)
-    for field in ("sentiment_scores", "touchpoint_scores"):
-        a = np.array([list(getattr(r, field).values()) for r in q])
-        b = np.array([list(getattr(r, field).values()) for r in f])
+    # The text model's sentiment scores, before the recovery detector: the detector is a threshold,
+    # so a post near it may move most of its mass in one mode and not the other; its decisions are
+    # held to the label agreement below instead.
+    stripped = [t.strip() for t in texts]
+    text_scores = [m.sentiment_probs(m.encode(stripped), stripped) for m in (int8, fp32)]
+    touchpoints = [np.array([list(r.touchpoint_scores.values()) for r in out]) for out in (q, f)]
+    for a, b in (text_scores, touchpoints):
         diff = np.abs(a - b)
         assert diff.max() <= PARITY_MAX_ABS, diff.max()
         assert diff.mean() <= PARITY_MEAN_ABS, diff.mean()
         assert (a.argmax(1) == b.argmax(1)).mean() >= PARITY_MIN_AGREEMENT
+    assert np.mean([x.sentiment == y.sentiment for x, y in zip(q, f, strict=True)]) >= PARITY_MIN_AGREEMENT
     assert np.mean([x.moment == y.moment for x, y in zip(q, f, strict=True)]) >= PARITY_MIN_AGREEMENT
