@@ -84,9 +84,10 @@ def test_the_demo_corpus_has_praise_and_misery() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model l (shipped), h and candidates i, k all read recovery stories as negative "
-    "(MODEL_CARD.md, Known failure modes); the stars settle the App Store reviews, but 5 unrated praise posts "
-    "remain; strict, so a model that fixes it turns this red until it is unmarked",
+    reason="issue 14 open: model p (shipped) still reads 2 praise posts as bad moments ('Credit where due: "
+    "after my rant yesterday a real Northwind agent called me back ...', 'Changed my Northwind flight to a day "
+    "earlier in the app: $0 fare difference, no change fee'; MODEL_CARD.md, Known failure modes); the stars "
+    "and the recovery detector settle the rest (l: 5); strict, so a model that fixes it turns this red",
 )
 def test_no_praise_reads_as_a_bad_moment(classifier) -> None:  # type: ignore[no-untyped-def]
     pairs = [(text, labels) for text, labels in _demo() if _is_praise(labels)]
@@ -101,9 +102,10 @@ def test_no_praise_reads_as_a_bad_moment(classifier) -> None:  # type: ignore[no
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model l (shipped), h and candidates i, k all read recovery stories as negative "
-    "(MODEL_CARD.md, Known failure modes); the stars settle the App Store reviews, but 5 unrated praise posts "
-    "remain; strict, so a model that fixes it turns this red until it is unmarked",
+    reason="issue 14 open: model p (shipped) still reads 2 praise posts as bad moments ('Credit where due: "
+    "after my rant yesterday a real Northwind agent called me back ...', 'Changed my Northwind flight to a day "
+    "earlier in the app: $0 fare difference, no change fee'; MODEL_CARD.md, Known failure modes); the stars "
+    "and the recovery detector settle the rest (l: 5); strict, so a model that fixes it turns this red",
 )
 def test_bad_moments_are_posts_written_as_negative(classifier) -> None:  # type: ignore[no-untyped-def]
     pairs = _demo()
@@ -127,8 +129,11 @@ def test_no_app_store_review_written_as_praise_is_a_bad_moment(classifier) -> No
     reviews = [(t, labels) for t, labels in _demo() if str(labels["post_id"]).startswith("appstore:")]
     praise = [(t, labels) for t, labels in reviews if _is_praise(labels)]
     assert len(praise) >= 5
-    text_only = classifier.classify([t for t, _ in praise])
-    assert any(is_bad_moment(r) for r in text_only), "the text alone misreads some of this praise"
+    # The text model alone (before the recovery detector and the stars) misreads some of it, so the
+    # stars are what this test checks.
+    texts = [t for t, _ in praise]
+    text_model = classifier.sentiment_probs(classifier.encode(texts), texts)
+    assert (text_model.argmax(1) == 0).any(), "the text model alone misreads some of this praise"
     results = _classified(praise, classifier)
     wrong = [t[:80] for (t, _), r in zip(praise, results, strict=True) if is_bad_moment(r) or r.sentiment == "negative"]
     assert not wrong, wrong
