@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models import data as D
+from models.training import macro_recall
 
 if TYPE_CHECKING:
     from models.classifier import Classifier, RawOutputs
@@ -91,11 +92,6 @@ def shift_to_positive(sent: np.ndarray, p_recovery: np.ndarray, threshold: float
 # --- training data ---------------------------------------------------------------------------
 
 
-def written_rows(split: str) -> list[dict[str, Any]]:
-    """Our written rows of every recovery file (``train``: two in three; ``val``: every third)."""
-    return [dict(row) for row in D.load_recovery(split)]
-
-
 def _sample(texts: Sequence[str], n: int, rng: random.Random) -> list[str]:
     texts = list(dict.fromkeys(texts))
     return rng.sample(texts, min(n, len(texts)))
@@ -110,7 +106,7 @@ class Examples:
 def training_examples(data: Path | None = None, seed: int = SEED) -> Examples:
     """Recovery stories (1) against look-alikes, our other posts and general text (0)."""
     rng = random.Random(seed)
-    rows = written_rows("train")
+    rows = D.load_recovery("train")
     texts = [str(r["text"]) for r in rows]
     labels = [int(bool(r["recovery_story"])) for r in rows]
     # Our touchpoint posts are not recovery stories, except perhaps the magic ones: left out.
@@ -151,10 +147,6 @@ def _f_beta(y: np.ndarray, pred: np.ndarray, beta: float = BETA) -> tuple[float,
     return precision, recall, f
 
 
-def macro_recall(y: np.ndarray, pred: np.ndarray, classes: int = 3) -> float:
-    return float(np.mean([(pred[y == k] == k).mean() for k in range(classes) if (y == k).any()]))
-
-
 def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: int = SEED) -> RecoveryHead:
     """Fit the detector on the classifier's own outputs and choose its threshold on validation."""
     from sklearn.linear_model import LogisticRegression
@@ -165,7 +157,7 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
 
     # Validation: our held-out thirds (both kinds), our touchpoint dev posts (complaint narratives
     # in the same voice), TweetEval val (the sentiment target) and GoEmotions dev.
-    val_rows = written_rows("val")
+    val_rows = D.load_recovery("val")
     own_dev = [str(r["text"]) for r in D.load_touchpoints("dev") if r.get("moment") != "magic"]
     tweeteval_val = D.load_tweeteval("val", data)
     goemotions_dev = _sample(
@@ -179,7 +171,7 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
     x_te, gate_te = recovery_features(raw_te), classifier.moment_head_args(raw_te)
     sent_te = classifier.sentiment_probs(raw_te, [t.strip() for t in tweeteval_val.texts])
     y_te = np.array(tweeteval_val.labels)
-    base_recall = macro_recall(y_te, sent_te.argmax(1))
+    base_recall = macro_recall(y_te, sent_te.argmax(1), 3)
 
     best: tuple[float, float, float, Any, dict[str, Any]] | None = None
     grid = []
@@ -191,7 +183,7 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
         for t in THRESHOLDS:
             precision, recall, f1 = _f_beta(y_val, p_val >= t)
             shifted, detected = shift_to_positive(sent_te, p_te, t)
-            te_recall = macro_recall(y_te, shifted.argmax(1))
+            te_recall = macro_recall(y_te, shifted.argmax(1), 3)
             row = {
                 "C": c,
                 "threshold": t,

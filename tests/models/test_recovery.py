@@ -9,7 +9,7 @@ import pytest
 
 from models import data as D
 from models.realset import ITEMS_PATH, inconsistencies
-from models.recovery import MAX_TWEETEVAL_VAL_COST, gated, shift_to_positive, written_rows
+from models.recovery import MAX_TWEETEVAL_VAL_COST, gated, shift_to_positive
 
 
 def test_shift_moves_the_detected_share_of_the_mass_to_positive_and_leaves_the_rest() -> None:
@@ -37,7 +37,7 @@ def test_written_rows_split_every_file_on_its_own_and_keep_the_guides_rules() ->
     assert {r["text"] for r in train}.isdisjoint(r["text"] for r in val)
     for row in train + val:
         assert not inconsistencies(row), row["text"]
-    stories = [r for r in written_rows("train") if r["recovery_story"]]
+    stories = [r for r in train if r["recovery_story"]]
     assert len(stories) >= 100
 
 
@@ -75,7 +75,7 @@ def test_the_shipped_detector_was_chosen_within_its_tweeteval_budget(classifier)
 
 def test_the_detector_moves_a_recovery_story_to_magic_and_leaves_a_complaint(classifier) -> None:  # type: ignore[no-untyped-def]
     # Held-out rows of our written set (the detector never trained on them): what it moved, it made magic.
-    val = written_rows("val")
+    val = D.load_recovery("val")
     texts = [str(r["text"]) for r in val]
     raw = classifier.encode(texts)
     _, detected = classifier.outcome_sentiment(raw, texts)
