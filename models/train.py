@@ -928,12 +928,12 @@ def train_touchpoints(
         "semeval14": getattr(args, "semeval", False),
         "chatter": getattr(args, "chatter", False),
     }
+    pins: dict[str, float] = getattr(args, "weak_weights", None) or {}
     for name, wanted in wanted_sources.items():
         if wanted:
             texts_w, labels_w = WEAK_SOURCES[name][0]("train", args.data)
             # A weight given on the command line replaces the grid: the rule is then not asked.
-            pinned = (getattr(args, "weak_weights", None) or {}).get(name)
-            grid = (pinned,) if pinned is not None else WEAK_SOURCES[name][1]
+            grid = (pins[name],) if name in pins else WEAK_SOURCES[name][1]
             weak.append((name, texts_w, np.array([TOUCHPOINTS.index(x) for x in labels_w]), grid))
     b_texts = [t for _, texts_w, _, _ in weak for t in texts_w]
     b_y = np.concatenate([y_w for _, _, y_w, _ in weak]).astype(np.int64) if weak else np.zeros(0, dtype=np.int64)
@@ -1002,7 +1002,7 @@ def train_touchpoints(
         val_probs, val_y = val_probs[used], val_y[used]
         for (name, _, _, _), w in zip(weak, weights, strict=True):
             weak_report[f"chosen_weight {name}"] = w
-            if name in (getattr(args, "weak_weights", None) or {}):
+            if name in pins:
                 weak_report[f"pinned_weight {name}"] = w
     tw, tb, lexical = fit(np.ones(len(b_texts), dtype=bool), weights)
     if val_probs is None:

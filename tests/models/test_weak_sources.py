@@ -63,3 +63,39 @@ def test_a_weak_source_that_agrees_is_taken_and_a_mislabelled_one_is_left_out(
     mislabelled_dev = report["weights banking77 1.0, semeval14 0.0: dev"]
     assert mislabelled_dev < report["weights banking77 0.0, semeval14 0.0: dev"] - train_module.BANKING77_DEV_TOLERANCE
     assert tp.weak_rows == {"banking77": len(_POSTS[2::3]), "semeval14": len(_POSTS[1::3])}
+
+
+@pytest.mark.slow
+def test_a_pinned_weight_is_used_as_given_and_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pinning overrides the rule, even for the source the rule would leave out.
+    monkeypatch.setattr(
+        train_module,
+        "WEAK_SOURCES",
+        {"banking77": (_mislabelled, (0.0, 1.0)), "semeval14": (_agreeing, (0.0, 1.0))},
+    )
+    args = argparse.Namespace(
+        seed=13,
+        banking77=True,
+        semeval=True,
+        data=None,
+        feedback_rows=[],
+        feedback_weight=5.0,
+        touchpoint_hparams=(2.0, 64.0, 0.5),
+        weak_weights={"banking77": 1.0},
+    )
+    encoder, tokenizer = SplitEncoder(trunk_layers=0), Tokenizer()
+    tp = train_touchpoints(args, encoder, tokenizer, _POSTS[::3], load_touchpoints("dev")[::2])
+    report = tp.weak_report
+    assert report is not None
+    assert report["chosen_weight banking77"] == report["pinned_weight banking77"] == 1.0
+    assert "pinned_weight semeval14" not in report
+    assert not any(key.startswith("weights banking77 0.0") for key in report)  # the pin replaced the grid
+
+
+def test_weak_weights_parse_and_bad_ones_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert train_module._weak_weights("banking77=0.01,semeval14=0") == {"banking77": 0.01, "semeval14": 0.0}
+    for bad in ("bank=0.1", "banking77", "banking77=x", "banking77=-1"):
+        with pytest.raises(SystemExit) as exit_info:
+            train_module.main(["--weak-weights", bad, "--out", "/nonexistent"])
+        assert exit_info.value.code == 2
+        assert "--weak-weights" in capsys.readouterr().err
