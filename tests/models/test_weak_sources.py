@@ -19,7 +19,7 @@ import models.train as train_module
 from models.data import load_touchpoints
 from models.encoder import SplitEncoder, Tokenizer
 from models.taxonomy import TOUCHPOINTS
-from models.train import train_touchpoints
+from models.train import TouchpointResult, train_touchpoints
 
 _POSTS = load_touchpoints("train")
 
@@ -35,10 +35,8 @@ def _mislabelled(split: str, data: Path | None) -> tuple[list[str], list[str]]:
     return [str(r["text"]) for r in rows], shifted
 
 
-@pytest.mark.slow
-def test_a_weak_source_that_agrees_is_taken_and_a_mislabelled_one_is_left_out(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _fit_with_stand_ins(monkeypatch: pytest.MonkeyPatch, **extra: object) -> TouchpointResult:
+    """train_touchpoints with the mislabelled source as BANKING77 and the agreeing one as SemEval."""
     monkeypatch.setattr(
         train_module,
         "WEAK_SOURCES",
@@ -52,9 +50,17 @@ def test_a_weak_source_that_agrees_is_taken_and_a_mislabelled_one_is_left_out(
         feedback_rows=[],
         feedback_weight=5.0,
         touchpoint_hparams=(2.0, 64.0, 0.5),  # no search: seconds
+        **extra,
     )
     encoder, tokenizer = SplitEncoder(trunk_layers=0), Tokenizer()
-    tp = train_touchpoints(args, encoder, tokenizer, _POSTS[::3], load_touchpoints("dev")[::2])
+    return train_touchpoints(args, encoder, tokenizer, _POSTS[::3], load_touchpoints("dev")[::2])
+
+
+@pytest.mark.slow
+def test_a_weak_source_that_agrees_is_taken_and_a_mislabelled_one_is_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tp = _fit_with_stand_ins(monkeypatch)
     report = tp.weak_report
     assert report is not None
     assert report["chosen_weight banking77"] == 0.0
@@ -68,24 +74,7 @@ def test_a_weak_source_that_agrees_is_taken_and_a_mislabelled_one_is_left_out(
 @pytest.mark.slow
 def test_a_pinned_weight_is_used_as_given_and_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
     # Pinning overrides the rule, even for the source the rule would leave out.
-    monkeypatch.setattr(
-        train_module,
-        "WEAK_SOURCES",
-        {"banking77": (_mislabelled, (0.0, 1.0)), "semeval14": (_agreeing, (0.0, 1.0))},
-    )
-    args = argparse.Namespace(
-        seed=13,
-        banking77=True,
-        semeval=True,
-        data=None,
-        feedback_rows=[],
-        feedback_weight=5.0,
-        touchpoint_hparams=(2.0, 64.0, 0.5),
-        weak_weights={"banking77": 1.0},
-    )
-    encoder, tokenizer = SplitEncoder(trunk_layers=0), Tokenizer()
-    tp = train_touchpoints(args, encoder, tokenizer, _POSTS[::3], load_touchpoints("dev")[::2])
-    report = tp.weak_report
+    report = _fit_with_stand_ins(monkeypatch, weak_weights={"banking77": 1.0}).weak_report
     assert report is not None
     assert report["chosen_weight banking77"] == report["pinned_weight banking77"] == 1.0
     assert "pinned_weight semeval14" not in report
