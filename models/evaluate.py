@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from models.classifier import SENTIMENTS, Classifier
 from models.data import load_touchpoints, load_tweeteval
 from models.training import confusion, macro_f1, macro_recall, per_class_f1
 from moments.records import Classification
+
+if TYPE_CHECKING:
+    from models.realset import Item, RealSet
 
 
 @dataclass
@@ -132,6 +135,24 @@ class RealSetReport:
     labels: list[str]
 
 
+def _labelled_or_reason(
+    name: str, data: Path | None, items: Path, labels: Path
+) -> tuple[list[tuple[Item, dict[str, Any]]], RealSet] | str:
+    """A labelled set's (item, labels) pairs with text, or a one-line reason why there is nothing to measure."""
+    from models.realset import RealsetError, load_labelled
+
+    if not labels.exists():
+        return f"no adjudicated labels yet ({labels} is missing)"
+    try:
+        pairs, loaded = load_labelled(data, labels=labels, items=items)
+    except RealsetError as exc:
+        return f"{name} unavailable: {exc}"
+    if not pairs:
+        reasons = "; ".join(f"{k}: {v}" for k, v in loaded.skipped.items()) or "no labelled item has text"
+        return f"{name}: nothing to evaluate ({reasons})"
+    return pairs, loaded
+
+
 def realset_report(classifier: Classifier, data: Path | None = None) -> RealSetReport | str:
     """Metrics on the real-text set, or a one-line reason why there is nothing to measure.
 
@@ -140,17 +161,12 @@ def realset_report(classifier: Classifier, data: Path | None = None) -> RealSetR
     Recovery stories: how many of those labelled as one the flag rule would read as a
     bad moment (:func:`is_bad_moment`); the target is none.
     """
-    from models.realset import LABELS_PATH, RealsetError, learnt_registers, load_labelled
+    from models.realset import ITEMS_PATH, LABELS_PATH, learnt_registers
 
-    if not LABELS_PATH.exists():
-        return f"no adjudicated labels yet ({LABELS_PATH} is missing)"
-    try:
-        pairs, realset = load_labelled(data)
-    except RealsetError as exc:
-        return f"real-text set unavailable: {exc}"
-    if not pairs:
-        reasons = "; ".join(f"{k}: {v}" for k, v in realset.skipped.items()) or "no labelled item has text"
-        return f"real-text set: nothing to evaluate ({reasons})"
+    loaded = _labelled_or_reason("real-text set", data, ITEMS_PATH, LABELS_PATH)
+    if isinstance(loaded, str):
+        return loaded
+    pairs, realset = loaded
     texts = [str(item.text) for item, _ in pairs]
     results = classifier.classify(texts)
     labels = list(classifier.taxonomy.ids)
@@ -211,17 +227,12 @@ class RecoverySetReport:
 
 def recovery_set_report(classifier: Classifier, data: Path | None = None) -> RecoverySetReport | str:
     """Metrics on ``models/data/realset/recovery_*.jsonl``, or a one-line reason why there is nothing to measure."""
-    from models.realset import RECOVERY_ITEMS_PATH, RECOVERY_LABELS_PATH, RealsetError, load_labelled
+    from models.realset import RECOVERY_ITEMS_PATH, RECOVERY_LABELS_PATH
 
-    if not RECOVERY_LABELS_PATH.exists():
-        return f"no adjudicated labels yet ({RECOVERY_LABELS_PATH} is missing)"
-    try:
-        pairs, loaded = load_labelled(data, labels=RECOVERY_LABELS_PATH, items=RECOVERY_ITEMS_PATH)
-    except RealsetError as exc:
-        return f"recovery set unavailable: {exc}"
-    if not pairs:
-        reasons = "; ".join(f"{k}: {v}" for k, v in loaded.skipped.items()) or "no labelled item has text"
-        return f"recovery set: nothing to evaluate ({reasons})"
+    labelled = _labelled_or_reason("recovery set", data, RECOVERY_ITEMS_PATH, RECOVERY_LABELS_PATH)
+    if isinstance(labelled, str):
+        return labelled
+    pairs, loaded = labelled
     results = classifier.classify([str(item.text) for item, _ in pairs])
     stories = [r for (_, lab), r in zip(pairs, results, strict=True) if lab["recovery_story"]]
     positive = [r for (_, lab), r in zip(pairs, results, strict=True) if lab["sentiment"] == "positive"]

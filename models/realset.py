@@ -64,7 +64,6 @@ SEMEVAL_TABLE = REALSET_DIR / "semeval_aspects.csv"
 # so the real set's figures stay comparable across models.
 RECOVERY_ITEMS_PATH = REALSET_DIR / "recovery_items.jsonl"
 RECOVERY_LABELS_PATH = REALSET_DIR / "recovery_labels.jsonl"
-RECOVERY_AGREEMENT_PATH = REALSET_DIR / "RECOVERY_AGREEMENT.md"
 
 DEFAULT_SEED = 14
 SENTIMENTS: tuple[str, ...] = ("negative", "neutral", "positive")
