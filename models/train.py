@@ -654,6 +654,20 @@ def refit_sentiment_head(
     return report
 
 
+def replaces_best_epoch(
+    epoch: int, score: float, tweeteval_val: float, best_score: float, min_tweeteval_val: float | None
+) -> bool:
+    """Whether a fine-tune epoch becomes the one kept (``--best-epoch``): a higher score than the
+    best so far and, with ``--min-tweeteval-val``, TweetEval val macro-recall at or above that floor.
+
+    Epoch 0 (the branch before any step) is exempt from the floor, so there is always a branch to
+    keep: a fine-tune that buys customer text with TweetEval falls back to where it started.
+    """
+    if epoch > 0 and min_tweeteval_val is not None and tweeteval_val < min_tweeteval_val:
+        return False
+    return score > best_score
+
+
 def train_sentiment(
     args: argparse.Namespace, encoder: SplitEncoder, tokenizer: Tokenizer, task: TaskFactory
 ) -> SentimentResult:
@@ -728,7 +742,9 @@ def train_sentiment(
                 log.info("epoch %d: held-out customer-text mix macro-recall %.4f", epoch, mix)
             history.append(record)
             log.info("epoch %d: TweetEval val macro-recall %.4f", epoch, record["val_macro_recall"])
-            if args.best_epoch and score > best["score"]:
+            if args.best_epoch and replaces_best_epoch(
+                epoch, score, record["val_macro_recall"], best["score"], args.min_tweeteval_val
+            ):
                 best.update(score=score, epoch=epoch, state=copy.deepcopy(branch.state_dict()))
 
         if args.sentiment_continue_from:
@@ -748,6 +764,8 @@ def train_sentiment(
         if args.best_epoch and "state" in best:
             branch.load_state_dict(best["state"])
             fit["kept_epoch"] = best["epoch"]
+            if args.min_tweeteval_val is not None:
+                fit["min_tweeteval_val"] = args.min_tweeteval_val
             chosen_on = "mean of TweetEval val and the held-out mix" if tune_cache is not None else "TweetEval val"
             log.info("kept epoch %d (best macro-recall %.4f, %s)", best["epoch"], best["score"], chosen_on)
     extra = None
@@ -1378,6 +1396,15 @@ def main(argv: list[str] | None = None) -> int:
         "--best-epoch",
         action="store_true",
         help="keep the sentiment epoch with the best TweetEval val macro-recall (default: the last)",
+    )
+    parser.add_argument(
+        "--min-tweeteval-val",
+        type=float,
+        default=None,
+        metavar="RECALL",
+        help="with --best-epoch, never keep an epoch whose TweetEval val macro-recall is under RECALL (epoch 0, "
+        "the starting branch, stays eligible): e.g. 0.725 holds a continued fine-tune to the val level that "
+        "kept TweetEval test at 0.70",
     )
     parser.add_argument(
         "--no-recovery",
