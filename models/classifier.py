@@ -46,7 +46,7 @@ from torch import nn
 from models.encoder import SplitEncoder, Tokenizer, base_model_dir, mean_pool, set_threads, tuned_top
 from models.lexical import ARRAYS, SENTIMENT_VOCAB, TOUCHPOINT_VOCAB, Lexical
 from models.taxonomy import DEFAULT_TAXONOMY, Taxonomy
-from models.textprep import detect_language, has_letters, spell_emoji
+from models.textprep import detect_language, has_letters, last_sentence_span, spell_emoji
 from moments.records import Classification, Post
 
 log = logging.getLogger("moments.models")
@@ -124,6 +124,9 @@ class RawOutputs:
     embeddings: np.ndarray | None  # (N, H), L2-normalised base sentence embeddings, when computed
     features: np.ndarray  # (N, H * (len(feature_layers) + 1)), touchpoint head input; its last H: an embedding
     sentiment_pooled: np.ndarray  # (N, H), mean-pooled output of the sentiment-tuned top layers
+    # (N, H): the same output pooled over the post's last sentence only (textprep.last_sentence_span),
+    # where a customer reports the outcome; None from runtimes that do not compute it.
+    last_sentence_pooled: np.ndarray | None = None
 
     def base_embeddings(self) -> np.ndarray:
         """The base encoder's sentence embeddings (zero-shot space).
@@ -226,6 +229,9 @@ class Classifier:
         self.recovery_w = weights["recovery_head.weight"].numpy() if "recovery_head.weight" in weights else None
         self.recovery_b = weights["recovery_head.bias"].numpy() if "recovery_head.bias" in weights else None
         self.recovery_threshold = float((self.manifest.get("recovery") or {}).get("threshold", 1.0))
+        from models.recovery import DEFAULT_INPUTS
+
+        self.recovery_inputs = tuple((self.manifest.get("recovery") or {}).get("inputs", DEFAULT_INPUTS))
 
         if quantize is None:
             env = os.environ.get("MOMENTS_QUANTIZE")
@@ -268,11 +274,13 @@ class Classifier:
         tuned_features = self.features_from == "sentiment"
         if base is None:
             base = self.needs_base
-        ids = self.tokenizer.encode([spell_emoji(t) for t in texts])
+        spelled = [spell_emoji(t) for t in texts]
+        ids, last_marks = self.tokenizer.encode_with_spans(spelled, [last_sentence_span(t) for t in spelled])
         n = len(ids)
         hidden = self.encoder.hidden_size
         emb = np.zeros((n, hidden), dtype=np.float32) if base else None
         pooled_sent = np.zeros((n, hidden), dtype=np.float32)
+        pooled_last = np.zeros((n, hidden), dtype=np.float32)
         feats = np.zeros((n, hidden * (len(self.feature_layers) + 1)), dtype=np.float32)
         # Sorting by length keeps padding (wasted compute) small; results go back by index.
         order = np.argsort(np.fromiter((len(x) for x in ids), dtype=np.int64, count=n), kind="stable")
@@ -280,11 +288,15 @@ class Classifier:
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 input_ids, mask = self._pad([ids[j] for j in idx])
+                last_mask = torch.zeros_like(mask)
+                for row, j in enumerate(idx):
+                    last_mask[row, : len(last_marks[j])] = torch.tensor(last_marks[j])
                 trunk, pools = self.encoder.run_trunk_pooled(Batch(input_ids, mask), self.feature_layers)
                 tuned_layers = self.feature_layers if tuned_features else ()
                 tuned, tuned_pools = self.encoder.run_top_pooled(trunk, mask, tuned_layers, self.sentiment_top)
                 sent_pool = mean_pool(tuned, mask)
                 pooled_sent[idx] = sent_pool.numpy()
+                pooled_last[idx] = mean_pool(tuned, last_mask).numpy()
                 if tuned_features:
                     feats[idx] = torch.cat(
                         [*pools, *tuned_pools, nn.functional.normalize(sent_pool, dim=-1)], 1
@@ -296,7 +308,7 @@ class Classifier:
                     if not tuned_features:
                         feats[idx] = torch.cat([*pools, *top_pools, base_emb], 1).numpy()
         logits = pooled_sent @ self.sentiment_w.T + self.sentiment_b
-        return RawOutputs(logits, emb, feats, pooled_sent)
+        return RawOutputs(logits, emb, feats, pooled_sent, pooled_last)
 
     @property
     def needs_base(self) -> bool:
@@ -370,7 +382,7 @@ class Classifier:
             return None
         from models.recovery import gated, recovery_features, recovery_probability
 
-        p = recovery_probability(recovery_features(raw), self.recovery_w, self.recovery_b)
+        p = recovery_probability(recovery_features(raw, self.recovery_inputs), self.recovery_w, self.recovery_b)
         return gated(p, self.moment_head_args(raw))
 
     def outcome_sentiment(self, raw: RawOutputs, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

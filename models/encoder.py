@@ -81,6 +81,22 @@ class Tokenizer:
         """Token ids per text (with [CLS]/[SEP], truncated, unpadded)."""
         return [enc.ids for enc in self._tok.encode_batch(list(texts))]
 
+    def encode_with_spans(
+        self, texts: Sequence[str], spans: Sequence[tuple[int, int]]
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """Token ids per text, and per text a 0/1 list marking the tokens inside its character span
+        (special tokens never are; a span no token falls in marks all of the text's tokens)."""
+        ids: list[list[int]] = []
+        marks: list[list[int]] = []
+        for enc, (start, end) in zip(self._tok.encode_batch(list(texts)), spans, strict=True):
+            special = enc.special_tokens_mask
+            inside = [int(not sp and a < end and b > start) for (a, b), sp in zip(enc.offsets, special, strict=True)]
+            if not any(inside):
+                inside = [int(not sp) for sp in special]
+            ids.append(enc.ids)
+            marks.append(inside)
+        return ids, marks
+
     def pad(self, ids: Sequence[Sequence[int]]) -> Batch:
         """Pad a list of id lists into one batch."""
         width = max((len(x) for x in ids), default=1)

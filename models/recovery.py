@@ -60,9 +60,32 @@ GENERAL_VAL_ROWS = {"goemotions": 1500}
 SEED = 13  # models.train's seed: the detector it fits at its end is the one this command refits
 
 
-def recovery_features(raw: RawOutputs) -> np.ndarray:
-    """The detector's input: the touchpoint features (pools of several layers) and the sentiment pool."""
-    return np.concatenate([raw.features, raw.sentiment_pooled], axis=1)
+DEFAULT_INPUTS: tuple[str, ...] = ("features", "sentiment_pool")
+"""The detector's inputs when a manifest names none (model p's detector)."""
+CANDIDATE_INPUTS: tuple[tuple[str, ...], ...] = (DEFAULT_INPUTS, (*DEFAULT_INPUTS, "last_sentence_pool"))
+"""Input sets a fit tries; validation chooses. The last sentence's pool is where a customer reports
+the outcome ("... Restarting does resolve the issue. Thanks.")."""
+
+
+def recovery_features(raw: RawOutputs, inputs: Sequence[str] = DEFAULT_INPUTS) -> np.ndarray:
+    """The detector's input: the named encoder outputs side by side (all from the one pass).
+
+    ``features``: the touchpoint features (pools of several layers); ``sentiment_pool``: the
+    sentiment layers' pool; ``last_sentence_pool``: the same layers pooled over the last sentence.
+    """
+    parts = []
+    for name in inputs:
+        if name == "features":
+            parts.append(raw.features)
+        elif name == "sentiment_pool":
+            parts.append(raw.sentiment_pooled)
+        elif name == "last_sentence_pool":
+            if raw.last_sentence_pooled is None:
+                raise ValueError("this detector reads the last sentence's pool, which these outputs lack")
+            parts.append(raw.last_sentence_pooled)
+        else:
+            raise ValueError(f"unknown recovery detector input {name!r}")
+    return np.concatenate(parts, axis=1)
 
 
 def recovery_probability(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -129,6 +152,7 @@ class RecoveryHead:
     bias: np.ndarray  # (1,)
     threshold: float
     report: dict[str, Any]
+    inputs: tuple[str, ...] = DEFAULT_INPUTS
 
 
 BETA = 0.5
@@ -152,7 +176,7 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
     from sklearn.linear_model import LogisticRegression
 
     train = training_examples(data, seed)
-    x = recovery_features(classifier.encode(train.texts))
+    raw_train = classifier.encode(train.texts)
     log.info("recovery: %d training texts, %d recovery stories", len(train.texts), int(train.labels.sum()))
 
     # Validation: our held-out thirds (both kinds), our touchpoint dev posts (complaint narratives
@@ -166,16 +190,18 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
     val_texts = [str(r["text"]) for r in val_rows] + own_dev + goemotions_dev
     y_val = np.array([int(bool(r["recovery_story"])) for r in val_rows] + [0] * (len(own_dev) + len(goemotions_dev)))
     raw_val = classifier.encode(val_texts)
-    x_val, gate_val = recovery_features(raw_val), classifier.moment_head_args(raw_val)
+    gate_val = classifier.moment_head_args(raw_val)
     raw_te = classifier.encode(tweeteval_val.texts)
-    x_te, gate_te = recovery_features(raw_te), classifier.moment_head_args(raw_te)
+    gate_te = classifier.moment_head_args(raw_te)
     sent_te = classifier.sentiment_probs(raw_te, [t.strip() for t in tweeteval_val.texts])
     y_te = np.array(tweeteval_val.labels)
     base_recall = macro_recall(y_te, sent_te.argmax(1), 3)
 
     best: tuple[float, float, float, Any, dict[str, Any]] | None = None
     grid = []
-    for c in (0.1, 0.3, 1.0):
+    for inputs, c in ((inputs, c) for inputs in CANDIDATE_INPUTS for c in (0.1, 0.3, 1.0)):
+        x = recovery_features(raw_train, inputs)
+        x_val, x_te = recovery_features(raw_val, inputs), recovery_features(raw_te, inputs)
         model = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(x, train.labels)
         w, b = model.coef_.astype(np.float32), model.intercept_.astype(np.float32)
         p_val = gated(recovery_probability(x_val, w, b), gate_val)
@@ -185,6 +211,7 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
             shifted, detected = shift_to_positive(sent_te, p_te, t)
             te_recall = macro_recall(y_te, shifted.argmax(1), 3)
             row = {
+                "inputs": list(inputs),
                 "C": c,
                 "threshold": t,
                 "val_precision": round(float(precision), 4),
@@ -213,12 +240,13 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
         "val_recovery_stories": int(y_val.sum()),
         "grid": grid,
     }
-    return RecoveryHead(w, b, float(chosen["threshold"]), report)
+    return RecoveryHead(w, b, float(chosen["threshold"]), report, tuple(chosen["inputs"]))
 
 
 def manifest_section(head: RecoveryHead) -> dict[str, Any]:
     return {
-        "head": "logistic regression (class-balanced) on [touchpoint features, sentiment pool]",
+        "head": "logistic regression (class-balanced) on the encoder outputs named in inputs",
+        "inputs": list(head.inputs),
         "rule": "p = P(recovery story), 0 where the moment head says misery; when p >= threshold, p of the "
         "sentiment mass moves to positive, and a post that ends positive is magic",
         "threshold": head.threshold,

@@ -91,6 +91,27 @@ def spell_emoji(text: str) -> str:
     return _EMOJI_RE.sub(lambda m: f" {EMOJI_WORDS[m.group(0)]} ", text)
 
 
+# Trailing tags, handles, links and punctuation carry no outcome: "... waived the fee. @brand #brand".
+_TRAILING_TAGS_RE = re.compile(r"(?:\s*(?:[@#]\w+|https?://\S+|[^\w\s]+))+\s*$")
+_SENTENCE_END_RE = re.compile(r"[.!?;]+\s+")
+
+
+def last_sentence_span(text: str) -> tuple[int, int]:
+    """Character span of a post's last sentence, trailing tags and links left out.
+
+    A customer who tells of a problem and then of its outcome puts the outcome last ("Restarting
+    does resolve the issue. Thanks."). The span is the whole text when it has one sentence, and
+    the whole text when stripping tags would leave nothing.
+    """
+    match = _TRAILING_TAGS_RE.search(text)
+    end = match.start() if match and match.start() > 0 else len(text)
+    start = 0
+    for boundary in _SENTENCE_END_RE.finditer(text, 0, end):
+        if boundary.end() < end:
+            start = boundary.end()
+    return (start, end) if end > start else (0, len(text))
+
+
 def has_letters(text: str) -> bool:
     """True when the text contains at least one letter in any script."""
     return _LETTER_RE.search(text) is not None

@@ -9,7 +9,10 @@ import pytest
 
 from models import data as D
 from models.realset import ITEMS_PATH, inconsistencies
-from models.recovery import MAX_TWEETEVAL_VAL_COST, gated, shift_to_positive
+from models.classifier import RawOutputs
+from models.encoder import Tokenizer
+from models.recovery import MAX_TWEETEVAL_VAL_COST, gated, recovery_features, shift_to_positive
+from models.textprep import last_sentence_span
 
 
 def test_shift_moves_the_detected_share_of_the_mass_to_positive_and_leaves_the_rest() -> None:
@@ -27,6 +30,41 @@ def test_the_moment_heads_misery_closes_the_gate() -> None:
     p = np.array([0.9, 0.9, 0.9])
     assert gated(p, np.array([0, 1, 2])).tolist() == [0.0, 0.9, 0.9]
     assert gated(p, None).tolist() == p.tolist()
+
+
+@pytest.mark.parametrize(
+    ("text", "last"),
+    [
+        ("@AppleSupport Restarting does resolve the issue. Thanks.", "Thanks"),
+        (
+            "Bag lost for 3 days. Then they drove it to my door! @brand #brand https://t.co/x",
+            "Then they drove it to my door",
+        ),
+        ("one sentence, no full stop", "one sentence, no full stop"),
+        ("Waited... and waited. #fail", "and waited"),
+        ("#brand", "#brand"),  # nothing but a tag: the whole text
+    ],
+)
+def test_the_last_sentence_leaves_out_trailing_tags_and_links(text: str, last: str) -> None:
+    start, end = last_sentence_span(text)
+    assert text[start:end] == last
+
+
+def test_the_last_sentence_tokens_are_marked_and_special_tokens_never_are() -> None:
+    text = "Flight cancelled. They found my seat in minutes!"
+    ids, marks = Tokenizer().encode_with_spans([text], [last_sentence_span(text)])
+    assert len(ids[0]) == len(marks[0])
+    assert marks[0][0] == 0 and marks[0][-1] == 0  # [CLS], [SEP]
+    tokens = Tokenizer()._tok.encode(text).tokens
+    assert [t for t, m in zip(tokens, marks[0], strict=True) if m] == ["they", "found", "my", "seat", "in", "minutes"]
+
+
+def test_detector_inputs_are_the_named_outputs_side_by_side() -> None:
+    raw = RawOutputs(np.zeros((2, 3)), None, np.ones((2, 4)), np.full((2, 2), 2.0), np.full((2, 2), 3.0))
+    assert recovery_features(raw).tolist() == [[1, 1, 1, 1, 2, 2]] * 2
+    assert recovery_features(raw, ("features", "sentiment_pool", "last_sentence_pool"))[0, -2:].tolist() == [3, 3]
+    with pytest.raises(ValueError, match="last sentence"):
+        recovery_features(RawOutputs(np.zeros((1, 3)), None, np.ones((1, 4)), np.ones((1, 2))), ("last_sentence_pool",))
 
 
 def test_written_rows_split_every_file_on_its_own_and_keep_the_guides_rules() -> None:
