@@ -12,9 +12,10 @@ Moment and severity rule (documented in MODEL_CARD.md):
 
 * ``misery``: sentiment is negative and the moment head says misery (without a head:
   P(negative) >= ``misery_threshold``);
-* ``magic``: sentiment is positive and the moment head says magic (without a head:
-  P(positive) >= ``magic_threshold``), or the recovery detector found a recovery story
-  that ends positive;
+* ``magic``: sentiment is positive and the moment head says magic (with P(magic) at
+  least the manifest's ``magic_min_probability`` when it has one, :mod:`models.magic`;
+  without a head: P(positive) >= ``magic_threshold``), or the recovery detector found a
+  recovery story that ends positive;
 * otherwise ``neutral``; posts the encoder cannot read well (non-English, no
   letters) are never misery or magic.
 * ``severity`` = 0.5 + 0.5 * P(negative) for misery, 0.5 * P(negative) otherwise, so
@@ -223,6 +224,9 @@ class Classifier:
         moment = self.manifest["moment"]
         self.misery_threshold = float(moment["misery_threshold"])
         self.magic_threshold = float(moment["magic_threshold"])
+        # P(magic) the moment head must reach (models.magic); None: its argmax decides (models before u).
+        chosen = moment.get("magic_min_probability")
+        self.magic_min_probability: float | None = None if chosen is None else float(chosen)
         self.moment_w = weights["moment_head.weight"].numpy() if "moment_head.weight" in weights else None
         self.moment_b = weights["moment_head.bias"].numpy() if "moment_head.bias" in weights else None
         # The recovery detector (models.recovery), when the model ships one.
@@ -368,12 +372,17 @@ class Classifier:
         lexical = self.sentiment_lexical.logits(texts) if self.sentiment_lexical is not None else None
         return softmax(mix_log_probs(raw.sentiment_logits, lexical, self.sentiment_lexical_share) + self.sentiment_bias)
 
-    def moment_head_args(self, raw: RawOutputs) -> np.ndarray | None:
-        """The moment head's class per row (0 misery, 1 neutral, 2 magic), or None without a head."""
+    def moment_head_probs(self, raw: RawOutputs) -> np.ndarray | None:
+        """The moment head's probabilities per row (misery, neutral, magic), or None without a head."""
         if self.moment_w is None or self.moment_b is None:
             return None
         x = np.concatenate([raw.sentiment_pooled, raw.features[:, -raw.sentiment_pooled.shape[1] :]], axis=1)
-        return np.asarray((x @ self.moment_w.T + self.moment_b).argmax(1))
+        return softmax(x @ self.moment_w.T + self.moment_b)
+
+    def moment_head_args(self, raw: RawOutputs) -> np.ndarray | None:
+        """The moment head's class per row (0 misery, 1 neutral, 2 magic), or None without a head."""
+        probs = self.moment_head_probs(raw)
+        return None if probs is None else np.asarray(probs.argmax(1))
 
     def recovery_probs(self, raw: RawOutputs) -> np.ndarray | None:
         """P(the post is a recovery story) per row, 0 where the moment head says misery;
@@ -472,10 +481,15 @@ class Classifier:
         """
         neg, pos = sent[:, 0], sent[:, 2]
         arg = sent.argmax(1)
-        head = self.moment_head_args(raw) if raw is not None else None  # 0 misery, 1 neutral, 2 magic
-        if head is not None:
+        head_probs = self.moment_head_probs(raw) if raw is not None else None  # misery, neutral, magic
+        if head_probs is not None:
+            head = head_probs.argmax(1)
             misery = (arg == 0) & (head == 0)
-            magic = (arg == 2) & (head == 2)
+            # The head's magic must clear the threshold chosen for precision (models.magic), when
+            # the model has one: a moment shared with staff as magic must not be a plain "fine".
+            floor = self.magic_min_probability
+            head_magic = head == 2 if floor is None else head_probs[:, 2] >= floor
+            magic = (arg == 2) & head_magic
             if recovered is not None:
                 magic |= (arg == 2) & recovered
         else:

@@ -1579,6 +1579,11 @@ def main(argv: list[str] | None = None) -> int:
         from models.recovery import fit_recovery_head, write_head
 
         write_head(args.out, fit_recovery_head(Classifier(args.out), args.data, args.seed))
+    # 8. the magic threshold reads the finished model's moments (the detector's included).
+    from models.classifier import Classifier
+    from models.magic import choose_magic_threshold, write_threshold
+
+    write_threshold(args.out, *choose_magic_threshold(Classifier(args.out)), version=None)
     log.info("wrote %s (%.1f min)", args.out, (time.perf_counter() - started) / 60)
     return 0
 

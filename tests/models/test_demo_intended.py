@@ -84,7 +84,8 @@ def test_the_demo_corpus_has_praise_and_misery() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model p (shipped) still reads 2 praise posts as bad moments ('Credit where due: "
+    reason="issue 14 open: model u (shipped: p's networks, a stricter magic floor) still reads 2 praise posts "
+    "as bad moments ('Credit where due: "
     "after my rant yesterday a real Northwind agent called me back ...', 'Changed my Northwind flight to a day "
     "earlier in the app: $0 fare difference, no change fee'; MODEL_CARD.md, Known failure modes); the stars "
     "and the recovery detector settle the rest (l: 5); strict, so a model that fixes it turns this red",
@@ -102,7 +103,8 @@ def test_no_praise_reads_as_a_bad_moment(classifier) -> None:  # type: ignore[no
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model p (shipped) still reads 2 praise posts as bad moments ('Credit where due: "
+    reason="issue 14 open: model u (shipped: p's networks, a stricter magic floor) still reads 2 praise posts "
+    "as bad moments ('Credit where due: "
     "after my rant yesterday a real Northwind agent called me back ...', 'Changed my Northwind flight to a day "
     "earlier in the app: $0 fare difference, no change fee'; MODEL_CARD.md, Known failure modes); the stars "
     "and the recovery detector settle the rest (l: 5); strict, so a model that fixes it turns this red",

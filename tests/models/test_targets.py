@@ -16,9 +16,9 @@ import pytest
 from models.data import load_touchpoints
 from models.evaluate import touchpoint_report, tweeteval_report
 
-# The issues' targets. Measured on model p: TweetEval test macro-recall 0.7035 (l: 0.7018), real-text
-# touchpoint macro-F1 0.499 (l: 0.512, h: 0.421), real-text sentiment macro-F1 0.725 (l: 0.689), dev
-# touchpoint macro-F1 0.712 (l: 0.725, h: 0.775).
+# The issues' targets. Measured on model u (p's networks): TweetEval test macro-recall 0.7035 (l: 0.7018),
+# real-text touchpoint macro-F1 0.499 (l: 0.512, h: 0.421), real-text sentiment macro-F1 0.725 (l: 0.689),
+# real-text magic precision 0.636 (p: 0.482), dev touchpoint macro-F1 0.712 (l: 0.725, h: 0.775).
 TWEETEVAL_TEST_MIN_MACRO_RECALL = 0.70
 # Issue 14 aims at 0.70 on the real-text set; this floor holds what has been reached so far. It was 0.50
 # for model l; model p's sentiment layers (which the touchpoint heads read) cost 0.014 of it for 0.036 of
@@ -26,6 +26,9 @@ TWEETEVAL_TEST_MIN_MACRO_RECALL = 0.70
 REALSET_TOUCHPOINT_MIN_MACRO_F1 = 0.49
 # Issue 14: sentiment that carries over to real customers (TweetEval alone gave 0.689 on model l).
 REALSET_SENTIMENT_MIN_MACRO_F1 = 0.72
+# Issue 14 aims at 0.80: a magic moment shared with staff must be one. Model u's validation-chosen
+# floor on the moment head's P(magic) (models.magic) took it from p's 0.482 (56 called) to 0.636 (33).
+REALSET_MAGIC_MIN_PRECISION = 0.60
 # Our dev split is written in our own voice and flatters the model (issue 14); it was 0.75 until the
 # real-text set replaced it as the touchpoint target. It stays as a floor against regressions: one
 # stack of layers cost 0.03 on it, the BANKING77 queries 0.02, and both gained on real text.
@@ -56,6 +59,7 @@ def test_touchpoint_real_text_set(classifier) -> None:  # type: ignore[no-untype
     assert report.n == 731
     assert report.touchpoint_macro_f1 >= REALSET_TOUCHPOINT_MIN_MACRO_F1, report.touchpoint_per_class_f1
     assert report.sentiment_macro_f1 >= REALSET_SENTIMENT_MIN_MACRO_F1, report
+    assert report.magic_precision >= REALSET_MAGIC_MIN_PRECISION and report.magic_called >= 20, report
     # recovery stories the flag rule would read as a bad moment: 4 of 13 on model l, 2 on model p
     assert report.recovery_stories == 13 and report.recovery_bad_moments <= 2, report
     # per source (`moments eval` prints it, so a gain in a source the model learnt from shows as such)
@@ -73,8 +77,8 @@ def test_touchpoint_real_text_set(classifier) -> None:  # type: ignore[no-untype
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model p reads one of the 10 ('@AppleSupport Restarting does resolve the issue. "
-    "Thanks.', p_neg 0.59) as negative, and 2 of the 59 positive posts as bad moments (model l: 0 and 1); "
+    reason="issue 14 open: model u (p's networks) reads one of the 10 ('@AppleSupport Restarting does resolve "
+    "the issue. Thanks.', p_neg 0.59) as negative, and 2 of the 59 positive posts as bad moments (model l: 0 and 1); "
     "strict, so a model that fixes it turns this red until it is unmarked",
 )
 def test_no_real_recovery_story_would_open_a_flag(classifier) -> None:  # type: ignore[no-untyped-def]
