@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from models import data as D
-from models.realset import ITEMS_PATH, inconsistencies
 from models.classifier import RawOutputs
 from models.encoder import Tokenizer
+from models.realset import ITEMS_PATH, inconsistencies
 from models.recovery import MAX_TWEETEVAL_VAL_COST, gated, recovery_features, shift_to_positive
 from models.textprep import last_sentence_span
 
@@ -77,6 +77,19 @@ def test_written_rows_split_every_file_on_its_own_and_keep_the_guides_rules() ->
         assert not inconsistencies(row), row["text"]
     stories = [r for r in train if r["recovery_story"]]
     assert len(stories) >= 100
+
+
+def test_the_contrast_rows_keep_the_guides_rules_and_pair_praise_with_complaints() -> None:
+    rows = D.read_jsonl(D.CONTRAST_PATH)
+    assert D.CONTRAST_PATH not in D.RECOVERY_FILES  # no shipped model learnt from them
+    assert len({r["text"] for r in rows}) == len(rows) >= 250
+    for row in rows:
+        assert not inconsistencies(row), row["text"]
+    by_sentiment = {s: sum(r["sentiment"] == s for r in rows) for s in D.SENTIMENTS}
+    assert min(by_sentiment.values()) >= 40, by_sentiment
+    realset_texts = {json.loads(line).get("text") for line in ITEMS_PATH.read_text(encoding="utf-8").splitlines()}
+    assert not realset_texts & {r["text"] for r in rows}
+    assert not [r["text"] for r in rows if "northwind" in str(r["text"]).lower()]
 
 
 def test_written_rows_share_no_text_with_the_real_set_or_the_demo() -> None:
