@@ -88,7 +88,9 @@ def rate(run: Callable[[], object], n: int) -> float:
 def runtime_encode(classifier: Classifier, session: Any) -> Callable[..., RawOutputs]:
     """A drop-in for ``classifier.encode`` that runs the network in the runtime."""
 
-    def encode(texts: Sequence[str], batch_size: int | None = None, base: bool | None = None) -> RawOutputs:
+    def encode(
+        texts: Sequence[str], batch_size: int | None = None, base: bool | None = None, last_sentence: bool | None = None
+    ) -> RawOutputs:
         padded, chunks = batches(classifier, texts)
         pooled = np.zeros((len(texts), classifier.encoder.hidden_size), dtype=np.float32)
         features: np.ndarray | None = None

@@ -261,7 +261,13 @@ class Classifier:
             mask[row, : len(seq)] = 1
         return torch.from_numpy(input_ids), torch.from_numpy(mask)
 
-    def encode(self, texts: Sequence[str], batch_size: int | None = None, base: bool | None = None) -> RawOutputs:
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int | None = None,
+        base: bool | None = None,
+        last_sentence: bool | None = None,
+    ) -> RawOutputs:
         """Run the networks over ``texts`` in length-sorted batches; outputs are in input order.
 
         Args:
@@ -271,6 +277,9 @@ class Classifier:
                 only when something needs them, i.e. a custom taxonomy, or touchpoint
                 features read from the original layers. Skipping them is what makes the
                 default path one stack of layers per post.
+            last_sentence: Also pool the sentiment layers over each post's last sentence
+                (``RawOutputs.last_sentence_pooled``). Default: only when the recovery
+                detector reads it.
         """
         from models.encoder import Batch
 
@@ -278,13 +287,18 @@ class Classifier:
         tuned_features = self.features_from == "sentiment"
         if base is None:
             base = self.needs_base
+        if last_sentence is None:
+            last_sentence = "last_sentence_pool" in self.recovery_inputs
         spelled = [spell_emoji(t) for t in texts]
-        ids, last_marks = self.tokenizer.encode_with_spans(spelled, [last_sentence_span(t) for t in spelled])
+        if last_sentence:
+            ids, last_marks = self.tokenizer.encode_with_spans(spelled, [last_sentence_span(t) for t in spelled])
+        else:
+            ids, last_marks = self.tokenizer.encode(spelled), []
         n = len(ids)
         hidden = self.encoder.hidden_size
         emb = np.zeros((n, hidden), dtype=np.float32) if base else None
         pooled_sent = np.zeros((n, hidden), dtype=np.float32)
-        pooled_last = np.zeros((n, hidden), dtype=np.float32)
+        pooled_last = np.zeros((n, hidden), dtype=np.float32) if last_sentence else None
         feats = np.zeros((n, hidden * (len(self.feature_layers) + 1)), dtype=np.float32)
         # Sorting by length keeps padding (wasted compute) small; results go back by index.
         order = np.argsort(np.fromiter((len(x) for x in ids), dtype=np.int64, count=n), kind="stable")
@@ -292,15 +306,16 @@ class Classifier:
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 input_ids, mask = self._pad([ids[j] for j in idx])
-                last_mask = torch.zeros_like(mask)
-                for row, j in enumerate(idx):
-                    last_mask[row, : len(last_marks[j])] = torch.tensor(last_marks[j])
                 trunk, pools = self.encoder.run_trunk_pooled(Batch(input_ids, mask), self.feature_layers)
                 tuned_layers = self.feature_layers if tuned_features else ()
                 tuned, tuned_pools = self.encoder.run_top_pooled(trunk, mask, tuned_layers, self.sentiment_top)
                 sent_pool = mean_pool(tuned, mask)
                 pooled_sent[idx] = sent_pool.numpy()
-                pooled_last[idx] = mean_pool(tuned, last_mask).numpy()
+                if pooled_last is not None:
+                    last_mask = torch.zeros_like(mask)
+                    for row, j in enumerate(idx):
+                        last_mask[row, : len(last_marks[j])] = torch.tensor(last_marks[j])
+                    pooled_last[idx] = mean_pool(tuned, last_mask).numpy()
                 if tuned_features:
                     feats[idx] = torch.cat(
                         [*pools, *tuned_pools, nn.functional.normalize(sent_pool, dim=-1)], 1

@@ -176,7 +176,7 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
     from sklearn.linear_model import LogisticRegression
 
     train = training_examples(data, seed)
-    raw_train = classifier.encode(train.texts)
+    raw_train = classifier.encode(train.texts, last_sentence=True)
     log.info("recovery: %d training texts, %d recovery stories", len(train.texts), int(train.labels.sum()))
 
     # Validation: our held-out thirds (both kinds), our touchpoint dev posts (complaint narratives
@@ -189,9 +189,9 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
     )
     val_texts = [str(r["text"]) for r in val_rows] + own_dev + goemotions_dev
     y_val = np.array([int(bool(r["recovery_story"])) for r in val_rows] + [0] * (len(own_dev) + len(goemotions_dev)))
-    raw_val = classifier.encode(val_texts)
+    raw_val = classifier.encode(val_texts, last_sentence=True)
     gate_val = classifier.moment_head_args(raw_val)
-    raw_te = classifier.encode(tweeteval_val.texts)
+    raw_te = classifier.encode(tweeteval_val.texts, last_sentence=True)
     gate_te = classifier.moment_head_args(raw_te)
     sent_te = classifier.sentiment_probs(raw_te, [t.strip() for t in tweeteval_val.texts])
     y_te = np.array(tweeteval_val.labels)

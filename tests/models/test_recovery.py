@@ -139,3 +139,13 @@ def test_the_detector_moves_a_recovery_story_to_magic_and_leaves_a_complaint(cla
     misery = np.array([r["moment"] == "misery" for r in val])
     assert detected[stories].mean() > 0.4  # it finds recovery stories ...
     assert detected[misery].mean() < 0.1  # ... and leaves written misery alone
+
+
+def test_the_last_sentence_pool_is_computed_only_when_asked_or_read(classifier) -> None:  # type: ignore[no-untyped-def]
+    texts = ["Flight cancelled. They found my seat in minutes!", "fine"]
+    assert "last_sentence_pool" not in classifier.recovery_inputs  # the shipped detector: two inputs
+    assert classifier.encode(texts).last_sentence_pooled is None
+    raw = classifier.encode(texts, last_sentence=True)
+    assert raw.last_sentence_pooled is not None and raw.last_sentence_pooled.shape == raw.sentiment_pooled.shape
+    # Two sentences: the last one's pool is not the whole post's.
+    assert not np.allclose(raw.last_sentence_pooled[0], raw.sentiment_pooled[0], atol=1e-3)
