@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models import data as D
-from models.recovery import BETA, _f_beta
+from models.recovery import BETA, f_beta_score
 
 if TYPE_CHECKING:
     from models.classifier import Classifier
@@ -59,7 +59,7 @@ def choose_magic_threshold(classifier: Classifier) -> tuple[float | None, dict[s
         for candidate in CANDIDATES:
             classifier.magic_min_probability = candidate
             called = np.array(classifier.moments(sent, raw, recovered=recovered)[0]) == "magic"
-            precision, recall, f = _f_beta(gold.astype(int), called)
+            precision, recall, f = f_beta_score(gold.astype(int), called)
             grid.append(
                 {
                     "magic_min_probability": candidate,

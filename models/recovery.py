@@ -161,7 +161,7 @@ complaint it turns into praise hides a customer in trouble from the care team, w
 story it misses only keeps the text model's reading."""
 
 
-def _f_beta(y: np.ndarray, pred: np.ndarray, beta: float = BETA) -> tuple[float, float, float]:
+def f_beta_score(y: np.ndarray, pred: np.ndarray, beta: float = BETA) -> tuple[float, float, float]:
     """(precision, recall, F-beta) of a boolean prediction against 0/1 labels."""
     tp = float((pred & (y == 1)).sum())
     precision = tp / pred.sum() if pred.any() else 0.0
@@ -207,7 +207,7 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
         p_val = gated(recovery_probability(x_val, w, b), gate_val)
         p_te = gated(recovery_probability(x_te, w, b), gate_te)
         for t in THRESHOLDS:
-            precision, recall, f1 = _f_beta(y_val, p_val >= t)
+            precision, recall, f1 = f_beta_score(y_val, p_val >= t)
             shifted, detected = shift_to_positive(sent_te, p_te, t)
             te_recall = macro_recall(y_te, shifted.argmax(1), 3)
             row = {
