@@ -199,9 +199,13 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
 
     best: tuple[float, float, float, Any, dict[str, Any]] | None = None
     grid = []
+    # Each input set's features (train, validation, TweetEval val), built once for every C.
+    features = {
+        inputs: tuple(recovery_features(raw, inputs) for raw in (raw_train, raw_val, raw_te))
+        for inputs in CANDIDATE_INPUTS
+    }
     for inputs, c in ((inputs, c) for inputs in CANDIDATE_INPUTS for c in (0.1, 0.3, 1.0)):
-        x = recovery_features(raw_train, inputs)
-        x_val, x_te = recovery_features(raw_val, inputs), recovery_features(raw_te, inputs)
+        x, x_val, x_te = features[inputs]
         model = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(x, train.labels)
         w, b = model.coef_.astype(np.float32), model.intercept_.astype(np.float32)
         p_val = gated(recovery_probability(x_val, w, b), gate_val)
