@@ -28,6 +28,8 @@ Command line (``python -m models.realset ...``)::
                                                          # replaying crawlers/recorded/demo)
     build-recovery                                       # real recovery-story candidates (TWCS
                                                          # follow-ups), recovery_items.jsonl
+    build-validation                                     # the real validation set's sample,
+                                                         # models/data/realval/items.jsonl
     [--items FILE] worksheet -o WORKSHEET.jsonl          # blind worksheet: item_id + text only
     adjudicate A.jsonl B.jsonl [--third C.jsonl] -o labels.jsonl [--list-disputes FILE]
 """
@@ -64,6 +66,14 @@ SEMEVAL_TABLE = REALSET_DIR / "semeval_aspects.csv"
 # so the real set's figures stay comparable across models.
 RECOVERY_ITEMS_PATH = REALSET_DIR / "recovery_items.jsonl"
 RECOVERY_LABELS_PATH = REALSET_DIR / "recovery_labels.jsonl"
+# The real validation set: drawn like the real set, from the same sources, but never an item of the
+# real set or the recovery set; GoEmotions and TweetEval from their dev/val splits (the real set took
+# nearly every keyword match of their test splits). Labelled the same way. Its purpose is to choose
+# decision rules (floors, biases) on real register text without ever looking at the real set.
+REALVAL_DIR = Path(__file__).resolve().parent / "data" / "realval"
+REALVAL_ITEMS_PATH = REALVAL_DIR / "items.jsonl"
+REALVAL_LABELS_PATH = REALVAL_DIR / "labels.jsonl"
+REALVAL_AGREEMENT_PATH = REALVAL_DIR / "AGREEMENT.md"
 
 DEFAULT_SEED = 14
 SENTIMENTS: tuple[str, ...] = ("negative", "neutral", "positive")
@@ -81,6 +91,33 @@ TARGETS: dict[str, int] = {
     "twcs_opening": 75,
     "twcs_followup": 75,
 }
+VALIDATION_SEED = 1414
+VALIDATION_TARGETS: dict[str, int] = {
+    "banking77": 100,
+    "semeval14": 100,
+    "goemotions": 100,
+    "tweeteval": 100,
+    "twcs_opening": 75,
+    "twcs_followup": 50,
+}
+VALIDATION_SPLITS: dict[str, str] = {"goemotions": "dev", "tweeteval": "val"}
+
+
+@dataclass(frozen=True)
+class Draw:
+    """What one sample takes: how many items per source, which split of GoEmotions and TweetEval,
+    and the (source, ref) pairs it must not take (another set's items)."""
+
+    targets: Mapping[str, int] = field(default_factory=lambda: dict(TARGETS))
+    splits: Mapping[str, str] = field(default_factory=dict)
+    taken: frozenset[tuple[str, str]] = frozenset()
+
+    def split(self, source: str) -> str:
+        return self.splits.get(source, "test")
+
+    def free(self, source: str, ref: str) -> bool:
+        return (source, ref) not in self.taken
+
 
 # GoEmotions and TweetEval are not customer corpora, so a documented prefilter picks the posts that
 # read as a customer talking about a product, service or company: a whole-word, case-insensitive
@@ -282,24 +319,25 @@ def _round_robin(strata: Mapping[K, Sequence[T]], n: int, rng: random.Random) ->
     return out
 
 
-def _sample_banking77(data: Path, rng: random.Random) -> list[Item]:
+def _sample_banking77(data: Path, rng: random.Random, draw: Draw) -> list[Item]:
     table = banking77_touchpoints()
     strata: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
     for row in _banking77_rows(data):
-        strata[row[2]].append(row)
-    picked = _round_robin(strata, TARGETS["banking77"], rng)
+        if draw.free("banking77", row[0]):
+            strata[row[2]].append(row)
+    picked = _round_robin(strata, draw.targets["banking77"], rng)
     return [_make("banking77", "test", ref, text, {"touchpoint": table[intent]}) for ref, text, intent in picked]
 
 
-def _sample_semeval(data: Path, rng: random.Random) -> list[Item]:
+def _sample_semeval(data: Path, rng: random.Random, draw: Draw) -> list[Item]:
     """Single-aspect sentences, spread over (category, polarity); conflict polarity left out."""
     table = semeval_touchpoints()
     strata: dict[tuple[str, str], list[tuple[str, str, str, str]]] = defaultdict(list)
     for sid, (text, aspects) in _semeval_rows(data).items():
-        if len(aspects) == 1 and aspects[0][1] != "conflict":
+        if len(aspects) == 1 and aspects[0][1] != "conflict" and draw.free("semeval14", sid):
             cat, pol = aspects[0]
             strata[(cat, pol)].append((sid, text, cat, pol))
-    picked = _round_robin(strata, TARGETS["semeval14"], rng)
+    picked = _round_robin(strata, draw.targets["semeval14"], rng)
     return [
         _make("semeval14", "test", sid, text, {"touchpoint": table[cat], "sentiment": pol})
         for sid, text, cat, pol in picked
@@ -320,7 +358,7 @@ def _emotion_stratum(emotions: list[str], group_of: Mapping[str, str]) -> str:
     return "delight" if DELIGHT_EMOTIONS & set(emotions) else (next(iter(groups)) if len(groups) == 1 else "mixed")
 
 
-def _sample_goemotions(data: Path, rng: random.Random) -> list[Item]:
+def _sample_goemotions(data: Path, rng: random.Random, draw: Draw) -> list[Item]:
     """Keyword matches in the first person, then other keyword matches, then (the test split holds
     fewer than 100 matches) first-person comments; each tier spread over delight / positive / negative
     / ambiguous / neutral / mixed emotions.
@@ -328,8 +366,9 @@ def _sample_goemotions(data: Path, rng: random.Random) -> list[Item]:
     keywords = _keyword_filter(GOEMOTIONS_KEYWORDS)
     group_of = _goemotions_groups(data)
     tiers: list[dict[str, list[tuple[str, str, list[str]]]]] = [defaultdict(list) for _ in range(3)]
-    for cid, text, emotions in _goemotions_rows(data):
-        if len(text) < 25:
+    split = draw.split("goemotions")
+    for cid, text, emotions in _goemotions_rows(data, split):
+        if len(text) < 25 or not draw.free("goemotions", cid):
             continue
         first_person = bool(FIRST_PERSON.search(text))
         if keywords.search(text):
@@ -340,32 +379,33 @@ def _sample_goemotions(data: Path, rng: random.Random) -> list[Item]:
             continue
         tiers[tier][_emotion_stratum(emotions, group_of)].append((cid, text, emotions))
     items = []
-    for cid, text, emotions in _tiered(tiers, TARGETS["goemotions"], rng):
+    for cid, text, emotions in _tiered(tiers, draw.targets["goemotions"], rng):
         groups = {group_of[e] for e in emotions}
         weak: dict[str, Any] = {"emotions": emotions}
         if len(groups) == 1 and (grp := next(iter(groups))) in SENTIMENTS:
             weak["sentiment"] = grp
-        items.append(_make("goemotions", "test", cid, text, weak))
+        items.append(_make("goemotions", split, cid, text, weak))
     return items
 
 
-def _sample_tweeteval(data: Path, rng: random.Random) -> list[Item]:
+def _sample_tweeteval(data: Path, rng: random.Random, draw: Draw) -> list[Item]:
     """Keyword matches about companies and services, first-person ones first, by the gold label's quota."""
     keywords = _keyword_filter(TWEETEVAL_KEYWORDS)
     tiers: dict[str, list[dict[str, list[tuple[str, str]]]]] = {
         s: [defaultdict(list), defaultdict(list)] for s in SENTIMENTS
     }
-    for line, text, label in _tweeteval_rows(data):
-        if keywords.search(text):
+    split = draw.split("tweeteval")
+    for line, text, label in _tweeteval_rows(data, split):
+        if keywords.search(text) and draw.free("tweeteval", line):
             tiers[label][0 if FIRST_PERSON.search(text) else 1][label].append((line, text))
     items: list[Item] = []
     for label in SENTIMENTS:
         for line, text in _tiered(tiers[label], TWEETEVAL_QUOTA[label], rng):
-            items.append(_make("tweeteval", "test", line, text, {"sentiment": label}))
+            items.append(_make("tweeteval", split, line, text, {"sentiment": label}))
     return items
 
 
-def _sample_twcs(data: Path, rng: random.Random) -> list[Item]:
+def _sample_twcs(data: Path, rng: random.Random, draw: Draw) -> list[Item]:
     """Customer tweets: openers (random sample, spread over brands) and follow-ups after a brand reply.
 
     Follow-ups come from the head sample, whose conversations are whole: an inbound tweet
@@ -375,8 +415,9 @@ def _sample_twcs(data: Path, rng: random.Random) -> list[Item]:
     head = _twcs_rows(data, "twcs_head_5000")
     followups: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for brand, tweet_id, text in _twcs_followups(head):
-        followups[brand].append((tweet_id, text))
-    picked_followups = _round_robin(followups, TARGETS["twcs_followup"], rng)
+        if draw.free("twcs", tweet_id):
+            followups[brand].append((tweet_id, text))
+    picked_followups = _round_robin(followups, draw.targets["twcs_followup"], rng)
 
     random_rows = _twcs_rows(data, "twcs_random_5000")
     brands = {row["author_id"].lower(): row["author_id"] for row in random_rows + head if row["inbound"] == "False"}
@@ -384,12 +425,18 @@ def _sample_twcs(data: Path, rng: random.Random) -> list[Item]:
     openers: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for row in random_rows:
         text = _twcs_text(row["text"])
-        if row["inbound"] != "True" or _twcs_parent(row) or row["tweet_id"] in taken or not _is_customer_text(text):
+        if (
+            row["inbound"] != "True"
+            or _twcs_parent(row)
+            or row["tweet_id"] in taken
+            or not draw.free("twcs", row["tweet_id"])
+            or not _is_customer_text(text)
+        ):
             continue
         handles = [brands[m.lower()] for m in re.findall(r"@(\w+)", text) if m.lower() in brands]
         if handles:
             openers[handles[0]].append((row["tweet_id"], text))
-    picked_openers = _round_robin(openers, TARGETS["twcs_opening"], rng)
+    picked_openers = _round_robin(openers, draw.targets["twcs_opening"], rng)
     return [_make("twcs", "twcs_random_5000", tid, text, {}, ["opening"]) for tid, text in picked_openers] + [
         _make("twcs", "twcs_head_5000", tid, text, {}, ["after_brand_reply"]) for tid, text in picked_followups
     ]
@@ -425,6 +472,20 @@ def recovery_candidates(data: Path | None = None, exclude: Iterable[Item] = ()) 
     ]
 
 
+def validation_sample(data: Path | None = None, seed: int = VALIDATION_SEED) -> list[Item]:
+    """The real validation set's sample: the real set's draw with :data:`VALIDATION_TARGETS`, from
+    :data:`VALIDATION_SPLITS`, taking no item of the real set or the real recovery set.
+
+    Why it exists: decision rules (the magic floor, the touchpoint biases) chosen on our written
+    validation posts did not carry over to real text, and choosing them on the real set would
+    spoil the one set that decides. No demo post is in it (the demo is scored on its intended labels).
+    """
+    taken = frozenset(
+        (item.source, item.ref) for path in (ITEMS_PATH, RECOVERY_ITEMS_PATH) for item in read_committed(path)
+    )
+    return build_sample(data, seed, Draw(VALIDATION_TARGETS, VALIDATION_SPLITS, taken))
+
+
 def _twcs_parent(row: Mapping[str, str]) -> str:
     value = row.get("in_response_to_tweet_id") or ""
     return str(int(float(value))) if value else ""
@@ -446,8 +507,11 @@ def demo_items(posts_files: Iterable[Path]) -> list[Item]:
     return items
 
 
-def build_sample(data: Path | None = None, seed: int = DEFAULT_SEED) -> list[Item]:
+def build_sample(data: Path | None = None, seed: int = DEFAULT_SEED, draw: Draw | None = None) -> list[Item]:
     """The dataset-sourced sample (everything but the demo corpus); same seed, same items.
+
+    ``draw`` says how many items per source, which splits and which items are taken already
+    (default: the real set's draw, :data:`TARGETS` from the test splits).
 
     Raises:
         RealsetError: A dataset folder is missing (the sample must come from all sources).
@@ -460,7 +524,7 @@ def build_sample(data: Path | None = None, seed: int = DEFAULT_SEED) -> list[Ite
     for offset, sampler in enumerate(
         (_sample_banking77, _sample_semeval, _sample_goemotions, _sample_tweeteval, _sample_twcs)
     ):
-        items.extend(sampler(root, random.Random(seed * 1000 + offset)))
+        items.extend(sampler(root, random.Random(seed * 1000 + offset), draw or Draw()))
     ids = [item.item_id for item in items]
     if len(set(ids)) != len(ids):
         raise RealsetError("item ids collide; change the id scheme")
@@ -554,9 +618,9 @@ def _source_texts(source: str, split: str, root: Path) -> dict[str, str]:
     if source == "semeval14":
         return {sid: text for sid, (text, _) in _semeval_rows(root).items()}
     if source == "goemotions":
-        return {cid: text for cid, text, _ in _goemotions_rows(root)}
+        return {cid: text for cid, text, _ in _goemotions_rows(root, split)}
     if source == "tweeteval":
-        return {line: text for line, text, _ in _tweeteval_rows(root)}
+        return {line: text for line, text, _ in _tweeteval_rows(root, split)}
     if source == "twcs":
         return {row["tweet_id"]: _twcs_text(row["text"]) for row in _twcs_rows(root, split)}
     raise RealsetError(f"unknown source {source!r}")
@@ -843,6 +907,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_validation(args: argparse.Namespace) -> int:
+    items = validation_sample(args.data, args.seed)
+    write_items(items, args.output)
+    counts = Counter(i.source + (f"/{i.subset[0]}" if i.source == "twcs" else "") for i in items)
+    print(f"wrote {len(items)} items to {args.output}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return 0
+
+
 def _cmd_build_recovery(args: argparse.Namespace) -> int:
     items = recovery_candidates(args.data, read_committed(ITEMS_PATH))
     write_items(items, args.output)
@@ -905,6 +977,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "build-recovery", help="write the real recovery-story candidates (TWCS follow-ups with an outcome word)"
     )
     recovery.add_argument("-o", "--output", type=Path, default=RECOVERY_ITEMS_PATH)
+    validation = sub.add_parser(
+        "build-validation", help="draw the real validation set (same sources, none of the real set's items)"
+    )
+    validation.add_argument("--seed", type=int, default=VALIDATION_SEED)
+    validation.add_argument("-o", "--output", type=Path, default=REALVAL_ITEMS_PATH)
     sheet = sub.add_parser("worksheet", help="write the blind worksheet (item_id + text)")
     sheet.add_argument("-o", "--output", type=Path, required=True)
     sheet.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -919,6 +996,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "build": _cmd_build,
         "build-recovery": _cmd_build_recovery,
+        "build-validation": _cmd_build_validation,
         "worksheet": _cmd_worksheet,
         "adjudicate": _cmd_adjudicate,
     }

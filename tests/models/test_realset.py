@@ -409,3 +409,55 @@ def test_recovery_candidates_rebuild_to_the_committed_items_and_each_has_an_outc
     # Taking the real set's items out is what keeps the two sets apart.
     with_overlap = {i.item_id for i in realset.recovery_candidates()}
     assert with_overlap > {i.item_id for i in rebuilt}
+
+
+# --- the real validation set (models/data/realval) ---------------------------------------------
+
+
+@needs_datasets
+def test_the_validation_sample_rebuilds_to_its_committed_items_and_shares_none_with_the_eval_sets() -> None:
+    rebuilt = realset.validation_sample()
+    committed = read_committed(realset.REALVAL_ITEMS_PATH)
+    assert [i.item_id for i in rebuilt] == [i.item_id for i in realset.validation_sample()]
+    assert {i.item_id for i in rebuilt} == {i.item_id for i in committed}
+    evaluation = {(i.source, i.ref) for i in read_committed()} | {
+        (i.source, i.ref) for i in read_committed(realset.RECOVERY_ITEMS_PATH)
+    }
+    # Disjoint by row, not only by id: a GoEmotions dev comment and a test comment never share an id.
+    assert not evaluation & {(i.source, i.ref) for i in committed}
+    assert not {i.item_id for i in read_committed()} & {i.item_id for i in committed}
+    # GoEmotions and TweetEval come from their dev/val splits; no demo post is in it.
+    splits = {(i.source, i.split) for i in committed}
+    assert ("goemotions", "dev") in splits and ("tweeteval", "val") in splits
+    assert not {s for s, _ in splits} & {"demo"}
+    counts = Counter(i.source + ("/" + i.subset[0] if i.source == "twcs" else "") for i in committed)
+    for key, target in realset.VALIDATION_TARGETS.items():
+        name = {"twcs_opening": "twcs/opening", "twcs_followup": "twcs/after_brand_reply"}.get(key, key)
+        assert 0 < counts[name] <= target, name
+    raw = [json.loads(line) for line in realset.REALVAL_ITEMS_PATH.read_text(encoding="utf-8").splitlines()]
+    assert all(("text" in obj) == (obj["source"] == "banking77") for obj in raw)
+
+
+def test_the_default_draw_is_the_real_sets_draw() -> None:
+    draw = realset.Draw()
+    assert draw.targets == TARGETS and draw.split("goemotions") == "test" and draw.free("twcs", "1")
+    assert not realset.Draw(taken=frozenset({("twcs", "1")})).free("twcs", "1")
+
+
+@needs_datasets
+def test_validation_labels_are_exactly_what_their_committed_passes_adjudicate_to() -> None:
+    passes = realset.REALVAL_DIR / "passes"
+    items = read_committed(realset.REALVAL_ITEMS_PATH)
+    known = {item.item_id for item in items}
+    pass_a = realset.read_pass(passes / "realval_pass_a.jsonl", known)
+    pass_b = realset.read_pass(passes / "realval_pass_b.jsonl", known)
+    third = realset.read_pass(passes / "realval_pass_c.jsonl", known)
+    result = adjudicate(items, pass_a, pass_b, third)
+    committed = {row["item_id"]: row for row in realset.read_jsonl(realset.REALVAL_LABELS_PATH)}
+    assert not result.disputes and not result.missing
+    assert committed.keys() == result.labels.keys() == known
+    for item_id, labels in result.labels.items():
+        assert {name: committed[item_id][name] for name in FIELDS} == labels, item_id
+        assert not inconsistencies(labels), item_id
+    assert set(third) <= {i for i in known if pass_a[i] != pass_b[i]}
+    assert sum(labels["moment"] == "magic" for labels in result.labels.values()) >= 10
