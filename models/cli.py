@@ -250,6 +250,10 @@ def _print_realset(real: RealSetReport) -> None:
         f"recall {real.magic_recall:.4f}"
     )
     print(
+        f"    outside the demo corpus: precision {real.magic_precision_outside_demo:.4f} "
+        f"({real.magic_called_outside_demo} called magic)"
+    )
+    print(
         f"  recovery stories read as a bad moment (would open a flag): "
         f"{real.recovery_bad_moments} of {real.recovery_stories}"
     )

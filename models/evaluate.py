@@ -121,6 +121,9 @@ class RealSetReport:
     magic_precision: float
     magic_called: int
     magic_recall: float
+    magic_called_outside_demo: int
+    """Posts called magic that are not our demo corpus's (written by us, richer in magic than real text)."""
+    magic_precision_outside_demo: float
     recovery_stories: int
     recovery_bad_moments: int
     per_source: dict[str, int]
@@ -177,6 +180,7 @@ def realset_report(classifier: Classifier, data: Path | None = None) -> RealSetR
     true_magic = np.array([lab["moment"] == "magic" for _, lab in pairs])
     called_magic = np.array([r.moment == "magic" for r in results])
     recovery = [i for i, (_, lab) in enumerate(pairs) if lab.get("recovery_story")]
+    real_only = called_magic & np.array([item.source != "demo" for item, _ in pairs])
     per_source: dict[str, int] = {}
     right_per_source: dict[str, int] = {}
     for (item, _), right in zip(pairs, y_tp == p_tp, strict=True):
@@ -194,6 +198,8 @@ def realset_report(classifier: Classifier, data: Path | None = None) -> RealSetR
         magic_precision=float(true_magic[called_magic].mean()) if called_magic.any() else float("nan"),
         magic_called=int(called_magic.sum()),
         magic_recall=float(called_magic[true_magic].mean()) if true_magic.any() else float("nan"),
+        magic_called_outside_demo=int(real_only.sum()),
+        magic_precision_outside_demo=float(true_magic[real_only].mean()) if real_only.any() else float("nan"),
         recovery_stories=len(recovery),
         recovery_bad_moments=sum(is_bad_moment(results[i]) for i in recovery),
         per_source=per_source,

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from models.classifier import ARTIFACTS_DIR, Classifier
-from models.magic import CANDIDATES, choose_magic_threshold, validation_rows, write_threshold
+from models.magic import CANDIDATES, choose_from_grid, choose_magic_threshold, validation_rows, write_threshold
 
 
 def _magic(classifier: Classifier, texts: list[str], floor: float | None) -> np.ndarray:
@@ -27,17 +28,48 @@ def test_a_higher_floor_only_ever_takes_magic_away(classifier) -> None:  # type:
     assert not (floor_07 & ~argmax).any() and not (floor_09 & ~floor_07).any()
 
 
-def test_the_shipped_threshold_is_the_best_f_half_on_validation_and_its_record_reproduces(classifier) -> None:  # type: ignore[no-untyped-def]
+def test_the_shipped_threshold_follows_the_real_validation_rule_and_its_record_reproduces(classifier) -> None:  # type: ignore[no-untyped-def]
     moment = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())["moment"]
     chosen, report = choose_magic_threshold(classifier)
     assert chosen == moment["magic_min_probability"] == classifier.magic_min_probability
-    assert report["grid"] == moment["magic_choice"]["grid"]
-    assert [row["magic_min_probability"] for row in report["grid"]] == list(CANDIDATES)
+    recorded = moment["magic_choice"]
+    assert report["grid"] == recorded["grid"] and report["real_grid"] == recorded["real_grid"]
+    assert report["criterion"] == recorded["criterion"]
+    assert [row["magic_min_probability"] for row in report["real_grid"]] == list(CANDIDATES)
+    assert choose_from_grid(report["real_grid"])["magic_min_probability"] == chosen
+    assert report["real_validation_rows"] >= 400 and report["real_validation_magic"] >= 10
+    # Precision first: the chosen floor calls fewer real posts magic, more of them rightly, than the argmax.
+    argmax = report["real_grid"][0]
+    row = next(r for r in report["real_grid"] if r["magic_min_probability"] == chosen)
+    assert row["precision"] > argmax["precision"] and row["called"] < argmax["called"]
+
+
+def _row(floor: float | None, called: int, precision: float, f_beta: float) -> dict[str, object]:
+    return {"magic_min_probability": floor, "called": called, "precision": precision, "f_beta": f_beta}
+
+
+def test_the_rule_takes_the_lowest_floor_reaching_the_precision_target_else_the_best_f_half() -> None:
+    grid = [_row(None, 40, 0.5, 0.5), _row(0.7, 20, 0.82, 0.7), _row(0.9, 5, 0.9, 0.6)]
+    assert choose_from_grid(grid)["magic_min_probability"] == 0.7
+    assert choose_from_grid(grid, target=0.85)["magic_min_probability"] == 0.9
+    # Nothing reaches the target: the best F0.5, ties to the higher precision.
+    assert choose_from_grid(grid, target=0.95)["magic_min_probability"] == 0.7
+    tied = [_row(None, 40, 0.5, 0.6), _row(0.8, 10, 0.7, 0.6)]
+    assert choose_from_grid(tied, target=0.95)["magic_min_probability"] == 0.8
+    # A floor that calls nothing magic has no precision to speak of, whatever the grid says.
+    assert choose_from_grid([_row(None, 10, 0.4, 0.4), _row(0.9, 0, 1.0, 0.0)])["magic_min_probability"] is None
+
+
+def test_without_the_real_validation_set_the_written_posts_decide(  # type: ignore[no-untyped-def]
+    classifier, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from models import realset
+
+    monkeypatch.setattr(realset, "REALVAL_LABELS_PATH", tmp_path / "missing.jsonl")
+    chosen, report = choose_magic_threshold(classifier)
+    assert "real_grid" not in report and "written" in report["criterion"]
     best = max(report["grid"], key=lambda row: (row["f_beta"], row["precision"]))
-    assert best["magic_min_probability"] == chosen
-    # Precision first: the chosen floor calls fewer posts magic, more of them rightly, than the argmax.
-    argmax = report["grid"][0]
-    assert best["precision"] > argmax["precision"] and best["called"] < argmax["called"]
+    assert chosen == best["magic_min_probability"]
 
 
 def test_a_manifest_without_a_threshold_keeps_the_argmax(tmp_path: Path, classifier) -> None:  # type: ignore[no-untyped-def]

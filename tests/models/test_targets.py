@@ -77,7 +77,7 @@ def test_touchpoint_real_text_set(classifier) -> None:  # type: ignore[no-untype
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model u (p's networks) reads one of the 10 ('@AppleSupport Restarting does resolve "
+    reason="issue 14 open: model v (p's networks) reads one of the 10 ('@AppleSupport Restarting does resolve "
     "the issue. Thanks.', p_neg 0.59) as negative, and 2 of the 59 positive posts as bad moments (model l: 0 and 1); "
     "strict, so a model that fixes it turns this red until it is unmarked",
 )
