@@ -84,7 +84,8 @@ def test_the_demo_corpus_has_praise_and_misery() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model v (shipped: p's networks, a magic floor chosen on real validation posts) still reads 2 praise posts "
+    reason="issue 14 open: model v (shipped: p's networks, a magic floor chosen on real posts) "
+    "still reads 2 praise posts "
     "as bad moments ('Credit where due: "
     "after my rant yesterday a real Northwind agent called me back ...', 'Changed my Northwind flight to a day "
     "earlier in the app: $0 fare difference, no change fee'; MODEL_CARD.md, Known failure modes); the stars "
@@ -103,7 +104,8 @@ def test_no_praise_reads_as_a_bad_moment(classifier) -> None:  # type: ignore[no
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model v (shipped: p's networks, a magic floor chosen on real validation posts) still reads 2 praise posts "
+    reason="issue 14 open: model v (shipped: p's networks, a magic floor chosen on real posts) "
+    "still reads 2 praise posts "
     "as bad moments ('Credit where due: "
     "after my rant yesterday a real Northwind agent called me back ...', 'Changed my Northwind flight to a day "
     "earlier in the app: $0 fare difference, no change fee'; MODEL_CARD.md, Known failure modes); the stars "
