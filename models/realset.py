@@ -73,7 +73,6 @@ RECOVERY_LABELS_PATH = REALSET_DIR / "recovery_labels.jsonl"
 REALVAL_DIR = Path(__file__).resolve().parent / "data" / "realval"
 REALVAL_ITEMS_PATH = REALVAL_DIR / "items.jsonl"
 REALVAL_LABELS_PATH = REALVAL_DIR / "labels.jsonl"
-REALVAL_AGREEMENT_PATH = REALVAL_DIR / "AGREEMENT.md"
 
 DEFAULT_SEED = 14
 SENTIMENTS: tuple[str, ...] = ("negative", "neutral", "positive")

@@ -305,20 +305,37 @@ def test_adjudicate_command_writes_labels_without_text_and_agreement(
     assert err.count("\n") == 0 and "sentiment must be one of" in err
 
 
-def test_committed_labels_are_exactly_what_the_committed_passes_adjudicate_to() -> None:
-    """labels.jsonl is reproducible: the rule applied to passes A, B and C gives it, label for label."""
-    passes = Path(realset.__file__).parent / "data" / "realset" / "passes"
-    items = read_committed()
+def _readjudicated(
+    items_path: Path, labels_path: Path, folder: Path, name: str
+) -> tuple[
+    realset.Adjudication,
+    dict[str, dict[str, object]],
+    dict[str, dict[str, object]],
+    dict[str, dict[str, object]],
+    dict[str, dict[str, object]],
+]:
+    """The committed passes ``folder/passes/{name}_pass_{a,b,c}.jsonl`` adjudicated again, checked
+    against the committed labels: every item decided, label for label, none breaking a guide rule.
+
+    Returns the result, the committed labels and passes A, B and C.
+    """
+    items = read_committed(items_path)
     known = {item.item_id for item in items}
-    pass_a = realset.read_pass(passes / "realset_pass_a.jsonl", known)
-    pass_b = realset.read_pass(passes / "realset_pass_b.jsonl", known)
-    third = {row["item_id"]: row for row in realset.read_jsonl(passes / "realset_pass_c.jsonl")}
-    result = realset.adjudicate(items, pass_a, pass_b, third)
-    committed = {row["item_id"]: row for row in realset.read_jsonl(realset.LABELS_PATH)}
+    pass_a, pass_b, third = (realset.read_pass(folder / "passes" / f"{name}_pass_{x}.jsonl", known) for x in "abc")
+    result = adjudicate(items, pass_a, pass_b, third)
+    committed = {row["item_id"]: row for row in realset.read_jsonl(labels_path)}
     assert not result.disputes and not result.missing
     assert committed.keys() == result.labels.keys() == known
     for item_id, labels in result.labels.items():
-        assert {name: committed[item_id][name] for name in FIELDS} == labels, item_id
+        assert {field: committed[item_id][field] for field in FIELDS} == labels, item_id
+        assert not inconsistencies(labels), item_id
+    return result, committed, pass_a, pass_b, third
+
+
+def test_committed_labels_are_exactly_what_the_committed_passes_adjudicate_to() -> None:
+    """labels.jsonl is reproducible: the rule applied to passes A, B and C gives it, label for label."""
+    result, committed, *_ = _readjudicated(realset.ITEMS_PATH, realset.LABELS_PATH, realset.REALSET_DIR, "realset")
+    for item_id in result.labels:
         assert committed[item_id]["how"] == result.how[item_id], item_id
     # The two blind passes agree far above chance on every field (Cohen's kappa).
     assert all(kappa > 0.8 for _, kappa, _ in result.agreement.values())
@@ -373,21 +390,11 @@ def test_a_model_is_said_to_have_learnt_the_registers_of_its_weighted_sources() 
 
 def test_recovery_labels_are_exactly_what_their_committed_passes_adjudicate_to() -> None:
     """recovery_labels.jsonl is reproducible from passes A, B and C, and keeps the guide's rules."""
-    passes = realset.REALSET_DIR / "passes"
-    items = read_committed(realset.RECOVERY_ITEMS_PATH)
-    known = {item.item_id for item in items}
-    pass_a = realset.read_pass(passes / "recovery_pass_a.jsonl", known)
-    pass_b = realset.read_pass(passes / "recovery_pass_b.jsonl", known)
-    third = realset.read_pass(passes / "recovery_pass_c.jsonl", known)
-    result = adjudicate(items, pass_a, pass_b, third)
-    committed = {row["item_id"]: row for row in realset.read_jsonl(realset.RECOVERY_LABELS_PATH)}
-    assert not result.disputes and not result.missing
-    assert committed.keys() == result.labels.keys() == known
-    for item_id, labels in result.labels.items():
-        assert {name: committed[item_id][name] for name in FIELDS} == labels, item_id
-        assert not inconsistencies(labels), item_id
+    result, _, pass_a, pass_b, third = _readjudicated(
+        realset.RECOVERY_ITEMS_PATH, realset.RECOVERY_LABELS_PATH, realset.REALSET_DIR, "recovery"
+    )
     # The third pass decided only what the two blind passes disputed.
-    assert set(third) == {i for i in known if pass_a[i] != pass_b[i]}
+    assert set(third) == {i for i in result.labels if pass_a[i] != pass_b[i]}
     assert sum(labels["recovery_story"] for labels in result.labels.values()) >= 10
 
 
@@ -446,18 +453,8 @@ def test_the_default_draw_is_the_real_sets_draw() -> None:
 
 @needs_datasets
 def test_validation_labels_are_exactly_what_their_committed_passes_adjudicate_to() -> None:
-    passes = realset.REALVAL_DIR / "passes"
-    items = read_committed(realset.REALVAL_ITEMS_PATH)
-    known = {item.item_id for item in items}
-    pass_a = realset.read_pass(passes / "realval_pass_a.jsonl", known)
-    pass_b = realset.read_pass(passes / "realval_pass_b.jsonl", known)
-    third = realset.read_pass(passes / "realval_pass_c.jsonl", known)
-    result = adjudicate(items, pass_a, pass_b, third)
-    committed = {row["item_id"]: row for row in realset.read_jsonl(realset.REALVAL_LABELS_PATH)}
-    assert not result.disputes and not result.missing
-    assert committed.keys() == result.labels.keys() == known
-    for item_id, labels in result.labels.items():
-        assert {name: committed[item_id][name] for name in FIELDS} == labels, item_id
-        assert not inconsistencies(labels), item_id
-    assert set(third) <= {i for i in known if pass_a[i] != pass_b[i]}
+    result, _, pass_a, pass_b, third = _readjudicated(
+        realset.REALVAL_ITEMS_PATH, realset.REALVAL_LABELS_PATH, realset.REALVAL_DIR, "realval"
+    )
+    assert set(third) <= {i for i in result.labels if pass_a[i] != pass_b[i]}
     assert sum(labels["moment"] == "magic" for labels in result.labels.values()) >= 10
