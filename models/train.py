@@ -364,7 +364,9 @@ class SentimentExtra:
 TUNE_OWN_REPEATS = {"touchpoints-train": 3, "recovery-train": 5}
 
 
-def tune_extra_parts(data: Path | None) -> tuple[list[tuple[str, D.Labelled]], D.Labelled]:
+def tune_extra_parts(
+    data: Path | None, contrast_repeats: int = 0
+) -> tuple[list[tuple[str, D.Labelled]], D.Labelled]:
     """Extra fine-tune rows (``--tune-extra``) and their held-out validation mix.
 
     Customer text in the register TweetEval lacks, under licences that allow training:
@@ -373,6 +375,11 @@ def tune_extra_parts(data: Path | None) -> tuple[list[tuple[str, D.Labelled]], D
     :data:`TUNE_OWN_REPEATS`). Validation: the held-out fifths, our dev split and our
     recovery validation rows. Never a test split, never TWCS or SemEval (non-commercial /
     research-only terms).
+
+    ``contrast_repeats`` > 0 (``--contrast-repeats``) adds the written contrast rows
+    (:data:`models.data.CONTRAST_PATH`: praise built from negated cost words, praise conceding an
+    earlier complaint, and the same words where the complaint stands), two in three repeated that
+    often, the third joining the validation mix.
     """
     parts: list[tuple[str, D.Labelled]] = []
     val_texts: list[str] = []
@@ -397,7 +404,21 @@ def tune_extra_parts(data: Path | None) -> tuple[list[tuple[str, D.Labelled]], D
                 ),
             )
         )
-    for own in (D.load_touchpoints("dev"), D.load_recovery("val")):
+    if contrast_repeats > 0:
+        contrast = D.load_recovery("train", path=D.CONTRAST_PATH)
+        parts.append(
+            (
+                "contrast-train",
+                D.Labelled(
+                    [str(r["text"]) for r in contrast] * contrast_repeats,
+                    [D.SENTIMENTS.index(str(r["sentiment"])) for r in contrast] * contrast_repeats,
+                ),
+            )
+        )
+    own_val = [D.load_touchpoints("dev"), D.load_recovery("val")]
+    if contrast_repeats > 0:
+        own_val.append(D.load_recovery("val", path=D.CONTRAST_PATH))
+    for own in own_val:
         val_texts += [str(r["text"]) for r in own]
         val_labels += [D.SENTIMENTS.index(str(r["sentiment"])) for r in own]
     return parts, D.Labelled(val_texts, val_labels)
@@ -703,7 +724,7 @@ def train_sentiment(
             parts.append(("goemotions-train", D.load_goemotions_sentiment("train", args.data)))
         tune_val: D.Labelled | None = None
         if args.tune_extra:
-            tune_parts, tune_val = tune_extra_parts(args.data)
+            tune_parts, tune_val = tune_extra_parts(args.data, args.contrast_repeats)
             parts.extend(tune_parts)
         if args.limit:
             # Smoke runs: only the sampled rows go through the trunk, and nothing large is cached.
@@ -1328,6 +1349,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SOURCE=W[,SOURCE=W]",
         help="pin the weight of a weak-label source (banking77, semeval14, chatter) instead of letting the "
         "validation rule choose it, e.g. banking77=0.01; the manifest records the pin",
+    )
+    parser.add_argument(
+        "--contrast-repeats",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --tune-extra: add the written contrast rows (models/data/recovery/negation_and_concession.jsonl; "
+        "two in three, repeated K times; the third joins the validation mix). Default 0: left out",
     )
     parser.add_argument(
         "--tune-extra",

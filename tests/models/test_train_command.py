@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from models.classifier import Classifier
-from models.data import load_touchpoints, load_tweeteval
+from models.data import CONTRAST_PATH, datasets_dir, load_recovery, load_touchpoints, load_tweeteval
 from models.evaluate import touchpoint_report
-from models.train import main
+from models.train import main, tune_extra_parts
 from models.training import macro_recall
 
 
@@ -40,3 +40,18 @@ def test_training_writes_artifacts_the_classifier_reproduces(tmp_path: Path) -> 
     )
     dev = touchpoint_report(classifier, load_touchpoints("dev"))
     assert dev.macro_f1 == pytest.approx(manifest["touchpoint"]["dev_macro_f1"], abs=1e-3)
+
+
+@pytest.mark.skipif(
+    not (datasets_dir() / "vader_groundtruth").is_dir(), reason="shared datasets not found (set MOMENTS_DATASETS)"
+)
+def test_the_contrast_rows_join_the_fine_tune_only_when_asked_and_never_their_validation_third() -> None:
+    plain_parts, plain_val = tune_extra_parts(None)
+    parts, val = tune_extra_parts(None, contrast_repeats=5)
+    assert "contrast-train" not in dict(plain_parts)
+    assert dict(parts).keys() - dict(plain_parts).keys() == {"contrast-train"}
+    trained = dict(parts)["contrast-train"]
+    assert len(trained) == 5 * len(load_recovery("train", path=CONTRAST_PATH))
+    held = load_recovery("val", path=CONTRAST_PATH)
+    assert val.texts == plain_val.texts + [str(r["text"]) for r in held]
+    assert not set(trained.texts) & {str(r["text"]) for r in held}
