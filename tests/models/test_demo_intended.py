@@ -84,12 +84,11 @@ def test_the_demo_corpus_has_praise_and_misery() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model v (shipped: p's networks, a magic floor chosen on real posts) "
-    "still reads 2 praise posts "
-    "as bad moments ('Credit where due: "
-    "after my rant yesterday a real Northwind agent called me back ...', 'Changed my Northwind flight to a day "
-    "earlier in the app: $0 fare difference, no change fee'; MODEL_CARD.md, Known failure modes); the stars "
-    "and the recovery detector settle the rest (l: 5); strict, so a model that fixes it turns this red",
+    reason="issue 14 open: model w (shipped) still reads 1 praise post as a bad moment ('Changed my Northwind "
+    "flight to a day earlier in the app: $0 fare difference, no change fee'; the adapters read a flight change as a "
+    "complaint, p_neg 0.63; MODEL_CARD.md, Known failure modes); w's contrast rows settled 'Credit where due: after "
+    "my rant yesterday ...', the stars and the recovery detector the rest; strict, so a model that fixes it turns "
+    "this red",
 )
 def test_no_praise_reads_as_a_bad_moment(classifier) -> None:  # type: ignore[no-untyped-def]
     pairs = [(text, labels) for text, labels in _demo() if _is_praise(labels)]
@@ -104,12 +103,11 @@ def test_no_praise_reads_as_a_bad_moment(classifier) -> None:  # type: ignore[no
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model v (shipped: p's networks, a magic floor chosen on real posts) "
-    "still reads 2 praise posts "
-    "as bad moments ('Credit where due: "
-    "after my rant yesterday a real Northwind agent called me back ...', 'Changed my Northwind flight to a day "
-    "earlier in the app: $0 fare difference, no change fee'; MODEL_CARD.md, Known failure modes); the stars "
-    "and the recovery detector settle the rest (l: 5); strict, so a model that fixes it turns this red",
+    reason="issue 14 open: model w (shipped) still reads 1 praise post as a bad moment ('Changed my Northwind "
+    "flight to a day earlier in the app: $0 fare difference, no change fee'; the adapters read a flight change as a "
+    "complaint, p_neg 0.63; MODEL_CARD.md, Known failure modes); w's contrast rows settled 'Credit where due: after "
+    "my rant yesterday ...', the stars and the recovery detector the rest; strict, so a model that fixes it turns "
+    "this red",
 )
 def test_bad_moments_are_posts_written_as_negative(classifier) -> None:  # type: ignore[no-untyped-def]
     pairs = _demo()

@@ -16,9 +16,10 @@ import pytest
 from models.data import load_touchpoints
 from models.evaluate import touchpoint_report, tweeteval_report
 
-# The issues' targets. Measured on model v (p's networks): TweetEval test macro-recall 0.7035 (l: 0.7018),
-# real-text touchpoint macro-F1 0.499 (l: 0.512, h: 0.421), real-text sentiment macro-F1 0.725 (l: 0.689),
-# real-text magic precision 0.655 (u: 0.636, p: 0.482), dev touchpoint macro-F1 0.712 (l: 0.725, h: 0.775).
+# The issues' targets. Measured on model w: TweetEval test macro-recall 0.7019 (v: 0.7035, l: 0.7018),
+# real-text touchpoint macro-F1 0.498 (v: 0.499, l: 0.512, h: 0.421), real-text sentiment macro-F1 0.729
+# (v: 0.725, l: 0.689), real-text magic precision 0.647 (v: 0.655, p: 0.482), dev touchpoint macro-F1 0.708
+# (v: 0.712, l: 0.725, h: 0.775).
 TWEETEVAL_TEST_MIN_MACRO_RECALL = 0.70
 # Issue 14 aims at 0.70 on the real-text set; this floor holds what has been reached so far. It was 0.50
 # for model l; model p's sentiment layers (which the touchpoint heads read) cost 0.014 of it for 0.036 of
@@ -60,8 +61,8 @@ def test_touchpoint_real_text_set(classifier) -> None:  # type: ignore[no-untype
     assert report.touchpoint_macro_f1 >= REALSET_TOUCHPOINT_MIN_MACRO_F1, report.touchpoint_per_class_f1
     assert report.sentiment_macro_f1 >= REALSET_SENTIMENT_MIN_MACRO_F1, report
     assert report.magic_precision >= REALSET_MAGIC_MIN_PRECISION and report.magic_called >= 20, report
-    # recovery stories the flag rule would read as a bad moment: 4 of 13 on model l, 2 on model p
-    assert report.recovery_stories == 13 and report.recovery_bad_moments <= 2, report
+    # recovery stories the flag rule would read as a bad moment: 4 of 13 on model l, 2 on p and v, none on w
+    assert report.recovery_stories == 13 and report.recovery_bad_moments == 0, report
     # per source (`moments eval` prints it, so a gain in a source the model learnt from shows as such)
     per_source = report.touchpoint_accuracy_per_source
     assert set(per_source) == set(report.per_source)
@@ -77,8 +78,8 @@ def test_touchpoint_real_text_set(classifier) -> None:  # type: ignore[no-untype
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model v (p's networks) reads one of the 10 ('@AppleSupport Restarting does resolve "
-    "the issue. Thanks.', p_neg 0.59) as negative, and 2 of the 59 positive posts as bad moments (model l: 0 and 1); "
+    reason="issue 14 open: model w reads one of the 10 ('@AppleSupport Restarting does resolve "
+    "the issue. Thanks.', p_neg 0.56) as negative, and 2 of the 59 positive posts as bad moments (model l: 0 and 1); "
     "strict, so a model that fixes it turns this red until it is unmarked",
 )
 def test_no_real_recovery_story_would_open_a_flag(classifier) -> None:  # type: ignore[no-untyped-def]
