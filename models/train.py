@@ -364,9 +364,7 @@ class SentimentExtra:
 TUNE_OWN_REPEATS = {"touchpoints-train": 3, "recovery-train": 5}
 
 
-def tune_extra_parts(
-    data: Path | None, contrast_repeats: int = 0
-) -> tuple[list[tuple[str, D.Labelled]], D.Labelled]:
+def tune_extra_parts(data: Path | None, contrast_repeats: int = 0) -> tuple[list[tuple[str, D.Labelled]], D.Labelled]:
     """Extra fine-tune rows (``--tune-extra``) and their held-out validation mix.
 
     Customer text in the register TweetEval lacks, under licences that allow training:
@@ -389,35 +387,18 @@ def tune_extra_parts(
         parts.append((name, D.Labelled([rows.texts[i] for i in keep], [rows.labels[i] for i in keep])))
         val_texts += [rows.texts[i] for i in range(len(rows)) if i % 5 == 4]
         val_labels += [rows.labels[i] for i in range(len(rows)) if i % 5 == 4]
-    for name, split, loader in (
-        ("touchpoints-train", "train", D.load_touchpoints),
-        ("recovery-train", "train", D.load_recovery),
-    ):
-        own = loader(split)
-        repeats = TUNE_OWN_REPEATS[name]
-        parts.append(
-            (
-                name,
-                D.Labelled(
-                    [str(r["text"]) for r in own] * repeats,
-                    [D.SENTIMENTS.index(str(r["sentiment"])) for r in own] * repeats,
-                ),
-            )
-        )
-    if contrast_repeats > 0:
-        contrast = D.load_recovery("train", path=D.CONTRAST_PATH)
-        parts.append(
-            (
-                "contrast-train",
-                D.Labelled(
-                    [str(r["text"]) for r in contrast] * contrast_repeats,
-                    [D.SENTIMENTS.index(str(r["sentiment"])) for r in contrast] * contrast_repeats,
-                ),
-            )
-        )
+    own_parts = [
+        ("touchpoints-train", D.load_touchpoints("train"), TUNE_OWN_REPEATS["touchpoints-train"]),
+        ("recovery-train", D.load_recovery("train"), TUNE_OWN_REPEATS["recovery-train"]),
+    ]
     own_val = [D.load_touchpoints("dev"), D.load_recovery("val")]
     if contrast_repeats > 0:
+        own_parts.append(("contrast-train", D.load_recovery("train", path=D.CONTRAST_PATH), contrast_repeats))
         own_val.append(D.load_recovery("val", path=D.CONTRAST_PATH))
+    for name, own, repeats in own_parts:
+        texts = [str(r["text"]) for r in own]
+        labels = [D.SENTIMENTS.index(str(r["sentiment"])) for r in own]
+        parts.append((name, D.Labelled(texts * repeats, labels * repeats)))
     for own in own_val:
         val_texts += [str(r["text"]) for r in own]
         val_labels += [D.SENTIMENTS.index(str(r["sentiment"])) for r in own]
@@ -1448,6 +1429,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.feedback_weight <= 0:
         parser.error("--feedback-weight must be positive")
+    if args.contrast_repeats < 0 or (args.contrast_repeats and not args.tune_extra):
+        parser.error("--contrast-repeats takes a count >= 0 and needs --tune-extra (the rows join its fine-tune mix)")
     try:
         args.feedback_rows = read_feedback(args.feedback) if args.feedback else []
     except ValueError as exc:

@@ -55,3 +55,10 @@ def test_the_contrast_rows_join_the_fine_tune_only_when_asked_and_never_their_va
     held = load_recovery("val", path=CONTRAST_PATH)
     assert val.texts == plain_val.texts + [str(r["text"]) for r in held]
     assert not set(trained.texts) & {str(r["text"]) for r in held}
+
+
+def test_contrast_repeats_without_tune_extra_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--contrast-repeats", "5", "--out", "unused"])
+    assert exited.value.code == 2
+    assert "--contrast-repeats" in capsys.readouterr().err
