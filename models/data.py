@@ -201,9 +201,11 @@ RECOVERY_FILES: tuple[Path, ...] = (RECOVERY_PATH, MORE_RECOVERY_PATH)
 CONTRAST_PATH = RECOVERY_PATH.parent / "negation_and_concession.jsonl"
 """Contrast rows for the outcome a customer reports: praise built from negated cost and friction words,
 praise conceding an earlier complaint, the same words where the complaint stands, neutral questions
-(fictional brands; written without sight of the demo corpus or the real set). Not in
-:data:`RECOVERY_FILES`: candidates q and t learnt from them and did not ship (MODEL_CARD.md, "Tried
-after p"); ``load_recovery(split, path=CONTRAST_PATH)`` reads them."""
+(fictional brands; written without sight of the demo corpus or the real set, but after the demo's
+failures were described, so some rows paraphrase demo posts closely). Not in :data:`RECOVERY_FILES`, so
+no head or detector learns from them (candidate t did, and did not ship); the sentiment fine-tune reads
+them only with ``models.train --contrast-repeats`` (model w: 5). ``load_recovery(split,
+path=CONTRAST_PATH)`` reads them."""
 
 BANKING77_TABLE = Path(__file__).resolve().parent / "data" / "realset" / "banking77_touchpoints.csv"
 SEMEVAL_TABLE = Path(__file__).resolve().parent / "data" / "realset" / "semeval_aspects.csv"
