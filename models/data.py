@@ -198,6 +198,13 @@ MORE_RECOVERY_PATH = RECOVERY_PATH.parent / "more_stories.jsonl"
 """A second, larger set: recovery stories across industries, failed or grudging recoveries and
 support-thread acknowledgements, written without sight of the demo corpus or the real set."""
 RECOVERY_FILES: tuple[Path, ...] = (RECOVERY_PATH, MORE_RECOVERY_PATH)
+FOLLOW_UP_PATH = RECOVERY_PATH.parent / "follow_ups.jsonl"
+"""Customers writing again to a support handle after its reply: plain resolution reports ("clearing the
+cache does fix it. Thanks."; recovery stories), look-alikes where the fault stands or came back (many
+closing with a polite "thanks"), and neutral follow-ups. Fictional brands; written without sight of TWCS
+text, the real set, the real validation set or the demo, but after the real recovery set's last miss was
+known (a plain "... does resolve the issue. Thanks." read as negative). Read by the recovery detector
+only (:data:`models.recovery.DETECTOR_FILES`); not by the sentiment fine-tune or its TF-IDF model."""
 CONTRAST_PATH = RECOVERY_PATH.parent / "negation_and_concession.jsonl"
 """Contrast rows for the outcome a customer reports: praise built from negated cost and friction words,
 praise conceding an earlier complaint, the same words where the complaint stands, neutral questions
@@ -206,6 +213,16 @@ failures were described, so some rows paraphrase demo posts closely). Not in :da
 no head or detector learns from them (candidate t did, and did not ship); the sentiment fine-tune reads
 them only with ``models.train --contrast-repeats`` (model w: 5). ``load_recovery(split,
 path=CONTRAST_PATH)`` reads them."""
+
+SELF_SERVICE_PATH = RECOVERY_PATH.parent / "self_service.jsonl"
+"""More contrast rows, for the sentiment fine-tune only: customers who changed, cancelled, returned or
+rescheduled something themselves and report the outcome through an absent cost or friction ("no change fee,
+£0 difference, took two minutes"; positive), the same changes where the fee or friction was there
+(negative), and plain questions (neutral). Fictional brands, travel and everything else in equal parts;
+written without sight of the demo corpus or the real sets, but after the demo's last misread praise
+("changed my flight ... no change fee") was known. No shipped model learnt from them: candidates z-z3
+read them beside :data:`CONTRAST_PATH` (``models.train --contrast-repeats 4 --contrast-file ...`` for
+each) and were not kept (MODEL_CARD.md)."""
 
 BANKING77_TABLE = Path(__file__).resolve().parent / "data" / "realset" / "banking77_touchpoints.csv"
 SEMEVAL_TABLE = Path(__file__).resolve().parent / "data" / "realset" / "semeval_aspects.csv"

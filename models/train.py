@@ -364,7 +364,9 @@ class SentimentExtra:
 TUNE_OWN_REPEATS = {"touchpoints-train": 3, "recovery-train": 5}
 
 
-def tune_extra_parts(data: Path | None, contrast_repeats: int = 0) -> tuple[list[tuple[str, D.Labelled]], D.Labelled]:
+def tune_extra_parts(
+    data: Path | None, contrast_repeats: int = 0, contrast_files: Sequence[Path] = (D.CONTRAST_PATH,)
+) -> tuple[list[tuple[str, D.Labelled]], D.Labelled]:
     """Extra fine-tune rows (``--tune-extra``) and their held-out validation mix.
 
     Customer text in the register TweetEval lacks, under licences that allow training:
@@ -377,7 +379,8 @@ def tune_extra_parts(data: Path | None, contrast_repeats: int = 0) -> tuple[list
     ``contrast_repeats`` > 0 (``--contrast-repeats``) adds the written contrast rows
     (:data:`models.data.CONTRAST_PATH`: praise built from negated cost words, praise conceding an
     earlier complaint, and the same words where the complaint stands), two in three repeated that
-    often, the third joining the validation mix.
+    often, the third joining the validation mix; ``contrast_files`` (``--contrast-file``) names other
+    files of such rows (each split on its own), e.g. :data:`models.data.SELF_SERVICE_PATH` too.
     """
     parts: list[tuple[str, D.Labelled]] = []
     val_texts: list[str] = []
@@ -393,8 +396,12 @@ def tune_extra_parts(data: Path | None, contrast_repeats: int = 0) -> tuple[list
     ]
     own_val = [D.load_touchpoints("dev"), D.load_recovery("val")]
     if contrast_repeats > 0:
-        own_parts.append(("contrast-train", D.load_recovery("train", path=D.CONTRAST_PATH), contrast_repeats))
-        own_val.append(D.load_recovery("val", path=D.CONTRAST_PATH))
+        contrast = {
+            split: [r for path in contrast_files for r in D.load_recovery(split, path=path)]
+            for split in ("train", "val")
+        }
+        own_parts.append(("contrast-train", contrast["train"], contrast_repeats))
+        own_val.append(contrast["val"])
     for name, own, repeats in own_parts:
         texts = [str(r["text"]) for r in own]
         labels = [D.SENTIMENTS.index(str(r["sentiment"])) for r in own]
@@ -705,7 +712,7 @@ def train_sentiment(
             parts.append(("goemotions-train", D.load_goemotions_sentiment("train", args.data)))
         tune_val: D.Labelled | None = None
         if args.tune_extra:
-            tune_parts, tune_val = tune_extra_parts(args.data, args.contrast_repeats)
+            tune_parts, tune_val = tune_extra_parts(args.data, args.contrast_repeats, args.contrast_files)
             parts.extend(tune_parts)
         if args.limit:
             # Smoke runs: only the sampled rows go through the trunk, and nothing large is cached.
@@ -1340,6 +1347,16 @@ def main(argv: list[str] | None = None) -> int:
         "two in three, repeated K times; the third joins the validation mix). Default 0: left out",
     )
     parser.add_argument(
+        "--contrast-file",
+        dest="contrast_files",
+        action="append",
+        type=Path,
+        default=None,
+        metavar="JSONL",
+        help="with --contrast-repeats: read the contrast rows from this file instead (repeat the option for "
+        "several, e.g. also models/data/recovery/self_service.jsonl). Default: negation_and_concession.jsonl",
+    )
+    parser.add_argument(
         "--tune-extra",
         action="store_true",
         help="fine-tune the sentiment adapters on VADER tweets and Amazon review sentences and our own posts "
@@ -1431,6 +1448,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--feedback-weight must be positive")
     if args.contrast_repeats < 0 or (args.contrast_repeats and not args.tune_extra):
         parser.error("--contrast-repeats takes a count >= 0 and needs --tune-extra (the rows join its fine-tune mix)")
+    if args.contrast_files is not None and not args.contrast_repeats:
+        parser.error("--contrast-file needs --contrast-repeats K (how often its rows join the fine-tune)")
+    args.contrast_files = tuple(args.contrast_files or (D.CONTRAST_PATH,))
     try:
         args.feedback_rows = read_feedback(args.feedback) if args.feedback else []
     except ValueError as exc:
@@ -1567,6 +1587,9 @@ def main(argv: list[str] | None = None) -> int:
             "vader_tweets_sha256": sha(D.vader_tweets_path(args.data)) if sent.extra_sources else None,
             "recovery_sha256": sha(D.RECOVERY_PATH),
             "more_recovery_sha256": sha(D.MORE_RECOVERY_PATH),
+            "contrast_sha256": (
+                {path.name: sha(path) for path in args.contrast_files} if args.contrast_repeats > 0 else None
+            ),
             "feedback_sha256": sha(args.feedback) if args.feedback else None,
             "feedback_rows": tp.feedback_rows,
             "touchpoints_train_sha256": sha(D.TOUCHPOINT_DIR / "train.jsonl"),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.classifier import Classifier
-from models.data import CONTRAST_PATH, datasets_dir, load_recovery, load_touchpoints, load_tweeteval
+from models.data import CONTRAST_PATH, SELF_SERVICE_PATH, datasets_dir, load_recovery, load_touchpoints, load_tweeteval
 from models.evaluate import touchpoint_report
 from models.train import main, tune_extra_parts
 from models.training import macro_recall
@@ -55,6 +55,26 @@ def test_the_contrast_rows_join_the_fine_tune_only_when_asked_and_never_their_va
     held = load_recovery("val", path=CONTRAST_PATH)
     assert val.texts == plain_val.texts + [str(r["text"]) for r in held]
     assert not set(trained.texts) & {str(r["text"]) for r in held}
+
+
+@pytest.mark.skipif(
+    not (datasets_dir() / "vader_groundtruth").is_dir(), reason="shared datasets not found (set MOMENTS_DATASETS)"
+)
+def test_named_contrast_files_each_split_on_their_own() -> None:
+    files = (CONTRAST_PATH, SELF_SERVICE_PATH)
+    parts, val = tune_extra_parts(None, contrast_repeats=2, contrast_files=files)
+    trained = dict(parts)["contrast-train"]
+    expected = [str(r["text"]) for path in files for r in load_recovery("train", path=path)]
+    assert trained.texts == expected * 2
+    held = [str(r["text"]) for path in files for r in load_recovery("val", path=path)]
+    assert val.texts[-len(held) :] == held
+
+
+def test_a_contrast_file_without_contrast_repeats_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--tune-extra", "--contrast-file", str(SELF_SERVICE_PATH), "--out", "unused"])
+    assert exited.value.code == 2
+    assert "--contrast-file needs --contrast-repeats" in capsys.readouterr().err
 
 
 def test_contrast_repeats_without_tune_extra_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
