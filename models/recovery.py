@@ -15,7 +15,8 @@ detector alone also fires on long complaint narratives ("lost my luggage 9 days 
 and they just"): two signals must agree before a complaint could turn into praise.
 
 What it learns from: the recovery stories and look-alike complaints we wrote
-(``models/data/recovery/*.jsonl``, two rows in three; the third is validation) and, as
+(:data:`DETECTOR_FILES`: ``stories``, ``more_stories`` and the support follow-ups
+``follow_ups`` of ``models/data/recovery/``, two rows in three; the third is validation) and, as
 posts that are not recovery stories, our touchpoint train posts and samples of TweetEval,
 GoEmotions and BANKING77 *train*. The threshold and the regularisation are chosen on
 validation only (the held-out thirds, our touchpoint dev posts, TweetEval val, GoEmotions
@@ -54,6 +55,9 @@ log = logging.getLogger("moments.models")
 
 POSITIVE = 2  # index of "positive" in SENTIMENTS
 MAX_TWEETEVAL_VAL_COST = 0.002
+MAX_MISERY_DETECTED = 0.1
+"""At most this share of the validation posts written as misery may be detected: a complaint the detector
+turns into praise (often sarcastic thanks: "Thanks for the 'help'") hides a customer in trouble."""
 THRESHOLDS: tuple[float, ...] = tuple(round(0.4 + 0.05 * k, 2) for k in range(12))  # 0.40 ... 0.95
 GENERAL_TRAIN_ROWS = {"tweeteval": 4000, "goemotions": 3000, "banking77": 2000}
 GENERAL_VAL_ROWS = {"goemotions": 1500}
@@ -115,6 +119,16 @@ def shift_to_positive(sent: np.ndarray, p_recovery: np.ndarray, threshold: float
 # --- training data ---------------------------------------------------------------------------
 
 
+DETECTOR_FILES: tuple[Path, ...] = (*D.RECOVERY_FILES, D.FOLLOW_UP_PATH)
+"""The written rows the detector learns from: the recovery files every head reads, and the support
+follow-ups only the detector reads (plain "that fixed it, thanks" replies and their look-alikes)."""
+
+
+def written_rows(split: str) -> list[dict[str, object]]:
+    """Our written rows of :data:`DETECTOR_FILES`, ``train`` (two in three) or ``val`` (every third), per file."""
+    return [row for path in DETECTOR_FILES for row in D.load_recovery(split, path=path)]
+
+
 def _sample(texts: Sequence[str], n: int, rng: random.Random) -> list[str]:
     texts = list(dict.fromkeys(texts))
     return rng.sample(texts, min(n, len(texts)))
@@ -129,7 +143,7 @@ class Examples:
 def training_examples(data: Path | None = None, seed: int = SEED) -> Examples:
     """Recovery stories (1) against look-alikes, our other posts and general text (0)."""
     rng = random.Random(seed)
-    rows = D.load_recovery("train")
+    rows = written_rows("train")
     texts = [str(r["text"]) for r in rows]
     labels = [int(bool(r["recovery_story"])) for r in rows]
     # Our touchpoint posts are not recovery stories, except perhaps the magic ones: left out.
@@ -181,7 +195,7 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
 
     # Validation: our held-out thirds (both kinds), our touchpoint dev posts (complaint narratives
     # in the same voice), TweetEval val (the sentiment target) and GoEmotions dev.
-    val_rows = D.load_recovery("val")
+    val_rows = written_rows("val")
     own_dev = [str(r["text"]) for r in D.load_touchpoints("dev") if r.get("moment") != "magic"]
     tweeteval_val = D.load_tweeteval("val", data)
     goemotions_dev = _sample(
@@ -189,6 +203,8 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
     )
     val_texts = [str(r["text"]) for r in val_rows] + own_dev + goemotions_dev
     y_val = np.array([int(bool(r["recovery_story"])) for r in val_rows] + [0] * (len(own_dev) + len(goemotions_dev)))
+    # The look-alikes: written complaints in a recovery's words ("'fixed', apparently"), not plain complaints.
+    misery_val = np.array([r["moment"] == "misery" for r in val_rows] + [False] * (len(own_dev) + len(goemotions_dev)))
     raw_val = classifier.encode(val_texts, last_sentence=True)
     gate_val = classifier.moment_head_args(raw_val)
     raw_te = classifier.encode(tweeteval_val.texts, last_sentence=True)
@@ -212,6 +228,7 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
         p_te = gated(recovery_probability(x_te, w, b), gate_te)
         for t in THRESHOLDS:
             precision, recall, f1 = f_beta_score(y_val, p_val >= t)
+            misery_detected = float((p_val[misery_val] >= t).mean())
             shifted, detected = shift_to_positive(sent_te, p_te, t)
             te_recall = macro_recall(y_te, shifted.argmax(1), 3)
             row = {
@@ -221,23 +238,26 @@ def fit_recovery_head(classifier: Classifier, data: Path | None = None, seed: in
                 "val_precision": round(float(precision), 4),
                 "val_recall": round(float(recall), 4),
                 "val_f_beta": round(float(f1), 4),
+                "val_misery_detected": round(misery_detected, 4),
                 "tweeteval_val_macro_recall": round(te_recall, 4),
                 "tweeteval_val_detected": int(detected.sum()),
             }
             grid.append(row)
-            if base_recall - te_recall > MAX_TWEETEVAL_VAL_COST:
+            if base_recall - te_recall > MAX_TWEETEVAL_VAL_COST or misery_detected > MAX_MISERY_DETECTED:
                 continue
             key = (f1, precision, t)  # F-beta first
             if best is None or key > best[:3]:
                 best = (f1, precision, t, (w, b), row)
     if best is None:
-        raise RuntimeError("no threshold keeps TweetEval val within the allowed cost")
+        raise RuntimeError("no threshold keeps TweetEval val within the allowed cost and written misery undetected")
     (w, b), chosen = best[3], best[4]
     log.info("recovery: chose %s (TweetEval val without the detector %.4f)", chosen, base_recall)
     report = {
         "chosen": chosen,
         "tweeteval_val_macro_recall_without": round(base_recall, 4),
         "max_tweeteval_val_cost": MAX_TWEETEVAL_VAL_COST,
+        "max_misery_detected": MAX_MISERY_DETECTED,
+        "val_misery_posts": int(misery_val.sum()),
         "train_texts": len(train.texts),
         "train_recovery_stories": int(train.labels.sum()),
         "val_texts": len(val_texts),
@@ -254,11 +274,11 @@ def manifest_section(head: RecoveryHead) -> dict[str, Any]:
         "rule": "p = P(recovery story), 0 where the moment head says misery; when p >= threshold, p of the "
         "sentiment mass moves to positive, and a post that ends positive is magic",
         "threshold": head.threshold,
-        "training": "models/data/recovery/*.jsonl (two rows in three), our touchpoint train posts "
-        "(not the magic ones), samples of TweetEval, GoEmotions and BANKING77 train",
-        "validation": "models/data/recovery/*.jsonl (every third row), our touchpoint dev posts (not the magic "
+        "training": "models/data/recovery/ stories, more_stories and follow_ups (two rows in three), our "
+        "touchpoint train posts (not the magic ones), samples of TweetEval, GoEmotions and BANKING77 train",
+        "validation": "the same files (every third row), our touchpoint dev posts (not the magic "
         "ones), a GoEmotions dev sample, TweetEval val (its macro-recall may fall by at most max_tweeteval_val_cost)",
-        "files_sha256": {path.name: D.sha256_file(path) for path in D.RECOVERY_FILES},
+        "files_sha256": {path.name: D.sha256_file(path) for path in DETECTOR_FILES},
         "report": head.report,
     }
 
@@ -306,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Fitting reads the outputs without any earlier detector, so a refit starts from the same place.
     classifier.recovery_w = None
     head = fit_recovery_head(classifier, args.data, args.seed)
+    head.report["command"] = " ".join(["python -m models.recovery", *(sys.argv[1:] if argv is None else argv)])
     write_head(target, head)
     chosen = head.report["chosen"]
     print(

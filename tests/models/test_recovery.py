@@ -10,8 +10,25 @@ import pytest
 from models import data as D
 from models.classifier import RawOutputs
 from models.encoder import Tokenizer
-from models.realset import ITEMS_PATH, inconsistencies
-from models.recovery import MAX_TWEETEVAL_VAL_COST, gated, recovery_features, shift_to_positive
+from models.realset import (
+    ITEMS_PATH,
+    REALVAL_ITEMS_PATH,
+    REALVAL_LABELS_PATH,
+    RECOVERY_ITEMS_PATH,
+    RECOVERY_LABELS_PATH,
+    inconsistencies,
+    load_labelled,
+    text_sha256,
+)
+from models.recovery import (
+    DETECTOR_FILES,
+    MAX_MISERY_DETECTED,
+    MAX_TWEETEVAL_VAL_COST,
+    gated,
+    recovery_features,
+    shift_to_positive,
+    written_rows,
+)
 from models.textprep import last_sentence_span
 
 
@@ -92,12 +109,68 @@ def test_the_contrast_rows_keep_the_guides_rules_and_pair_praise_with_complaints
     assert not [r["text"] for r in rows if "northwind" in str(r["text"]).lower()]
 
 
+def test_the_self_service_rows_keep_the_guides_rules_and_no_model_reads_them_by_default() -> None:
+    rows = D.read_jsonl(D.SELF_SERVICE_PATH)
+    assert D.SELF_SERVICE_PATH not in DETECTOR_FILES and D.SELF_SERVICE_PATH != D.CONTRAST_PATH
+    assert len({r["text"] for r in rows}) == len(rows) >= 300
+    for row in rows:
+        assert not inconsistencies(row), row["text"]
+        assert not row["recovery_story"], row["text"]  # nothing went wrong before: not a recovery
+    by_sentiment = {s: sum(r["sentiment"] == s for r in rows) for s in D.SENTIMENTS}
+    assert by_sentiment["positive"] >= 150 and by_sentiment["negative"] >= 100, by_sentiment
+    committed = {json.loads(line)["sha256"] for line in ITEMS_PATH.read_text(encoding="utf-8").splitlines() if line}
+    assert not committed & {text_sha256(str(r["text"])) for r in rows}
+    assert not [r["text"] for r in rows if "northwind" in str(r["text"]).lower()]
+
+
 def test_written_rows_share_no_text_with_the_real_set_or_the_demo() -> None:
     evaluation = {json.loads(line).get("text") for line in ITEMS_PATH.read_text(encoding="utf-8").splitlines()}
     written = [str(r["text"]) for r in D.load_recovery("train") + D.load_recovery("val")]
     assert not evaluation & set(written)
     more = D.read_jsonl(D.MORE_RECOVERY_PATH)
     assert not any("northwind" in str(r["text"]).lower() for r in more), "the demo's brand"
+
+
+THANKS = ("thank", "thanks", "cheers", "ta", "appreciate", "appreciated")
+
+
+def _words(text: str) -> set[str]:
+    return {w.strip(".,!?'\"()").lower() for w in text.split() if not w.startswith(("@", "#", "http"))} - {""}
+
+
+def test_support_follow_ups_teach_the_detector_only_and_pair_fixes_with_polite_complaints() -> None:
+    rows = D.read_jsonl(D.FOLLOW_UP_PATH)
+    # The detector reads them; the sentiment fine-tune and its TF-IDF model (RECOVERY_FILES) do not.
+    assert D.FOLLOW_UP_PATH in DETECTOR_FILES and D.FOLLOW_UP_PATH not in D.RECOVERY_FILES
+    assert len(written_rows("train")) + len(written_rows("val")) == sum(len(D.read_jsonl(p)) for p in DETECTOR_FILES)
+    assert len({r["text"] for r in rows}) == len(rows) >= 300
+    for row in rows:
+        assert not inconsistencies(row), row["text"]
+    fixes = [r for r in rows if r["recovery_story"]]
+    polite_complaints = [r for r in rows if r["sentiment"] == "negative" and _words(str(r["text"])) & set(THANKS)]
+    # The point of the file: "that fixed it, thanks" is a recovery story, "still broken, thanks" is not.
+    assert len(fixes) >= 120 and len(polite_complaints) >= 30, (len(fixes), len(polite_complaints))
+    assert not any("northwind" in str(r["text"]).lower() for r in rows), "the demo's brand"
+
+
+def test_support_follow_ups_share_no_text_with_any_evaluation_set() -> None:
+    written = {text_sha256(str(r["text"])) for r in D.read_jsonl(D.FOLLOW_UP_PATH)}
+    for items in (ITEMS_PATH, RECOVERY_ITEMS_PATH, REALVAL_ITEMS_PATH):
+        committed = {json.loads(line)["sha256"] for line in items.read_text(encoding="utf-8").splitlines() if line}
+        assert not written & committed, items
+    # Nor a near copy of a real support-thread post (read from the source datasets when they are here).
+    real = []
+    for labels, items in ((RECOVERY_LABELS_PATH, RECOVERY_ITEMS_PATH), (REALVAL_LABELS_PATH, REALVAL_ITEMS_PATH)):
+        pairs, loaded = load_labelled(None, labels=labels, items=items)
+        if loaded.skipped or not pairs:
+            pytest.skip(f"real-set sources missing: {loaded.skipped}")
+        real += [_words(str(item.text)) for item, _ in pairs if item.source == "twcs"]
+    assert len(real) == 262
+    for row in D.read_jsonl(D.FOLLOW_UP_PATH):
+        mine = _words(str(row["text"]))
+        for theirs in real:
+            overlap = len(mine & theirs) / max(1, len(mine | theirs))
+            assert overlap < 0.5, (row["text"], sorted(theirs))
 
 
 def test_a_model_without_a_detector_decides_on_the_text_model_alone(classifier) -> None:  # type: ignore[no-untyped-def]
@@ -121,12 +194,19 @@ def test_the_shipped_detector_was_chosen_within_its_tweeteval_budget(classifier)
     assert chosen["threshold"] == classifier.recovery_threshold
     cost = report["tweeteval_val_macro_recall_without"] - chosen["tweeteval_val_macro_recall"]
     assert cost <= MAX_TWEETEVAL_VAL_COST + 1e-9
+    assert chosen["val_misery_detected"] <= report["max_misery_detected"] == MAX_MISERY_DETECTED
+    assert set(section["files_sha256"]) == {path.name for path in DETECTOR_FILES}
+    for path in DETECTOR_FILES:  # the shipped detector learnt from the files as committed
+        assert section["files_sha256"][path.name] == D.sha256_file(path), path.name
     assert {(row["C"], row["threshold"]) for row in report["grid"]} >= {(chosen["C"], chosen["threshold"])}
 
 
 def test_the_detector_moves_a_recovery_story_to_magic_and_leaves_a_complaint(classifier) -> None:  # type: ignore[no-untyped-def]
-    # Held-out rows of our written set (the detector never trained on them): what it moved, it made magic.
-    val = D.load_recovery("val")
+    # Held-out rows of every written file the detector reads (it never trained on them): what it moved, it
+    # made magic. The look-alike misery rows are where it can hide a customer in trouble; the bound is
+    # the one its fit keeps (MAX_MISERY_DETECTED). Model y: 4 of 63 (all in stories/more_stories, whose
+    # 33 gave w 2); "Thanks for the 'help'" sarcasm and failed fixes are what it still takes for recoveries.
+    val = written_rows("val")
     texts = [str(r["text"]) for r in val]
     raw = classifier.encode(texts)
     _, detected = classifier.outcome_sentiment(raw, texts)
@@ -138,7 +218,8 @@ def test_the_detector_moves_a_recovery_story_to_magic_and_leaves_a_complaint(cla
     stories = np.array([bool(r["recovery_story"]) for r in val])
     misery = np.array([r["moment"] == "misery" for r in val])
     assert detected[stories].mean() > 0.4  # it finds recovery stories ...
-    assert detected[misery].mean() < 0.1  # ... and leaves written misery alone
+    assert misery.sum() >= 60
+    assert detected[misery].mean() <= MAX_MISERY_DETECTED  # ... and leaves written misery alone
 
 
 def test_the_last_sentence_pool_is_computed_only_when_asked_or_read(classifier) -> None:  # type: ignore[no-untyped-def]
