@@ -362,10 +362,12 @@ class SentimentExtra:
 #: How often each of our own labelled posts is repeated in the fine-tune: a few hundred
 #: rows among ~50,000 tweets would otherwise not move the adapters.
 TUNE_OWN_REPEATS = {"touchpoints-train": 3, "recovery-train": 5}
+DEFAULT_CONTRAST_FILES: tuple[Path, ...] = (D.CONTRAST_PATH,)
+"""The contrast rows' files when ``--contrast-file`` names none."""
 
 
 def tune_extra_parts(
-    data: Path | None, contrast_repeats: int = 0, contrast_files: Sequence[Path] = (D.CONTRAST_PATH,)
+    data: Path | None, contrast_repeats: int = 0, contrast_files: Sequence[Path] = DEFAULT_CONTRAST_FILES
 ) -> tuple[list[tuple[str, D.Labelled]], D.Labelled]:
     """Extra fine-tune rows (``--tune-extra``) and their held-out validation mix.
 
@@ -1450,7 +1452,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--contrast-repeats takes a count >= 0 and needs --tune-extra (the rows join its fine-tune mix)")
     if args.contrast_files is not None and not args.contrast_repeats:
         parser.error("--contrast-file needs --contrast-repeats K (how often its rows join the fine-tune)")
-    args.contrast_files = tuple(args.contrast_files or (D.CONTRAST_PATH,))
+    args.contrast_files = tuple(args.contrast_files or DEFAULT_CONTRAST_FILES)
     try:
         args.feedback_rows = read_feedback(args.feedback) if args.feedback else []
     except ValueError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,6 +110,11 @@ def test_the_contrast_rows_keep_the_guides_rules_and_pair_praise_with_complaints
     assert not [r["text"] for r in rows if "northwind" in str(r["text"]).lower()]
 
 
+def _committed_hashes(items: Path) -> set[str]:
+    """The text hashes an evaluation set's items file commits (its texts may not be committed)."""
+    return {json.loads(line)["sha256"] for line in items.read_text(encoding="utf-8").splitlines() if line}
+
+
 def test_the_self_service_rows_keep_the_guides_rules_and_no_model_reads_them_by_default() -> None:
     rows = D.read_jsonl(D.SELF_SERVICE_PATH)
     assert D.SELF_SERVICE_PATH not in DETECTOR_FILES and D.SELF_SERVICE_PATH != D.CONTRAST_PATH
@@ -118,8 +124,7 @@ def test_the_self_service_rows_keep_the_guides_rules_and_no_model_reads_them_by_
         assert not row["recovery_story"], row["text"]  # nothing went wrong before: not a recovery
     by_sentiment = {s: sum(r["sentiment"] == s for r in rows) for s in D.SENTIMENTS}
     assert by_sentiment["positive"] >= 150 and by_sentiment["negative"] >= 100, by_sentiment
-    committed = {json.loads(line)["sha256"] for line in ITEMS_PATH.read_text(encoding="utf-8").splitlines() if line}
-    assert not committed & {text_sha256(str(r["text"])) for r in rows}
+    assert not _committed_hashes(ITEMS_PATH) & {text_sha256(str(r["text"])) for r in rows}
     assert not [r["text"] for r in rows if "northwind" in str(r["text"]).lower()]
 
 
@@ -156,8 +161,7 @@ def test_support_follow_ups_teach_the_detector_only_and_pair_fixes_with_polite_c
 def test_support_follow_ups_share_no_text_with_any_evaluation_set() -> None:
     written = {text_sha256(str(r["text"])) for r in D.read_jsonl(D.FOLLOW_UP_PATH)}
     for items in (ITEMS_PATH, RECOVERY_ITEMS_PATH, REALVAL_ITEMS_PATH):
-        committed = {json.loads(line)["sha256"] for line in items.read_text(encoding="utf-8").splitlines() if line}
-        assert not written & committed, items
+        assert not written & _committed_hashes(items), items
     # Nor a near copy of a real support-thread post (read from the source datasets when they are here).
     real = []
     for labels, items in ((RECOVERY_LABELS_PATH, RECOVERY_ITEMS_PATH), (REALVAL_LABELS_PATH, REALVAL_ITEMS_PATH)):
