@@ -1466,7 +1466,8 @@ def main(argv: list[str] | None = None) -> int:
     # 1. our touchpoint split
     raw_dir = D.TOUCHPOINT_DIR / "raw"
     if any(raw_dir.glob("*.jsonl")):
-        stats = D.make_touchpoint_split(raw_dir, D.TOUCHPOINT_DIR, seed=args.seed, valid_touchpoints=TOUCHPOINTS)
+        # The split's own seed, never --seed: the committed dev split stays the posts no run learns from.
+        stats = D.make_touchpoint_split(raw_dir, D.TOUCHPOINT_DIR, valid_touchpoints=TOUCHPOINTS)
         log.info("touchpoint split: %s", stats)
     tp_train = D.load_touchpoints("train")
     tp_dev = D.load_touchpoints("dev")

@@ -82,3 +82,23 @@ def test_contrast_repeats_without_tune_extra_is_a_usage_error(capsys: pytest.Cap
         main(["--contrast-repeats", "5", "--out", "unused"])
     assert exited.value.code == 2
     assert "--contrast-repeats" in capsys.readouterr().err
+
+
+def test_another_training_seed_leaves_the_committed_touchpoint_split_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run with --seed 19 once re-split our posts with that seed and rewrote train/dev.jsonl: the
+    # dev figures then read posts the heads had learnt from (dev touchpoint macro-F1 0.93, not ~0.71).
+    import models.train as train_module
+    from models import data as D
+
+    seeds: list[int] = []
+
+    def recording_split(*args: object, **kwargs: object) -> dict[str, int]:
+        seeds.append(int(kwargs.get("seed", D.TOUCHPOINT_SPLIT_SEED)))  # type: ignore[call-overload]
+        raise SystemExit(0)  # stop the run here: only the split's seed is under test
+
+    monkeypatch.setattr(train_module.D, "make_touchpoint_split", recording_split)
+    with pytest.raises(SystemExit):
+        main(["--seed", "19", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
+    assert seeds == [D.TOUCHPOINT_SPLIT_SEED]
