@@ -2,8 +2,10 @@
 
 What MODEL_CARD.md compares models on before anything reads a test split: TweetEval val,
 the held-out sentiment mix of :func:`models.train.sentiment_extra`, our dev split
-(touchpoints, moments), our recovery-story val rows and a held-out fifth of BANKING77
-*train*. Never a test split, never the real-text set.
+(touchpoints, moments), our recovery-story val rows, a held-out fifth of BANKING77
+*train*, the held-out thirds of the written contrast files (:func:`written_contrast_figures`)
+and the real validation set (:func:`real_validation_figures`). Never a test split, never the
+real-text set.
 """
 
 from __future__ import annotations
@@ -56,7 +58,56 @@ def report(classifier: Classifier) -> dict[str, Any]:
     pred = np.array([TOUCHPOINTS.index(r.touchpoint) for r in classifier.classify([texts[i] for i in held])])
     y = np.array([TOUCHPOINTS.index(labels[i]) for i in held])
     out["banking77_heldout_train_macro_f1"] = macro_f1(y, pred, len(TOUCHPOINTS))
+    out.update(written_contrast_figures(classifier))
+    out.update(real_validation_figures(classifier))
     return out
+
+
+CONTRAST_FILES = {"contrast": D.CONTRAST_PATH, "self_service": D.SELF_SERVICE_PATH, "follow_ups": D.FOLLOW_UP_PATH}
+"""The written files of posts that look like their opposite, by the name their figures carry."""
+
+
+def written_contrast_figures(classifier: Classifier) -> dict[str, int]:
+    """Per contrast file, on its held-out third: praise read negative, and complaints not read as one.
+
+    Why: these are the posts where complaint words and the outcome disagree ("Changed my flight in
+    the app, no change fee" is praise; "... and a $75 change fee" is not). A model that reads the
+    praise right by reading every such post as praise hides complaints, so both sides are counted.
+    """
+    out: dict[str, int] = {}
+    for name, path in CONTRAST_FILES.items():
+        rows = D.load_recovery("val", path=path)
+        results = classifier.classify([str(r["text"]) for r in rows])
+        praise = [r for r, row in zip(results, rows, strict=True) if row["sentiment"] == "positive"]
+        complaints = [r for r, row in zip(results, rows, strict=True) if row["sentiment"] == "negative"]
+        out[f"{name}_val_praise"] = len(praise)
+        out[f"{name}_val_praise_read_negative"] = sum(r.sentiment == "negative" for r in praise)
+        out[f"{name}_val_complaints"] = len(complaints)
+        out[f"{name}_val_complaints_read_otherwise"] = sum(r.sentiment != "negative" for r in complaints)
+    return out
+
+
+def real_validation_figures(classifier: Classifier, data: Path | None = None) -> dict[str, Any]:
+    """Sentiment on the real validation set (real posts, labelled twice and blind; ``models/data/realval``),
+    and how many of its praise posts read as a bad moment. Empty with a reason when it cannot be read."""
+    from models.realset import REALVAL_ITEMS_PATH, REALVAL_LABELS_PATH, RealsetError, load_labelled
+
+    try:
+        pairs, loaded = load_labelled(data, labels=REALVAL_LABELS_PATH, items=REALVAL_ITEMS_PATH)
+    except (RealsetError, OSError) as exc:
+        return {"realval_unreadable": str(exc)}
+    if loaded.skipped:
+        return {"realval_unreadable": "; ".join(f"{k}: {v}" for k, v in loaded.skipped.items())}
+    results = classifier.classify([str(item.text) for item, _ in pairs])
+    gold = np.array([D.SENTIMENTS.index(str(labels["sentiment"])) for _, labels in pairs])
+    pred = np.array([D.SENTIMENTS.index(r.sentiment) for r in results])
+    praise = [r for (_, labels), r in zip(pairs, results, strict=True) if labels["sentiment"] == "positive"]
+    return {
+        "realval_n": len(pairs),
+        "realval_sentiment_macro_f1": macro_f1(gold, pred, 3),
+        "realval_praise": len(praise),
+        "realval_praise_bad_moment": sum(is_bad_moment(r) for r in praise),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
