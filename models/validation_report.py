@@ -88,22 +88,20 @@ def written_contrast_figures(classifier: Classifier) -> dict[str, int]:
 
 
 def real_validation_figures(classifier: Classifier, data: Path | None = None) -> dict[str, Any]:
-    """Sentiment on the real validation set (real posts, labelled twice and blind; ``models/data/realval``),
-    and how many of its praise posts read as a bad moment. Empty with a reason when it cannot be read."""
-    from models.realset import REALVAL_ITEMS_PATH, REALVAL_LABELS_PATH, RealsetError, load_labelled
+    """Sentiment on the real validation set (real posts, labelled twice and blind; ``models/data/realval``)
+    and how many of its praise posts read as a bad moment; only the reason (``realval_unreadable``) when
+    it cannot be read."""
+    from models.magic import real_validation_rows
 
-    try:
-        pairs, loaded = load_labelled(data, labels=REALVAL_LABELS_PATH, items=REALVAL_ITEMS_PATH)
-    except (RealsetError, OSError) as exc:
-        return {"realval_unreadable": str(exc)}
-    if loaded.skipped:
-        return {"realval_unreadable": "; ".join(f"{k}: {v}" for k, v in loaded.skipped.items())}
-    results = classifier.classify([str(item.text) for item, _ in pairs])
-    gold = np.array([D.SENTIMENTS.index(str(labels["sentiment"])) for _, labels in pairs])
+    rows = real_validation_rows(data)
+    if isinstance(rows, str):
+        return {"realval_unreadable": rows}
+    results = classifier.classify([str(row["text"]) for row in rows])
+    gold = np.array([D.SENTIMENTS.index(str(row["sentiment"])) for row in rows])
     pred = np.array([D.SENTIMENTS.index(r.sentiment) for r in results])
-    praise = [r for (_, labels), r in zip(pairs, results, strict=True) if labels["sentiment"] == "positive"]
+    praise = [r for row, r in zip(rows, results, strict=True) if row["sentiment"] == "positive"]
     return {
-        "realval_n": len(pairs),
+        "realval_n": len(rows),
         "realval_sentiment_macro_f1": macro_f1(gold, pred, 3),
         "realval_praise": len(praise),
         "realval_praise_bad_moment": sum(is_bad_moment(r) for r in praise),
