@@ -75,6 +75,16 @@ def _is_praise(labels: dict[str, object]) -> bool:
     return labels["sentiment"] == "positive" or labels["moment"] == "magic" or bool(labels["recovery_story"])
 
 
+STILL_OPEN = (
+    "issue 14 open: model y (shipped; w's network) still reads 1 praise post as a bad moment ('Changed my "
+    "Northwind flight to a day earlier in the app: $0 fare difference, no change fee'; the adapters read a flight "
+    "change as a complaint, p_neg 0.63; 300 more written rows of the kind and three more epochs on them did not "
+    "turn it, candidates z-z6; MODEL_CARD.md, Known failure modes); w's contrast rows settled 'Credit where due: "
+    "after my rant yesterday ...', the stars and the recovery detector the rest; strict, so a model that fixes it "
+    "turns this red"
+)
+
+
 def test_the_demo_corpus_has_praise_and_misery() -> None:
     pairs = _demo()
     assert len(pairs) >= 80
@@ -84,11 +94,7 @@ def test_the_demo_corpus_has_praise_and_misery() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model y (shipped; w's network) still reads 1 praise post as a bad moment ('Changed my "
-    "Northwind flight to a day earlier in the app: $0 fare difference, no change fee'; the adapters read a flight "
-    "change as a complaint, p_neg 0.63, and 300 more written rows of the kind did not turn it (candidates z-z3); "
-    "MODEL_CARD.md, Known failure modes); w's contrast rows settled 'Credit where due: after my rant yesterday "
-    "...', the stars and the recovery detector the rest; strict, so a model that fixes it turns this red",
+    reason=STILL_OPEN,
 )
 def test_no_praise_reads_as_a_bad_moment(classifier) -> None:  # type: ignore[no-untyped-def]
     pairs = [(text, labels) for text, labels in _demo() if _is_praise(labels)]
@@ -103,11 +109,7 @@ def test_no_praise_reads_as_a_bad_moment(classifier) -> None:  # type: ignore[no
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14 open: model y (shipped; w's network) still reads 1 praise post as a bad moment ('Changed my "
-    "Northwind flight to a day earlier in the app: $0 fare difference, no change fee'; the adapters read a flight "
-    "change as a complaint, p_neg 0.63, and 300 more written rows of the kind did not turn it (candidates z-z3); "
-    "MODEL_CARD.md, Known failure modes); w's contrast rows settled 'Credit where due: after my rant yesterday "
-    "...', the stars and the recovery detector the rest; strict, so a model that fixes it turns this red",
+    reason=STILL_OPEN,
 )
 def test_bad_moments_are_posts_written_as_negative(classifier) -> None:  # type: ignore[no-untyped-def]
     pairs = _demo()
