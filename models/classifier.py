@@ -152,6 +152,9 @@ class Classifier:
         quantize: Run the encoder layers' linear maps in int8 (dynamic quantization).
             Default: what the manifest's ``inference.quantize`` says, overridden by
             ``MOMENTS_QUANTIZE=0|1``; ``False`` gives the float32 reference.
+        runtime: Where the network runs (:mod:`models.runtime`): ``torch`` (the reference),
+            ``onnx`` (ONNX Runtime, float32, the same outputs) or ``onnx-int8`` (fastest).
+            Default: ``MOMENTS_RUNTIME``, else the manifest's ``inference.runtime``, else torch.
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class Classifier:
         taxonomy: Taxonomy | None = None,
         threads: int | None = None,
         quantize: bool | None = None,
+        runtime: str | None = None,
     ) -> None:
         from safetensors.torch import load_file
 
@@ -237,13 +241,29 @@ class Classifier:
 
         self.recovery_inputs = tuple((self.manifest.get("recovery") or {}).get("inputs", DEFAULT_INPUTS))
 
+        from models.runtime import TORCH, OnnxNetwork, choose_runtime
+
+        self.runtime = choose_runtime(runtime, self.manifest)
         if quantize is None:
             env = os.environ.get("MOMENTS_QUANTIZE")
             quantize = env != "0" if env in ("0", "1") else self.manifest.get("inference", {}).get("quantize") == INT8
+            # ONNX Runtime quantizes on its own (onnx-int8); torch's int8 layers cannot be exported.
+            quantize = quantize and self.runtime == TORCH
+        elif quantize and self.runtime != TORCH:
+            raise ValueError(f"quantize=True runs torch's int8 layers; runtime {self.runtime!r} cannot take them")
         self.quantized = bool(quantize)
         if self.quantized:
             self.sentiment_top = quantize_linear(self.sentiment_top)
             self.encoder.top = quantize_linear(self.encoder.top)
+        # The one-stack network in ONNX Runtime; calls that need the original layers stay in torch.
+        self.network: OnnxNetwork | None = None
+        if self.runtime != TORCH:
+            if self.features_from != "sentiment":
+                raise ValueError(
+                    f"runtime {self.runtime!r} runs one-stack models; {self.model_version} runs two stacks"
+                )
+            runtime_threads = max(1, threads or int(os.environ.get("MOMENTS_THREADS", "2")))
+            self.network = OnnxNetwork(self, self.runtime, runtime_threads)
 
         self.batch_size = BATCH_SIZE
         self.taxonomy = taxonomy or Taxonomy()
@@ -306,15 +326,23 @@ class Classifier:
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 input_ids, mask = self._pad([ids[j] for j in idx])
+                last_mask = None
+                if pooled_last is not None:
+                    last_mask = torch.zeros_like(mask)
+                    for row, j in enumerate(idx):
+                        last_mask[row, : len(last_marks[j])] = torch.tensor(last_marks[j])
+                if self.network is not None and not base:
+                    # The whole one-stack network in ONNX Runtime (tuned_features holds: see __init__).
+                    pooled_sent[idx], feats[idx], last_pool = self.network.run(input_ids, mask, last_mask)
+                    if pooled_last is not None and last_pool is not None:
+                        pooled_last[idx] = last_pool
+                    continue
                 trunk, pools = self.encoder.run_trunk_pooled(Batch(input_ids, mask), self.feature_layers)
                 tuned_layers = self.feature_layers if tuned_features else ()
                 tuned, tuned_pools = self.encoder.run_top_pooled(trunk, mask, tuned_layers, self.sentiment_top)
                 sent_pool = mean_pool(tuned, mask)
                 pooled_sent[idx] = sent_pool.numpy()
-                if pooled_last is not None:
-                    last_mask = torch.zeros_like(mask)
-                    for row, j in enumerate(idx):
-                        last_mask[row, : len(last_marks[j])] = torch.tensor(last_marks[j])
+                if pooled_last is not None and last_mask is not None:
                     pooled_last[idx] = mean_pool(tuned, last_mask).numpy()
                 if tuned_features:
                     feats[idx] = torch.cat(
@@ -520,7 +548,9 @@ class Classifier:
 
 
 def load_classifier(
-    artifacts_dir: str | Path | None = None, taxonomy: Taxonomy | dict[str, Any] | list[Any] | None = None
+    artifacts_dir: str | Path | None = None,
+    taxonomy: Taxonomy | dict[str, Any] | list[Any] | None = None,
+    runtime: str | None = None,
 ) -> Classifier:
     """Load the shipped classifier (once; reuse it for every batch).
 
@@ -528,10 +558,12 @@ def load_classifier(
         artifacts_dir: Override the shipped ``models/artifacts`` folder.
         taxonomy: A :class:`Taxonomy` or its config (mapping or list of touchpoints);
             ``None`` for the default taxonomy.
+        runtime: ``torch``, ``onnx`` or ``onnx-int8`` (:mod:`models.runtime`); ``None``:
+            ``MOMENTS_RUNTIME``, else the manifest's, else torch.
     """
     if taxonomy is not None and not isinstance(taxonomy, Taxonomy):
         taxonomy = Taxonomy.from_config(taxonomy)
-    return Classifier(Path(artifacts_dir) if artifacts_dir else None, taxonomy)
+    return Classifier(Path(artifacts_dir) if artifacts_dir else None, taxonomy, runtime=runtime)
 
 
 def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:

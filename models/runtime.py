@@ -1,0 +1,197 @@
+"""Where the network runs: torch (the reference) or ONNX Runtime, in float32 or int8.
+
+Why: the encoder is most of a post's cost (issue 14's speed aim: 300 posts/s on 2 cores).
+ONNX Runtime runs the same network faster on CPU, and its int8 dynamic quantization
+runs it at more than twice torch's float32 rate. torch stays the reference: the runtime
+is chosen per process, and ``tests/models/test_runtime.py`` holds float32 to torch within
+:data:`FLOAT32_TOLERANCE`.
+
+Runtimes (:data:`RUNTIMES`), chosen by ``Classifier(runtime=...)``, else ``MOMENTS_RUNTIME``,
+else the manifest's ``inference.runtime``, else ``torch``:
+
+* ``torch``: the network in torch, float32 (or int8 with ``MOMENTS_QUANTIZE=1``);
+* ``onnx``: the same network exported to ONNX and run by ONNX Runtime in float32; the
+  same outputs to about 1e-6;
+* ``onnx-int8``: that export with its matrix products quantized to int8 (weights per output
+  channel; activations per batch, so a post's scores move slightly with its batch mates).
+  Fastest, at a small accuracy cost measured in ``models/MODEL_CARD.md``.
+
+Only the one stack a post goes through is exported (token ids in; the tuned layers' pool,
+the touchpoint features and the last sentence's pool out). Calls that need the original
+top layers too (a custom taxonomy scored in the base space, a two-stack model) run in
+torch. The export is written once per model and runtime to the cache folder
+(:func:`cache_dir`) and reused by every later process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.encoder import Batch, mean_pool
+
+if TYPE_CHECKING:
+    from models.classifier import Classifier
+
+log = logging.getLogger("moments.models")
+
+TORCH = "torch"
+ONNX = "onnx"
+ONNX_INT8 = "onnx-int8"
+RUNTIMES: tuple[str, ...] = (TORCH, ONNX, ONNX_INT8)
+FLOAT32_TOLERANCE = 1e-4
+"""The largest difference allowed between torch's and ONNX Runtime's float32 outputs (measured: ~4e-7)."""
+OPSET = 17
+OUTPUTS = ("pooled", "features", "last_pooled")
+
+
+def choose_runtime(requested: str | None, manifest: dict[str, Any]) -> str:
+    """The runtime to use: ``requested``, else ``MOMENTS_RUNTIME``, else the manifest's, else torch.
+
+    Raises:
+        ValueError: The name is not one of :data:`RUNTIMES`.
+    """
+    name = requested or os.environ.get("MOMENTS_RUNTIME") or (manifest.get("inference") or {}).get("runtime") or TORCH
+    if name not in RUNTIMES:
+        raise ValueError(
+            f"unknown runtime {name!r} (MOMENTS_RUNTIME or runtime=): expected one of {', '.join(RUNTIMES)}"
+        )
+    return str(name)
+
+
+def cache_dir() -> Path:
+    """Where exported networks are kept: ``MOMENTS_CACHE_DIR``, else ``$XDG_CACHE_HOME/moments``, else
+    ``~/.cache/moments``."""
+    if env := os.environ.get("MOMENTS_CACHE_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "moments"
+
+
+class OneStack(nn.Module):
+    """What ``Classifier.encode`` computes for a one-stack model, as one module to export."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        super().__init__()
+        # Registered as submodules, so that the export stores their weights as initializers
+        # (the int8 pass quantizes only matrix products whose weights are initializers).
+        self.encoder = classifier.encoder
+        self.sentiment_top = classifier.sentiment_top
+        self.feature_layers = list(classifier.feature_layers)
+
+    def forward(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, last_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        trunk, pools = self.encoder.run_trunk_pooled(Batch(input_ids, mask), self.feature_layers)
+        tuned, tuned_pools = self.encoder.run_top_pooled(trunk, mask, self.feature_layers, self.sentiment_top)
+        pooled = mean_pool(tuned, mask)
+        features = torch.cat([*pools, *tuned_pools, nn.functional.normalize(pooled, dim=-1)], 1)
+        return pooled, features, mean_pool(tuned, last_mask)
+
+
+def _model_key(classifier: Classifier) -> str:
+    """What the export depends on: the weights, the network's shape, and the exporting versions."""
+    import onnxruntime
+
+    digest = hashlib.sha256()
+    with open(classifier.artifacts_dir / "weights.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(repr((classifier.manifest.get("base_model"), classifier.feature_layers, OPSET)).encode())
+    digest.update(f"{torch.__version__} {onnxruntime.__version__}".encode())
+    return digest.hexdigest()[:16]
+
+
+def export(classifier: Classifier, runtime: str) -> Path:
+    """The ONNX file of ``classifier``'s one-stack network for ``runtime``, exported once and cached.
+
+    Written to a temporary name and renamed into place, so processes exporting at the same
+    time never read half a file.
+    """
+    folder = cache_dir() / "onnx"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RuntimeError(
+            f"cannot write the ONNX export to {folder} ({error}); set MOMENTS_CACHE_DIR to a writable folder"
+        ) from error
+    stem = f"{classifier.model_version}-{_model_key(classifier)}"
+    path = folder / f"{stem}-{runtime}.onnx"
+    if path.is_file():
+        return path
+    if runtime == ONNX_INT8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        source = export(classifier, ONNX)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            part = Path(tmp) / path.name
+            quantize_dynamic(str(source), str(part), weight_type=QuantType.QInt8, per_channel=True)
+            os.replace(part, path)
+        log.info("runtime: wrote %s (int8)", path)
+        return path
+    network = OneStack(classifier).eval()
+    sample = classifier._pad(classifier.tokenizer.encode(["a post to trace the network with", "and another"]))
+    dynamic = {0: "batch", 1: "tokens"}
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        part = Path(tmp) / path.name
+        with torch.inference_mode(), warnings.catch_warnings():
+            # transformers' attention asks "q_length > 1 and attention_mask is None"; the mask is always
+            # given, so the traced answer (not causal) holds for every input, and the warning is noise.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(
+                network,
+                (sample[0], sample[1], sample[1]),
+                str(part),
+                dynamo=False,
+                input_names=["input_ids", "mask", "last_mask"],
+                output_names=list(OUTPUTS),
+                dynamic_axes={
+                    "input_ids": dynamic,
+                    "mask": dynamic,
+                    "last_mask": dynamic,
+                    **{name: {0: "batch"} for name in OUTPUTS},
+                },
+                opset_version=OPSET,
+            )
+        os.replace(part, path)
+    log.info("runtime: wrote %s", path)
+    return path
+
+
+class OnnxNetwork:
+    """The one-stack network in an ONNX Runtime session (float32 or int8)."""
+
+    def __init__(self, classifier: Classifier, runtime: str, threads: int) -> None:
+        import onnxruntime as ort
+
+        if runtime not in (ONNX, ONNX_INT8):
+            raise ValueError(f"OnnxNetwork runs {ONNX!r} or {ONNX_INT8!r}, not {runtime!r}")
+        self.runtime = runtime
+        self.path = export(classifier, runtime)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about unused initializers are noise here
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+
+    def run(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, last_mask: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(tuned layers' pool, touchpoint features, last sentence's pool or None) for one padded batch."""
+        feeds = {
+            "input_ids": input_ids.numpy(),
+            "mask": mask.numpy(),
+            # Without a last-sentence mask the third output is not wanted; the full mask keeps it cheap.
+            "last_mask": (last_mask if last_mask is not None else mask).numpy(),
+        }
+        pooled, features, last = self.session.run(list(OUTPUTS), feeds)
+        return pooled, features, last if last_mask is not None else None
