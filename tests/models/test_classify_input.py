@@ -65,8 +65,8 @@ class _Collect(logging.Handler):
 def run_classify(classifier: Classifier) -> Iterator[RunClassify]:
     """Run the real ``classify`` handler on a file; the classifier is the session's one."""
 
-    def shared(artifacts_dir: Any = None, taxonomy: Any = None) -> Any:
-        assert artifacts_dir is None and taxonomy is None, "these tests use the shipped model"
+    def shared(artifacts_dir: Any = None, taxonomy: Any = None, runtime: Any = None) -> Any:
+        assert artifacts_dir is None and taxonomy is None and runtime is None, "these tests use the shipped model"
         return classifier
 
     def run(path: Path) -> Run:
