@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python bench/classify.py [--n 10000] [--threads 2] [--batch 64] [--artifacts DIR] [--fp32]
+                                       [--runtime torch|onnx|onnx-int8]
 
 Measures, over the same ``--n`` real tweets (TweetEval train texts, cycled if needed):
 
@@ -13,8 +14,10 @@ Measures, over the same ``--n`` real tweets (TweetEval train texts, cycled if ne
   length-sorted batches of the same size (what embedding the posts alone costs).
 
 and prints both rates and their ratio (classifier / raw encoder). The raw encoder is
-always float32 (the reference the ratio is against); the classifier runs as its
-manifest says (the shipped model: int8 dynamic quantization), or float32 with ``--fp32``.
+always float32 torch (the reference the ratio is against); the classifier runs as its
+manifest and ``MOMENTS_RUNTIME`` say (the shipped model: float32 torch), in float32 with
+``--fp32``, or in the runtime ``--runtime`` names (:mod:`models.runtime`: ONNX Runtime in
+float32 or int8; a runtime's one-off export happens before the clock starts).
 """
 
 from __future__ import annotations
@@ -64,11 +67,13 @@ def raw_encoder_rate(texts: list[str], batch: int) -> float:
     return len(texts) / (time.perf_counter() - t)
 
 
-def classifier_rate(texts: list[str], batch: int, artifacts: Path | None, fp32: bool) -> tuple[float, str]:
-    """Posts per second of ``Classifier.classify`` end to end, and what ran (version, stacks, precision)."""
+def classifier_rate(
+    texts: list[str], batch: int, artifacts: Path | None, fp32: bool, runtime: str | None = None
+) -> tuple[float, str]:
+    """Posts per second of ``Classifier.classify`` end to end, and what ran (version, stacks, runtime, precision)."""
     from models.classifier import Classifier
 
-    clf = Classifier(artifacts, quantize=False if fp32 else None)
+    clf = Classifier(artifacts, quantize=False if fp32 else None, runtime=runtime)
     clf.batch_size = batch
     clf.classify(texts[:256])  # warm-up
     t = time.perf_counter()
@@ -77,7 +82,7 @@ def classifier_rate(texts: list[str], batch: int, artifacts: Path | None, fp32: 
     assert len(out) == len(texts)
     what = (
         f"{clf.model_version}, {'two stacks' if clf.needs_base else 'one stack'}, "
-        f"{'int8 dynamic' if clf.quantized else 'float32'}"
+        f"{clf.runtime} runtime, {'int8 dynamic' if clf.quantized or clf.runtime == 'onnx-int8' else 'float32'}"
     )
     return len(texts) / elapsed, what
 
@@ -90,6 +95,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     parser.add_argument("--artifacts", type=Path, help="model artifacts folder (default: the shipped models/artifacts)")
     parser.add_argument("--fp32", action="store_true", help="run the classifier in float32 even if it ships int8")
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnx", "onnx-int8"),
+        help="where the classifier's network runs (default: MOMENTS_RUNTIME, else the manifest's, else torch)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ["MOMENTS_THREADS"] = str(args.threads)
@@ -104,7 +114,7 @@ def main() -> int:
     )
     raw = raw_encoder_rate(texts, args.batch)
     print(f"raw encoder (tokenise + forward + mean pool): {raw:8.1f} posts/s")
-    clf, what = classifier_rate(texts, args.batch, args.artifacts, args.fp32)
+    clf, what = classifier_rate(texts, args.batch, args.artifacts, args.fp32, args.runtime)
     print(f"classifier (Classifier.classify end to end):  {clf:8.1f} posts/s   [{what}]")
     print(f"ratio classifier / raw encoder: {clf / raw:.2f}")
     return 0
