@@ -134,7 +134,14 @@ def export(classifier: Classifier, runtime: str) -> Path:
         source = export(classifier, ONNX)
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
             part = Path(tmp) / path.name
-            quantize_dynamic(str(source), str(part), weight_type=QuantType.QInt8, per_channel=True)
+            # The quantizer reports every tensor it leaves alone on the root logger (dozens of INFO lines).
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(max(level, logging.WARNING))
+            try:
+                quantize_dynamic(str(source), str(part), weight_type=QuantType.QInt8, per_channel=True)
+            finally:
+                root.setLevel(level)
             os.replace(part, path)
         log.info("runtime: wrote %s (int8)", path)
         return path

@@ -197,3 +197,18 @@ def test_the_command_line_takes_the_runtime(onnx_cache: Path, capsys: pytest.Cap
         main(["classify", "--text", text, "--runtime", "tensorrt"])
     assert exit_.value.code == 2
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
+def test_the_int8_export_is_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # onnxruntime's quantizer logs every tensor it skips at INFO on the root logger; a CLI run at INFO
+    # (python -m models.recovery) printed two dozen such lines.
+    import logging
+
+    monkeypatch.setenv("MOMENTS_CACHE_DIR", str(tmp_path))
+    with caplog.at_level(logging.INFO):
+        Classifier(runtime=ONNX_INT8)
+        assert logging.getLogger().level == logging.INFO, "the root logger's level is given back"
+    assert not [r for r in caplog.records if "Quantization parameters" in r.getMessage()]
+    assert any("int8" in r.getMessage() for r in caplog.records if r.name == "moments.models")
