@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     for quantize in modes:
         classifier = Classifier(args.artifacts, quantize=quantize)
         figures = report(classifier)
-        print(json.dumps({"model": classifier.model_version, "int8": classifier.quantized, **figures}))
+        # "int8": torch's int8 layers (--int8); "runtime": where the network ran (MOMENTS_RUNTIME).
+        what = {"model": classifier.model_version, "runtime": classifier.runtime, "int8": classifier.quantized}
+        print(json.dumps({**what, **figures}))
     return 0
 
 
