@@ -39,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import torch
 
+from models.runtime import ONNX_INT8, RUNTIMES
+
 
 def raw_encoder_rate(texts: list[str], batch: int) -> float:
     """Posts per second of tokenise + BertModel forward + mean pooling, length-sorted batches."""
@@ -82,7 +84,7 @@ def classifier_rate(
     assert len(out) == len(texts)
     what = (
         f"{clf.model_version}, {'two stacks' if clf.needs_base else 'one stack'}, "
-        f"{clf.runtime} runtime, {'int8 dynamic' if clf.quantized or clf.runtime == 'onnx-int8' else 'float32'}"
+        f"{clf.runtime} runtime, {'int8 dynamic' if clf.quantized or clf.runtime == ONNX_INT8 else 'float32'}"
     )
     return len(texts) / elapsed, what
 
@@ -97,7 +99,7 @@ def main() -> int:
     parser.add_argument("--fp32", action="store_true", help="run the classifier in float32 even if it ships int8")
     parser.add_argument(
         "--runtime",
-        choices=("torch", "onnx", "onnx-int8"),
+        choices=RUNTIMES,
         help="where the classifier's network runs (default: MOMENTS_RUNTIME, else the manifest's, else torch)",
     )
     args = parser.parse_args()
