@@ -102,10 +102,9 @@ def _model_key(classifier: Classifier) -> str:
     """What the export depends on: the weights, the network's shape, and the exporting versions."""
     import onnxruntime
 
-    digest = hashlib.sha256()
-    with open(classifier.artifacts_dir / "weights.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    from models.data import sha256_file
+
+    digest = hashlib.sha256(sha256_file(classifier.artifacts_dir / "weights.safetensors").encode())
     digest.update(repr((classifier.manifest.get("base_model"), classifier.feature_layers, OPSET)).encode())
     digest.update(f"{torch.__version__} {onnxruntime.__version__}".encode())
     return digest.hexdigest()[:16]
