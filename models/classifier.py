@@ -224,6 +224,10 @@ class Classifier:
         if self.lexical_share > 0 and vocab_path.is_file():
             self.lexical = _load_lexical(weights, "lexical", vocab_path)
         self.centroid_weight = float(tp.get("centroid_weight", 1.0))
+        # The relevance gate (models.relevance), when the model ships one: chatter goes to `other`.
+        self.relevance_w = weights["relevance_head.weight"].numpy() if "relevance_head.weight" in weights else None
+        self.relevance_b = weights["relevance_head.bias"].numpy() if "relevance_head.bias" in weights else None
+        self.relevance_threshold = float((tp.get("relevance") or {}).get("threshold", 0.0))
 
         moment = self.manifest["moment"]
         self.misery_threshold = float(moment["misery_threshold"])
@@ -396,18 +400,36 @@ class Classifier:
             protos.append(vec / np.linalg.norm(vec))
         return np.stack(protos).astype(np.float32)
 
-    def touchpoint_probs(self, raw: RawOutputs, texts: Sequence[str]) -> np.ndarray:
+    def touchpoint_probs(self, raw: RawOutputs, texts: Sequence[str], gate: bool = True) -> np.ndarray:
         """Touchpoint probabilities in taxonomy order.
 
         Default taxonomy: the trained head, averaged with the lexical model when one
-        ships. Custom taxonomy: softmax over cosine similarity to label prototypes.
+        ships, then (unless ``gate`` is false) the relevance gate, which moves chatter to
+        ``other`` (:mod:`models.relevance`). Custom taxonomy: softmax over cosine
+        similarity to label prototypes.
         """
         if self.use_head:
             probs = softmax(raw.features @ self.touchpoint_w.T + self.touchpoint_b)
             if self.lexical is not None:
                 probs = (1 - self.lexical_share) * probs + self.lexical_share * softmax(self.lexical.logits(texts))
+            p_relevant = self.relevance_probs(raw) if gate else None
+            if p_relevant is not None and "other" in self.taxonomy.ids:
+                from models.relevance import gate_to_other
+
+                probs = gate_to_other(
+                    probs, p_relevant, self.relevance_threshold, texts, self.taxonomy.ids.index("other")
+                )
             return probs
         return softmax(self.zero_shot_embeddings(raw) @ self.prototypes.T / self.temperature)
+
+    def relevance_probs(self, raw: RawOutputs) -> np.ndarray | None:
+        """P(the post is about a customer's experience with a company) per row (:mod:`models.relevance`);
+        None when the model has no gate."""
+        if self.relevance_w is None or self.relevance_b is None:
+            return None
+        from models.relevance import relevance_features, relevance_probability
+
+        return relevance_probability(relevance_features(raw), self.relevance_w, self.relevance_b)
 
     def sentiment_probs(self, raw: RawOutputs, texts: Sequence[str]) -> np.ndarray:
         """Sentiment probabilities: the encoder head's log-probabilities, mixed with the

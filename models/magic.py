@@ -56,7 +56,7 @@ def validation_rows() -> list[dict[str, object]]:
 
 
 def real_validation_rows(data: Path | None = None) -> list[dict[str, object]] | str:
-    """The real validation set as {text, moment, sentiment} rows, or the reason it cannot be read."""
+    """The real validation set as {text, moment, sentiment, touchpoint} rows, or the reason it cannot be read."""
     from models.realset import REALVAL_ITEMS_PATH, REALVAL_LABELS_PATH, RealsetError, load_labelled
 
     if not REALVAL_LABELS_PATH.exists():
@@ -68,7 +68,13 @@ def real_validation_rows(data: Path | None = None) -> list[dict[str, object]] | 
     if loaded.skipped:
         return "; ".join(f"{k}: {v}" for k, v in loaded.skipped.items())
     return [
-        {"text": str(item.text), "moment": labels["moment"], "sentiment": labels["sentiment"]} for item, labels in pairs
+        {
+            "text": str(item.text),
+            "moment": labels["moment"],
+            "sentiment": labels["sentiment"],
+            "touchpoint": labels["touchpoint"],
+        }
+        for item, labels in pairs
     ]
 
 

@@ -544,12 +544,16 @@ train splits it draws from: a model that learnt from one scores those in its own
 
 def learnt_registers(manifest: Mapping[str, Any]) -> set[str]:
     """The real-set sources a model's manifest says it learnt touchpoints from (a weak-label
-    source with a chosen weight above 0; see :data:`TRAINING_SOURCE_REGISTERS`)."""
-    weak = (manifest.get("touchpoint") or {}).get("weak_sources") or {}
+    source with a chosen weight above 0, or one its relevance gate learnt from; see
+    :data:`TRAINING_SOURCE_REGISTERS`)."""
+    touchpoint = manifest.get("touchpoint") or {}
+    weak = touchpoint.get("weak_sources") or {}
+    # The relevance gate (models.relevance) learnt from weak-label sources of its own.
+    gate = set((touchpoint.get("relevance") or {}).get("weak_sources") or [])
     return {
         source
         for name, sources in TRAINING_SOURCE_REGISTERS.items()
-        if weak.get(f"chosen_weight {name}", 0) > 0
+        if weak.get(f"chosen_weight {name}", 0) > 0 or name in gate
         for source in sources
     }
 

@@ -27,6 +27,9 @@ CPU floating-point nondeterminism):
    (and fallback probability thresholds).
 6. Writes ``weights.safetensors``, ``lexical_vocab.json``, ``sentiment_lexical_vocab.json``
    and ``manifest.json`` to ``--out`` (default ``models/artifacts``).
+7. On the written model's outputs: the recovery detector (``models.recovery``), the
+   relevance gate that sends chatter to ``other`` (``models.relevance``), then the magic
+   floor (``models.magic``).
 
 TweetEval test is never read here; ``moments eval`` measures the shipped model.
 The defaults are the shipped configuration: ``python -m models.train`` rebuilds it.
@@ -1441,6 +1444,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="ship no recovery detector (default: fit one on the written model's outputs, see models.recovery)",
     )
+    parser.add_argument(
+        "--no-relevance",
+        dest="relevance",
+        action="store_false",
+        help="ship no relevance gate (default: fit one that sends chatter to `other`, see models.relevance)",
+    )
     parser.add_argument("--limit", type=int, help="use only N sentiment training rows (smoke runs)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2: the machine is shared)")
     parser.add_argument("--seed", type=int, default=SEED)
@@ -1617,7 +1626,16 @@ def main(argv: list[str] | None = None) -> int:
         from models.recovery import fit_recovery_head, write_head
 
         write_head(args.out, fit_recovery_head(Classifier(args.out), args.data, args.seed))
-    # 8. the magic threshold reads the finished model's moments (the detector's included).
+    # 8. the relevance gate reads the written model's outputs too; it moves touchpoints only.
+    if args.relevance:
+        from models.classifier import Classifier
+        from models.relevance import fit_relevance_gate, write_gate
+
+        try:
+            write_gate(args.out, fit_relevance_gate(Classifier(args.out), args.data, args.seed))
+        except ValueError as exc:  # no gate helps on validation: the model ships without one
+            log.warning("no relevance gate: %s", str(exc).split("; grid:")[0])
+    # 9. the magic threshold reads the finished model's moments (the detector's included).
     from models.classifier import Classifier
     from models.magic import choose_magic_threshold, write_threshold
 

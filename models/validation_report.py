@@ -88,9 +88,9 @@ def written_contrast_figures(classifier: Classifier) -> dict[str, int]:
 
 
 def real_validation_figures(classifier: Classifier, data: Path | None = None) -> dict[str, Any]:
-    """Sentiment on the real validation set (real posts, labelled twice and blind; ``models/data/realval``)
-    and how many of its praise posts read as a bad moment; only the reason (``realval_unreadable``) when
-    it cannot be read."""
+    """Sentiment and touchpoint on the real validation set (real posts, labelled twice and blind;
+    ``models/data/realval``) and how many of its praise posts read as a bad moment; only the reason
+    (``realval_unreadable``) when it cannot be read."""
     from models.magic import real_validation_rows
 
     rows = real_validation_rows(data)
@@ -100,9 +100,13 @@ def real_validation_figures(classifier: Classifier, data: Path | None = None) ->
     gold = np.array([D.SENTIMENTS.index(str(row["sentiment"])) for row in rows])
     pred = np.array([D.SENTIMENTS.index(r.sentiment) for r in results])
     praise = [r for row, r in zip(rows, results, strict=True) if row["sentiment"] == "positive"]
+    ids = list(classifier.taxonomy.ids)
+    tp_gold = np.array([ids.index(str(row["touchpoint"])) for row in rows])
+    tp_pred = np.array([ids.index(r.touchpoint) for r in results])
     return {
         "realval_n": len(rows),
         "realval_sentiment_macro_f1": macro_f1(gold, pred, 3),
+        "realval_touchpoint_macro_f1": macro_f1(tp_gold, tp_pred, len(ids)),
         "realval_praise": len(praise),
         "realval_praise_bad_moment": sum(is_bad_moment(r) for r in praise),
     }

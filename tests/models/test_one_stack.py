@@ -125,12 +125,13 @@ def test_int8_matches_float32_within_tolerance(classifier) -> None:  # type: ign
     assert int8.quantized and not fp32.quantized
     texts = load_tweeteval("val").texts[:300] + [str(r["text"]) for r in load_touchpoints("dev")]
     q, f = int8.classify(texts), fp32.classify(texts)
-    # The text model's sentiment scores, before the recovery detector: the detector is a threshold,
-    # so a post near it may move most of its mass in one mode and not the other; its decisions are
-    # held to the label agreement below instead.
+    # The text model's sentiment scores, before the recovery detector, and the touchpoint head's,
+    # before the relevance gate: both are thresholds, so a post near one may move most of its mass
+    # in one mode and not the other; their decisions are held to the label agreement below instead.
     stripped = [t.strip() for t in texts]
-    text_scores = [m.sentiment_probs(m.encode(stripped), stripped) for m in (int8, fp32)]
-    touchpoints = [np.array([list(r.touchpoint_scores.values()) for r in out]) for out in (q, f)]
+    raws = [m.encode(stripped) for m in (int8, fp32)]
+    text_scores = [m.sentiment_probs(raw, stripped) for m, raw in zip((int8, fp32), raws, strict=True)]
+    touchpoints = [m.touchpoint_probs(raw, stripped, gate=False) for m, raw in zip((int8, fp32), raws, strict=True)]
     for a, b in (text_scores, touchpoints):
         diff = np.abs(a - b)
         assert diff.max() <= PARITY_MAX_ABS, diff.max()
@@ -138,3 +139,4 @@ def test_int8_matches_float32_within_tolerance(classifier) -> None:  # type: ign
         assert (a.argmax(1) == b.argmax(1)).mean() >= PARITY_MIN_AGREEMENT
     assert np.mean([x.sentiment == y.sentiment for x, y in zip(q, f, strict=True)]) >= PARITY_MIN_AGREEMENT
     assert np.mean([x.moment == y.moment for x, y in zip(q, f, strict=True)]) >= PARITY_MIN_AGREEMENT
+    assert np.mean([x.touchpoint == y.touchpoint for x, y in zip(q, f, strict=True)]) >= PARITY_MIN_AGREEMENT

@@ -88,15 +88,21 @@ def test_int8_in_the_runtime_stays_close_to_float32(onnx_cache: Path, reference:
     int8 = Classifier(runtime=ONNX_INT8)
     assert not int8.quantized, "the runtime quantizes; torch's int8 layers stay off"
     stripped = [t.strip() for t in texts]
-    scores = [m.sentiment_probs(m.encode(stripped), stripped) for m in (int8, reference)]
+    # The scores before the two thresholds (recovery detector, relevance gate), whose decisions near
+    # the threshold may differ; the labels after them are held to the agreement bound.
+    raws = [m.encode(stripped) for m in (int8, reference)]
+    scores = [m.sentiment_probs(raw, stripped) for m, raw in zip((int8, reference), raws, strict=True)]
+    touchpoints = [
+        m.touchpoint_probs(raw, stripped, gate=False) for m, raw in zip((int8, reference), raws, strict=True)
+    ]
     q, f = int8.classify(texts), reference.classify(texts)
-    touchpoints = [np.array([list(r.touchpoint_scores.values()) for r in out]) for out in (q, f)]
     for a, b in (scores, touchpoints):
         diff = np.abs(a - b)
         assert 0 < diff.max() <= INT8_MAX_ABS, "int8 moves scores a little, never far"
         assert diff.mean() <= INT8_MEAN_ABS
         assert (a.argmax(1) == b.argmax(1)).mean() >= INT8_MIN_AGREEMENT
     assert np.mean([x.moment == y.moment for x, y in zip(q, f, strict=True)]) >= INT8_MIN_AGREEMENT
+    assert np.mean([x.touchpoint == y.touchpoint for x, y in zip(q, f, strict=True)]) >= INT8_MIN_AGREEMENT
 
 
 def test_the_export_is_written_once_and_reused(onnx_cache: Path, float32: Classifier) -> None:

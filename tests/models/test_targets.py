@@ -16,15 +16,19 @@ import pytest
 from models.data import load_touchpoints
 from models.evaluate import touchpoint_report, tweeteval_report
 
-# The issues' targets. Measured on model y (w's network, a new recovery detector): TweetEval test
-# macro-recall 0.7019 (w the same, v: 0.7035, l: 0.7018), real-text touchpoint macro-F1 0.498 (v: 0.499,
+# The issues' targets. Measured on model yr (y with a relevance gate): TweetEval test macro-recall 0.7019
+# (y and w the same, v: 0.7035, l: 0.7018), real-text touchpoint macro-F1 0.552 (y: 0.498, v: 0.499,
 # l: 0.512, h: 0.421), real-text sentiment macro-F1 0.729 (v: 0.725, l: 0.689), real-text magic precision
-# 0.649 (w: 0.647, v: 0.655, p: 0.482), dev touchpoint macro-F1 0.708 (v: 0.712, l: 0.725, h: 0.775).
+# 0.649 (w: 0.647, v: 0.655, p: 0.482), dev touchpoint macro-F1 0.718 (y: 0.708, v: 0.712, l: 0.725, h: 0.775).
 TWEETEVAL_TEST_MIN_MACRO_RECALL = 0.70
 # Issue 14 aims at 0.70 on the real-text set; this floor holds what has been reached so far. It was 0.50
 # for model l; model p's sentiment layers (which the touchpoint heads read) cost 0.014 of it for 0.036 of
-# real-text sentiment macro-F1 and six more real misery posts found (models/MODEL_CARD.md, "Model p").
-REALSET_TOUCHPOINT_MIN_MACRO_F1 = 0.49
+# real-text sentiment macro-F1 and six more real misery posts found (models/MODEL_CARD.md, "Model p"), and
+# 0.49 until model yr's relevance gate sent chatter to `other` (0.498 -> 0.552).
+REALSET_TOUCHPOINT_MIN_MACRO_F1 = 0.54
+# The gate's gain is in the chatter's own register; on the sources no part of the model learnt from
+# (SemEval reviews, TWCS tweets to brands, the demo) it cost y's 0.556 some: yr 0.543.
+REALSET_UNSEEN_MIN_TOUCHPOINT_ACCURACY = 0.53
 # Issue 14: sentiment that carries over to real customers (TweetEval alone gave 0.689 on model l).
 REALSET_SENTIMENT_MIN_MACRO_F1 = 0.72
 # Issue 14 aims at 0.80: a magic moment shared with staff must be one. A validation-chosen floor on the
@@ -68,11 +72,13 @@ def test_touchpoint_real_text_set(classifier) -> None:  # type: ignore[no-untype
     assert set(per_source) == set(report.per_source)
     right = sum(per_source[source] * n for source, n in report.per_source.items())
     assert right / report.n == pytest.approx(report.touchpoint_accuracy)
-    # the shipped model learnt from BANKING77 train only; its accuracy elsewhere is reported apart
-    assert report.learnt_from == ["banking77"]
-    unseen = {s: n for s, n in report.per_source.items() if s != "banking77"}
+    # the shipped model learnt from BANKING77 train, and its relevance gate from GoEmotions and TweetEval
+    # train chatter; its accuracy elsewhere is reported apart
+    assert report.learnt_from == ["banking77", "goemotions", "tweeteval"]
+    unseen = {s: n for s, n in report.per_source.items() if s not in report.learnt_from}
     right_unseen = sum(per_source[s] * n for s, n in unseen.items())
     assert report.touchpoint_accuracy_unseen == pytest.approx(right_unseen / sum(unseen.values()))
+    assert report.touchpoint_accuracy_unseen >= REALSET_UNSEEN_MIN_TOUCHPOINT_ACCURACY, per_source
 
 
 @pytest.mark.slow

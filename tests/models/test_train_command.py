@@ -19,7 +19,7 @@ from models.training import macro_recall
 def test_training_writes_artifacts_the_classifier_reproduces(tmp_path: Path) -> None:
     out = tmp_path / "artifacts"
     args = ["--limit", "400", "--epochs", "1", "--no-sentiment-lexical", "--no-sentiment-extra", "--no-banking77"]
-    args += ["--quantize", "none"]
+    args += ["--quantize", "none", "--no-relevance"]
     rc = main([*args, "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--version", "smoke"])
     assert rc == 0
     manifest = json.loads((out / "manifest.json").read_text())

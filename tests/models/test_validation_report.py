@@ -67,4 +67,6 @@ def test_the_real_validation_set_is_read_or_the_reason_given(classifier, tmp_pat
     figures = real_validation_figures(classifier)
     assert figures["realval_n"] == 492
     assert figures["realval_sentiment_macro_f1"] >= 0.72, figures
+    # model yr's relevance gate took it from 0.411 (y) to 0.4725 (models.relevance chose on it)
+    assert figures["realval_touchpoint_macro_f1"] >= 0.46, figures
     assert figures["realval_praise"] > 50 and figures["realval_praise_bad_moment"] <= 8, figures
