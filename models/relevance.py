@@ -106,7 +106,9 @@ def gate_to_other(
 ) -> np.ndarray:
     """Touchpoint scores with the :func:`gateable` posts under the threshold moved to ``other``."""
     out = probs.copy()
-    fired = (p_relevant < threshold) & np.array([gateable(t) for t in texts], dtype=bool)
+    fired = p_relevant < threshold
+    for i in np.flatnonzero(fired):  # the text checks only where the gate would fire
+        fired[i] = gateable(texts[int(i)])
     if fired.any():
         p = p_relevant[fired][:, None]
         out[fired] = p * probs[fired] + (1 - p) * np.eye(probs.shape[1])[other]
