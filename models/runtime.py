@@ -133,10 +133,12 @@ def export(classifier: Classifier, runtime: str) -> Path:
         source = export(classifier, ONNX)
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
             part = Path(tmp) / path.name
-            # The quantizer reports every tensor it leaves alone on the root logger (dozens of INFO lines).
+            # The quantizer reports every tensor it leaves alone on the root logger (dozens of INFO lines),
+            # and warns there that the graph could be pre-processed first: advice for whoever builds
+            # models, not for a user whose first int8 run this is. Errors still show.
             root = logging.getLogger()
             level = root.level
-            root.setLevel(max(level, logging.WARNING))
+            root.setLevel(max(level, logging.ERROR))
             try:
                 quantize_dynamic(str(source), str(part), weight_type=QuantType.QInt8, per_channel=True)
             finally:

@@ -217,4 +217,5 @@ def test_the_int8_export_is_quiet(
         Classifier(runtime=ONNX_INT8)
         assert logging.getLogger().level == logging.INFO, "the root logger's level is given back"
     assert not [r for r in caplog.records if "Quantization parameters" in r.getMessage()]
+    assert not [r for r in caplog.records if "pre-processing" in r.getMessage()], "nor its advice to model builders"
     assert any("int8" in r.getMessage() for r in caplog.records if r.name == "moments.models")
