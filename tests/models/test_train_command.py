@@ -16,10 +16,10 @@ from models.training import macro_recall
 
 
 @pytest.mark.slow
-def test_training_writes_artifacts_the_classifier_reproduces(tmp_path: Path) -> None:
+def test_training_writes_artifacts_the_classifier_reproduces(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "artifacts"
     args = ["--limit", "400", "--epochs", "1", "--no-sentiment-lexical", "--no-sentiment-extra", "--no-banking77"]
-    args += ["--quantize", "none", "--no-relevance"]
+    args += ["--quantize", "none"]
     rc = main([*args, "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--version", "smoke"])
     assert rc == 0
     manifest = json.loads((out / "manifest.json").read_text())
@@ -39,7 +39,13 @@ def test_training_writes_artifacts_the_classifier_reproduces(tmp_path: Path) -> 
         manifest["sentiment"]["val_macro_recall_tuned"], abs=1e-3
     )
     dev = touchpoint_report(classifier, load_touchpoints("dev"))
+    # the dev figure is the shipped decision's, with the relevance gate when validation chose one
     assert dev.macro_f1 == pytest.approx(manifest["touchpoint"]["dev_macro_f1"], abs=1e-3)
+    if "relevance" in manifest["touchpoint"]:
+        assert classifier.relevance_w is not None and classifier.relevance_threshold > 0
+    else:  # no gate beat the small model without one: it ships none, and says why
+        assert classifier.relevance_w is None
+        assert any("no relevance gate" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.skipif(
