@@ -342,16 +342,15 @@ class Classifier:
                         pooled_last[idx] = last_pool
                     continue
                 trunk, pools = self.encoder.run_trunk_pooled(Batch(input_ids, mask), self.feature_layers)
-                tuned_layers = self.feature_layers if tuned_features else ()
-                tuned, tuned_pools = self.encoder.run_top_pooled(trunk, mask, tuned_layers, self.sentiment_top)
-                sent_pool = mean_pool(tuned, mask)
+                tuned_layers = self.feature_layers if tuned_features else []
+                tuned, sent_pool, tuned_feats = tuned_outputs(
+                    self.encoder, self.sentiment_top, tuned_layers, trunk, pools, mask
+                )
                 pooled_sent[idx] = sent_pool.numpy()
                 if pooled_last is not None and last_mask is not None:
                     pooled_last[idx] = mean_pool(tuned, last_mask).numpy()
-                if tuned_features:
-                    feats[idx] = torch.cat(
-                        [*pools, *tuned_pools, nn.functional.normalize(sent_pool, dim=-1)], 1
-                    ).numpy()
+                if tuned_feats is not None:
+                    feats[idx] = tuned_feats.numpy()
                 if emb is not None:
                     top, top_pools = self.encoder.run_top_pooled(trunk, mask, self.feature_layers)
                     base_emb = nn.functional.normalize(mean_pool(top, mask), dim=-1)
@@ -567,6 +566,27 @@ class Classifier:
         labels = np.where(misery, "misery", np.where(magic, "magic", "neutral")).tolist()
         severity = np.where(misery, 0.5 + 0.5 * neg, 0.5 * neg)
         return labels, np.clip(severity, 0.0, 1.0)
+
+
+def tuned_outputs(
+    encoder: SplitEncoder,
+    sentiment_top: nn.ModuleList,
+    feature_layers: Sequence[int],
+    trunk: torch.Tensor,
+    pools: Sequence[torch.Tensor],
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The sentiment layers over the trunk: their hidden states, their mean pool, and (when
+    ``feature_layers`` is not empty: a one-stack model) the touchpoint features read from them.
+
+    The one definition of the one-stack outputs, shared by :meth:`Classifier.encode` and the ONNX
+    export (:class:`models.runtime.OneStack`), so the two cannot drift apart.
+    """
+    tuned, tuned_pools = encoder.run_top_pooled(trunk, mask, list(feature_layers), sentiment_top)
+    pooled = mean_pool(tuned, mask)
+    if not feature_layers:
+        return tuned, pooled, None
+    return tuned, pooled, torch.cat([*pools, *tuned_pools, nn.functional.normalize(pooled, dim=-1)], 1)
 
 
 def load_classifier(

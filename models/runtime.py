@@ -91,10 +91,13 @@ class OneStack(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, mask: torch.Tensor, last_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from models.classifier import tuned_outputs
+
         trunk, pools = self.encoder.run_trunk_pooled(Batch(input_ids, mask), self.feature_layers)
-        tuned, tuned_pools = self.encoder.run_top_pooled(trunk, mask, self.feature_layers, self.sentiment_top)
-        pooled = mean_pool(tuned, mask)
-        features = torch.cat([*pools, *tuned_pools, nn.functional.normalize(pooled, dim=-1)], 1)
+        tuned, pooled, features = tuned_outputs(
+            self.encoder, self.sentiment_top, self.feature_layers, trunk, pools, mask
+        )
+        assert features is not None  # a one-stack model reads its features from the tuned layers
         return pooled, features, mean_pool(tuned, last_mask)
 
 
