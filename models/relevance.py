@@ -76,6 +76,8 @@ LEARNT_FROM: tuple[str, ...] = ("banking77", "chatter")
 """The weak-label sources (:data:`models.realset.TRAINING_SOURCE_REGISTERS`) whose registers the gate learnt."""
 GENERAL_TRAIN_ROWS = {"banking77": 1500, "amazon": 1000}
 SEED = 13
+FEEDBACK_WEIGHT = 5.0
+"""How much one care-team correction counts against one training post (``models.train``'s default)."""
 
 _ADDRESSED = re.compile(r"(?<![\w@])@\w")
 
@@ -123,8 +125,18 @@ class RelevanceGate:
     report: dict[str, Any]
 
 
-def training_texts(data: Path | None = None, seed: int = SEED) -> tuple[list[str], np.ndarray]:
-    """Texts and labels (1 relevant, 0 not) the gate learns from; see the module docstring."""
+def training_texts(
+    data: Path | None = None,
+    seed: int = SEED,
+    feedback: Sequence[tuple[str, str]] = (),
+    feedback_weight: float = FEEDBACK_WEIGHT,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Texts, labels (1 relevant, 0 not) and weights the gate learns from; see the module docstring.
+
+    ``feedback``: the care team's touchpoint corrections as (text, touchpoint); one corrected to
+    ``other`` is not relevant, one corrected to any other touchpoint is, each worth
+    ``feedback_weight`` posts (as in the touchpoint models, ``models.train --feedback``).
+    """
     from models.realset import load_chatter
 
     rng = np.random.default_rng(seed)
@@ -136,8 +148,10 @@ def training_texts(data: Path | None = None, seed: int = SEED) -> tuple[list[str
     relevant += [amazon[i] for i in sorted(rng.choice(len(amazon), GENERAL_TRAIN_ROWS["amazon"], replace=False))]
     chatter, _ = load_chatter("train", data)
     not_relevant = [str(r["text"]) for r in ours if r["touchpoint"] == OTHER] + list(chatter)
-    labels = np.r_[np.ones(len(relevant)), np.zeros(len(not_relevant))]
-    return relevant + not_relevant, labels
+    texts = relevant + not_relevant + [text for text, _ in feedback]
+    labels = np.r_[np.ones(len(relevant)), np.zeros(len(not_relevant)), [float(tp != OTHER) for _, tp in feedback]]
+    weights = np.r_[np.ones(len(relevant) + len(not_relevant)), np.full(len(feedback), feedback_weight)]
+    return texts, labels, weights
 
 
 def _ungated(classifier: Classifier, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -146,15 +160,22 @@ def _ungated(classifier: Classifier, texts: list[str]) -> tuple[np.ndarray, np.n
     return relevance_features(raw), classifier.touchpoint_probs(raw, texts, gate=False)
 
 
-def fit_relevance_gate(classifier: Classifier, data: Path | None = None, seed: int = SEED) -> RelevanceGate:
-    """Fit the gate on the classifier's outputs and choose C and the threshold on validation."""
+def fit_relevance_gate(
+    classifier: Classifier,
+    data: Path | None = None,
+    seed: int = SEED,
+    feedback: Sequence[tuple[str, str]] = (),
+    feedback_weight: float = FEEDBACK_WEIGHT,
+) -> RelevanceGate:
+    """Fit the gate on the classifier's outputs and choose C and the threshold on validation
+    (``feedback``: the care team's touchpoint corrections, see :func:`training_texts`)."""
     from sklearn.linear_model import LogisticRegression
 
     from models.realset import REALVAL_ITEMS_PATH, REALVAL_LABELS_PATH, load_labelled
 
     ids = list(classifier.taxonomy.ids)
     other = ids.index(OTHER)
-    train_texts, y_train = training_texts(data, seed)
+    train_texts, y_train, w_train = training_texts(data, seed, feedback, feedback_weight)
     x_train = relevance_features(classifier.encode(train_texts))
     pairs, loaded = load_labelled(data, labels=REALVAL_LABELS_PATH, items=REALVAL_ITEMS_PATH)
     if loaded.skipped:
@@ -178,7 +199,9 @@ def fit_relevance_gate(classifier: Classifier, data: Path | None = None, seed: i
     grid: list[dict[str, Any]] = []
     best: tuple[float, dict[str, Any], np.ndarray, np.ndarray] | None = None
     for c in CS:
-        model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(x_train, y_train)
+        model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(
+            x_train, y_train, sample_weight=w_train
+        )
         w, b = model.coef_[0].astype(np.float32), model.intercept_.astype(np.float32)
         g_real, g_dev = relevance_probability(x_real, w, b), relevance_probability(x_dev, w, b)
         for threshold in THRESHOLDS:
@@ -225,6 +248,7 @@ def fit_relevance_gate(classifier: Classifier, data: Path | None = None, seed: i
         "max_unseen_cost": MAX_UNSEEN_COST,
         "train_texts": len(train_texts),
         "train_relevant": int(y_train.sum()),
+        "feedback_rows": len(feedback),
         "grid": grid,
     }
     return RelevanceGate(w, b, float(chosen["threshold"]), report)
@@ -277,6 +301,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--data", type=Path, default=None, help="datasets folder (default: $MOMENTS_DATASETS or ../shared/datasets)"
     )
+    parser.add_argument(
+        "--feedback",
+        type=Path,
+        default=None,
+        help="labelled JSONL from `moments feedback export`: its touchpoint corrections join the gate's training "
+        "(corrected to `other`: not relevant; to any other touchpoint: relevant)",
+    )
+    parser.add_argument(
+        "--feedback-weight", type=float, default=FEEDBACK_WEIGHT, help="weight of one correction (default 5.0)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the BANKING77 and Amazon samples")
     args = parser.parse_args(argv)
@@ -284,13 +318,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.classifier import Classifier, set_threads
 
     set_threads(args.threads)
+    feedback: list[tuple[str, str]] = []
+    if args.feedback is not None:
+        from models.taxonomy import TOUCHPOINTS
+        from models.train import feedback_touchpoints, read_feedback
+
+        try:
+            feedback = [(text, TOUCHPOINTS[i]) for text, i in feedback_touchpoints(read_feedback(args.feedback))]
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     target = args.artifacts
     if args.out is not None:
         shutil.copytree(args.artifacts, args.out, dirs_exist_ok=True)
         target = args.out
     classifier = Classifier(target)
     try:
-        gate = fit_relevance_gate(classifier, args.data, args.seed)
+        gate = fit_relevance_gate(classifier, args.data, args.seed, feedback, args.feedback_weight)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1386,7 +1386,7 @@ def main(argv: list[str] | None = None) -> int:
         "--feedback",
         type=Path,
         help="labelled JSONL from `moments feedback export`: its touchpoint and sentiment corrections join "
-        "the touchpoint models and the sentiment TF-IDF model, each worth --feedback-weight posts",
+        "the touchpoint models, the relevance gate and the sentiment TF-IDF model, each worth --feedback-weight posts",
     )
     parser.add_argument(
         "--feedback-weight",
@@ -1632,7 +1632,9 @@ def main(argv: list[str] | None = None) -> int:
         from models.relevance import fit_relevance_gate, write_gate
 
         try:
-            write_gate(args.out, fit_relevance_gate(Classifier(args.out), args.data, args.seed))
+            corrections = [(text, TOUCHPOINTS[i]) for text, i in feedback_touchpoints(args.feedback_rows)]
+            gate = fit_relevance_gate(Classifier(args.out), args.data, args.seed, corrections, args.feedback_weight)
+            write_gate(args.out, gate)
         except ValueError as exc:  # no gate helps on validation: the model ships without one
             log.warning("no relevance gate: %s", str(exc).split("; grid:")[0])
     # 9. the magic threshold reads the finished model's moments (the detector's included).

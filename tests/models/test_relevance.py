@@ -138,3 +138,43 @@ def test_no_gate_is_written_when_none_beats_the_model_without_one(
     out = tmp_path / "none"
     assert relevance.main([str(ARTIFACTS_DIR), "--out", str(out)]) == 1
     assert "no gate beats the model without one" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@needs_datasets
+def test_a_handful_of_care_team_corrections_moves_the_gate_on_similar_posts(tmp_path: Path) -> None:
+    # Restaurant praise that reads like chatter to the gate; five agents' "wrong touchpoint" corrections
+    # (as `moments feedback export` writes them) of posts written for this test, in that pattern.
+    corrected = [
+        "Juniper Noodle Bar has the silkiest and most comforting noodles in Seattle.",
+        "Ostra has the freshest and most generous oyster platter in Lisbon.",
+        "Pepper & Pine has the crispiest and most addictive fried chicken in Atlanta.",
+        "Saffron Room has the richest and most fragrant biryani in Houston.",
+        "Little Dumpling has the juiciest and most delicate dumplings in Toronto.",
+    ]
+    feedback = tmp_path / "feedback.jsonl"
+    feedback.write_text(
+        "".join(
+            json.dumps({"text": t, "label_kind": "touchpoint", "label": "product_experience"}) + "\n" for t in corrected
+        )
+    )
+    similar = "Kaito Ramen has the richest and most satisfying bowls of ramen in Boston."
+    chatter = "Binge watching old sitcoms on Netflix with my sister all weekend, no regrets"
+    out = tmp_path / "corrected"
+    assert relevance.main([str(ARTIFACTS_DIR), "--out", str(out), "--feedback", str(feedback)]) == 0
+    before, after = Classifier(ARTIFACTS_DIR), Classifier(out)
+    p_before = before.relevance_probs(before.encode([similar, chatter]))
+    p_after = after.relevance_probs(after.encode([similar, chatter]))
+    assert p_before is not None and p_after is not None
+    assert p_after[0] > p_before[0] + 0.1, (p_before, p_after)  # the similar post, never corrected itself
+    assert p_after[1] < after.relevance_threshold  # chatter is still chatter
+    report = json.loads((out / "manifest.json").read_text())["touchpoint"]["relevance"]["report"]
+    assert report["feedback_rows"] == len(corrected)
+
+
+def test_an_unreadable_feedback_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "feedback.jsonl"
+    broken.write_text('{"text": "fine", "label_kind": "touchpoint", "label": "other"}\nnot json\n')
+    assert relevance.main([str(ARTIFACTS_DIR), "--out", str(tmp_path / "x"), "--feedback", str(broken)]) == 2
+    assert "line 2 is not JSON" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists(), "nothing is written"
