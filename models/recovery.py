@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models import data as D
-from models.training import macro_recall
+from models.training import macro_recall, store_linear_head
 
 if TYPE_CHECKING:
     from models.classifier import Classifier, RawOutputs
@@ -287,14 +287,7 @@ def manifest_section(head: RecoveryHead) -> dict[str, Any]:
 
 def write_head(artifacts: Path, head: RecoveryHead) -> None:
     """Add the detector to an artifacts folder (weights and manifest), replacing an earlier one."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    weights_path = artifacts / "weights.safetensors"
-    tensors = dict(load_file(str(weights_path)))
-    tensors["recovery_head.weight"] = torch.from_numpy(np.ascontiguousarray(head.weight, dtype=np.float32))
-    tensors["recovery_head.bias"] = torch.from_numpy(np.ascontiguousarray(head.bias, dtype=np.float32))
-    save_file(tensors, str(weights_path))
+    store_linear_head(artifacts, "recovery_head", head.weight, head.bias)
     manifest_path = artifacts / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     manifest["recovery"] = manifest_section(head)

@@ -56,7 +56,7 @@ import numpy as np
 
 from models import data as D
 from models.textprep import detect_language
-from models.training import macro_f1
+from models.training import macro_f1, store_linear_head
 
 if TYPE_CHECKING:
     from models.classifier import Classifier, RawOutputs
@@ -273,14 +273,7 @@ def manifest_section(gate: RelevanceGate) -> dict[str, Any]:
 
 def write_gate(artifacts: Path, gate: RelevanceGate, version: str | None = None) -> None:
     """Add the gate to an artifacts folder (weights and manifest), replacing an earlier one."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    weights_path = artifacts / "weights.safetensors"
-    tensors = dict(load_file(str(weights_path)))
-    tensors["relevance_head.weight"] = torch.from_numpy(np.ascontiguousarray(gate.weight, dtype=np.float32))
-    tensors["relevance_head.bias"] = torch.from_numpy(np.ascontiguousarray(gate.bias, dtype=np.float32))
-    save_file(tensors, str(weights_path))
+    store_linear_head(artifacts, "relevance_head", gate.weight, gate.bias)
     manifest_path = artifacts / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     touchpoint = manifest["touchpoint"]

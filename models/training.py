@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -426,3 +427,15 @@ def linear_probe(branch: SentimentBranch, cache: TrunkCache, seed: int = 13, c: 
     with torch.no_grad():
         branch.head.weight.copy_(torch.from_numpy(model.coef_).float())
         branch.head.bias.copy_(torch.from_numpy(model.intercept_).float())
+
+
+def store_linear_head(artifacts: Path, name: str, weight: np.ndarray, bias: np.ndarray) -> None:
+    """Write a linear head's ``{name}.weight`` and ``{name}.bias`` into an artifacts folder's
+    ``weights.safetensors`` (float32), replacing earlier ones and keeping every other tensor."""
+    from safetensors.torch import load_file, save_file
+
+    weights_path = artifacts / "weights.safetensors"
+    tensors = dict(load_file(str(weights_path)))
+    tensors[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))
+    tensors[f"{name}.bias"] = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))
+    save_file(tensors, str(weights_path))
