@@ -27,11 +27,8 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +37,7 @@ import numpy as np
 
 from models import data as D
 from models.recovery import BETA, f_beta_score
+from models.refit import command_line, refit_parser, start
 
 if TYPE_CHECKING:
     from models.classifier import Classifier
@@ -165,22 +163,16 @@ def write_threshold(artifacts: Path, threshold: float | None, report: dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m models.magic ARTIFACTS [--out DIR] [--version V]``."""
-    parser = argparse.ArgumentParser(prog="python -m models.magic", description=__doc__.split("\n\n")[0])
-    parser.add_argument("artifacts", type=Path, help="a trained model's folder (manifest.json + weights.safetensors)")
-    parser.add_argument("--out", type=Path, default=None, help="write a copy here (default: in place)")
-    parser.add_argument("--version", default=None, help="a new model_version for the written manifest")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser = refit_parser(
+        "python -m models.magic", __doc__.split("\n\n")[0], "magic threshold", version=True, data=False
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    target = start(args)
     from models.classifier import Classifier
 
-    target = args.artifacts
-    if args.out is not None:
-        shutil.copytree(args.artifacts, args.out, dirs_exist_ok=True)
-        target = args.out
     classifier = Classifier(target, threads=args.threads)
     threshold, report = choose_magic_threshold(classifier)
-    report["command"] = " ".join(["python -m models.magic", *(sys.argv[1:] if argv is None else argv)])
+    report["command"] = command_line("models.magic", argv)
     write_threshold(target, threshold, report, args.version)
     grid = report.get("real_grid", report["grid"])
     row = next(r for r in grid if r["magic_min_probability"] == threshold)

@@ -33,12 +33,9 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
-import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models import data as D
+from models.refit import command_line, refit_parser, start
 from models.training import macro_recall, store_linear_head
 
 if TYPE_CHECKING:
@@ -296,32 +294,17 @@ def write_head(artifacts: Path, head: RecoveryHead) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m models.recovery ARTIFACTS [--out DIR]``."""
-    parser = argparse.ArgumentParser(prog="python -m models.recovery", description=__doc__.split("\n\n")[0])
-    parser.add_argument("artifacts", type=Path, help="a trained model's folder (manifest.json + weights.safetensors)")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="write a copy with the detector here (default: in place)"
-    )
-    parser.add_argument(
-        "--data", type=Path, default=None, help="datasets folder (default: $MOMENTS_DATASETS or ../shared/datasets)"
-    )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser = refit_parser("python -m models.recovery", __doc__.split("\n\n")[0], "detector", version=False, data=True)
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the general-text samples")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    import torch
+    target = start(args)
+    from models.classifier import Classifier
 
-    from models.classifier import load_classifier
-
-    torch.set_num_threads(args.threads)
-    target = args.artifacts
-    if args.out is not None:
-        shutil.copytree(args.artifacts, args.out, dirs_exist_ok=True)
-        target = args.out
-    classifier = load_classifier(target)
+    classifier = Classifier(target, threads=args.threads)
     # Fitting reads the outputs without any earlier detector, so a refit starts from the same place.
     classifier.recovery_w = None
     head = fit_recovery_head(classifier, args.data, args.seed)
-    head.report["command"] = " ".join(["python -m models.recovery", *(sys.argv[1:] if argv is None else argv)])
+    head.report["command"] = command_line("models.recovery", argv)
     write_head(target, head)
     chosen = head.report["chosen"]
     print(

@@ -41,11 +41,9 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models import data as D
+from models.refit import command_line, refit_parser, start
 from models.textprep import detect_language
 from models.training import macro_f1, store_linear_head
 
@@ -287,13 +286,7 @@ def write_gate(artifacts: Path, gate: RelevanceGate, version: str | None = None)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m models.relevance ARTIFACTS [--out DIR] [--version V]``."""
-    parser = argparse.ArgumentParser(prog="python -m models.relevance", description=__doc__.split("\n\n")[0])
-    parser.add_argument("artifacts", type=Path, help="a trained model's folder (manifest.json + weights.safetensors)")
-    parser.add_argument("--out", type=Path, default=None, help="write a copy with the gate here (default: in place)")
-    parser.add_argument("--version", default=None, help="the model_version to give the result (default: kept)")
-    parser.add_argument(
-        "--data", type=Path, default=None, help="datasets folder (default: $MOMENTS_DATASETS or ../shared/datasets)"
-    )
+    parser = refit_parser("python -m models.relevance", __doc__.split("\n\n")[0], "gate", version=True, data=True)
     parser.add_argument(
         "--feedback",
         type=Path,
@@ -304,13 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--feedback-weight", type=float, default=FEEDBACK_WEIGHT, help="weight of one correction (default 5.0)"
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=SEED, help="seed of the BANKING77 and Amazon samples")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    from models.classifier import Classifier, set_threads
+    from models.classifier import Classifier
 
-    set_threads(args.threads)
     feedback: list[tuple[str, str]] = []
     if args.feedback is not None:
         from models.taxonomy import TOUCHPOINTS
@@ -321,17 +311,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    target = args.artifacts
-    if args.out is not None:
-        shutil.copytree(args.artifacts, args.out, dirs_exist_ok=True)
-        target = args.out
-    classifier = Classifier(target)
+    target = start(args)
+    classifier = Classifier(target, threads=args.threads)
     try:
         gate = fit_relevance_gate(classifier, args.data, args.seed, feedback, args.feedback_weight)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    gate.report["command"] = " ".join(["python -m models.relevance", *(sys.argv[1:] if argv is None else argv)])
+    gate.report["command"] = command_line("models.relevance", argv)
     write_gate(target, gate, args.version)
     chosen = gate.report["chosen"]
     print(
