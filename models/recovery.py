@@ -45,7 +45,7 @@ import numpy as np
 
 from models import data as D
 from models.refit import command_line, refit_parser, start
-from models.training import macro_recall, store_linear_head
+from models.training import logistic_probability, macro_recall, store_linear_head
 
 if TYPE_CHECKING:
     from models.classifier import Classifier, RawOutputs
@@ -93,8 +93,7 @@ def recovery_features(raw: RawOutputs, inputs: Sequence[str] = DEFAULT_INPUTS) -
 
 def recovery_probability(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """P(recovery story) per row of :func:`recovery_features` (a logistic regression)."""
-    z = np.clip(x @ weight.reshape(-1) + float(np.asarray(bias).reshape(-1)[0]), -40.0, 40.0)
-    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+    return logistic_probability(x, weight, bias)
 
 
 def gated(p_recovery: np.ndarray, moment_head_args: np.ndarray | None) -> np.ndarray:

@@ -55,7 +55,7 @@ import numpy as np
 from models import data as D
 from models.refit import command_line, refit_parser, start
 from models.textprep import detect_language
-from models.training import macro_f1, store_linear_head
+from models.training import FEEDBACK_WEIGHT, logistic_probability, macro_f1, store_linear_head
 
 if TYPE_CHECKING:
     from models.classifier import Classifier, RawOutputs
@@ -75,8 +75,6 @@ LEARNT_FROM: tuple[str, ...] = ("banking77", "chatter")
 """The weak-label sources (:data:`models.realset.TRAINING_SOURCE_REGISTERS`) whose registers the gate learnt."""
 GENERAL_TRAIN_ROWS = {"banking77": 1500, "amazon": 1000}
 SEED = 13
-FEEDBACK_WEIGHT = 5.0
-"""How much one care-team correction counts against one training post (``models.train``'s default)."""
 
 _ADDRESSED = re.compile(r"(?<![\w@])@\w")
 
@@ -92,14 +90,15 @@ def gateable(text: str) -> bool:
 
 
 def relevance_features(raw: RawOutputs) -> np.ndarray:
-    """The gate's input: the touchpoint features and the sentiment pool, side by side."""
-    return np.concatenate([raw.features, raw.sentiment_pooled], axis=1)
+    """The gate's input: the touchpoint features and the sentiment pool, side by side (:data:`INPUTS`)."""
+    from models.recovery import recovery_features
+
+    return recovery_features(raw, INPUTS)
 
 
 def relevance_probability(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """P(the post is about a customer's experience with a company) per row."""
-    z = x @ weight.reshape(-1) + float(np.asarray(bias).reshape(-1)[0])
-    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+    return logistic_probability(x, weight, bias)
 
 
 def gate_to_other(

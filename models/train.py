@@ -80,6 +80,7 @@ from models.realset import load_chatter
 from models.taxonomy import DEFAULT_TAXONOMY, TOUCHPOINTS
 from models.textprep import spell_emoji
 from models.training import (
+    FEEDBACK_WEIGHT,
     FitConfig,
     SentimentBranch,
     TrunkCache,
@@ -98,10 +99,6 @@ from models.training import (
 log = logging.getLogger("moments.train")
 TaskFactory = Callable[[str, int], Callable[[int], None]]
 SEED = 13
-
-
-FEEDBACK_WEIGHT = 5.0
-"""How much one care-team correction counts against one training post (``--feedback-weight``)."""
 
 
 def read_feedback(path: Path) -> list[dict[str, str]]:

@@ -21,6 +21,9 @@ from models.encoder import LORA_PREFIX, TUNED_TOP_PREFIX, SplitEncoder, Tokenize
 
 Progress = Callable[[int], None]
 
+FEEDBACK_WEIGHT = 5.0
+"""How much one care-team correction counts against one training post (``--feedback-weight``)."""
+
 
 @dataclass
 class TrunkCache:
@@ -439,3 +442,9 @@ def store_linear_head(artifacts: Path, name: str, weight: np.ndarray, bias: np.n
     tensors[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))
     tensors[f"{name}.bias"] = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))
     save_file(tensors, str(weights_path))
+
+
+def logistic_probability(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """P(class 1) per row of a binary logistic regression's inputs (logits clipped, so no overflow)."""
+    z = np.clip(x @ weight.reshape(-1) + float(np.asarray(bias).reshape(-1)[0]), -40.0, 40.0)
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
