@@ -115,6 +115,15 @@ def gate_to_other(
     return out
 
 
+class NoGate(ValueError):
+    """No gate can be chosen: none helps on validation, or the validation set cannot be read.
+    ``summary`` is the reason in one line; the message adds the grid, when there is one."""
+
+    def __init__(self, summary: str, grid: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(summary if grid is None else f"{summary}; grid: {grid}")
+        self.summary = summary
+
+
 @dataclass
 class RelevanceGate:
     weight: np.ndarray  # (features,)
@@ -177,7 +186,7 @@ def fit_relevance_gate(
     x_train = relevance_features(classifier.encode(train_texts))
     pairs, loaded = load_labelled(data, labels=REALVAL_LABELS_PATH, items=REALVAL_ITEMS_PATH)
     if loaded.skipped:
-        raise ValueError(f"the real validation set cannot be read: {loaded.skipped}")
+        raise NoGate(f"the real validation set cannot be read: {loaded.skipped}")
     real_texts = [str(item.text) for item, _ in pairs]
     from models.realset import TRAINING_SOURCE_REGISTERS
 
@@ -225,10 +234,11 @@ def fit_relevance_gate(
             if allowed and (best is None or score > best[0]):
                 best = (score, row, w, b)
     if best is None or best[0] <= base_real:
-        raise ValueError(
+        raise NoGate(
             f"no gate beats the model without one on the real validation set ({base_real:.4f}) within "
             f"{MAX_DEV_COST} of its dev split ({base_dev:.4f}) and {MAX_UNSEEN_COST} of its accuracy on unseen "
-            f"registers ({base_unseen:.4f}); grid: {grid}"
+            f"registers ({base_unseen:.4f})",
+            grid,
         )
     _, chosen, w, b = best
     log.info("relevance: chose %s", chosen)
@@ -314,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     classifier = Classifier(target, threads=args.threads)
     try:
         gate = fit_relevance_gate(classifier, args.data, args.seed, feedback, args.feedback_weight)
-    except ValueError as exc:
+    except NoGate as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     gate.report["command"] = command_line("models.relevance", argv)

@@ -1626,14 +1626,14 @@ def main(argv: list[str] | None = None) -> int:
     # 8. the relevance gate reads the written model's outputs too; it moves touchpoints only.
     if args.relevance:
         from models.classifier import Classifier
-        from models.relevance import fit_relevance_gate, write_gate
+        from models.relevance import NoGate, fit_relevance_gate, write_gate
 
+        corrections = [(text, TOUCHPOINTS[i]) for text, i in feedback_touchpoints(args.feedback_rows)]
+        written = Classifier(args.out)
         try:
-            corrections = [(text, TOUCHPOINTS[i]) for text, i in feedback_touchpoints(args.feedback_rows)]
-            gate = fit_relevance_gate(Classifier(args.out), args.data, args.seed, corrections, args.feedback_weight)
-            write_gate(args.out, gate)
-        except ValueError as exc:  # no gate helps on validation: the model ships without one
-            log.warning("no relevance gate: %s", str(exc).split("; grid:")[0])
+            write_gate(args.out, fit_relevance_gate(written, args.data, args.seed, corrections, args.feedback_weight))
+        except NoGate as exc:  # no gate helps on validation: the model ships without one
+            log.warning("no relevance gate: %s", exc.summary)
     # 9. the magic threshold reads the finished model's moments (the detector's included).
     from models.classifier import Classifier
     from models.magic import choose_magic_threshold, write_threshold
