@@ -15,7 +15,10 @@ Moment and severity rule (documented in MODEL_CARD.md):
 * ``magic``: sentiment is positive and the moment head says magic (with P(magic) at
   least the manifest's ``magic_min_probability`` when it has one, :mod:`models.magic`;
   without a head: P(positive) >= ``magic_threshold``), or the recovery detector found a
-  recovery story that ends positive;
+  recovery story that ends positive; with ``magic_needs_relevance`` (:mod:`models.magic`
+  decides it on validation), never a post the relevance gate finds off topic: a moment of
+  truth is a contact between a customer and a company, and a delighted post about a film
+  is none;
 * otherwise ``neutral``; posts the encoder cannot read well (non-English, no
   letters) are never misery or magic.
 * ``severity`` = 0.5 + 0.5 * P(negative) for misery, 0.5 * P(negative) otherwise, so
@@ -235,6 +238,8 @@ class Classifier:
         # P(magic) the moment head must reach (models.magic); None: its argmax decides (models before u).
         chosen = moment.get("magic_min_probability")
         self.magic_min_probability: float | None = None if chosen is None else float(chosen)
+        # Whether a post the relevance gate finds off topic can still be magic (models.magic).
+        self.magic_needs_relevance = bool(moment.get("magic_needs_relevance", False))
         self.moment_w = weights["moment_head.weight"].numpy() if "moment_head.weight" in weights else None
         self.moment_b = weights["moment_head.bias"].numpy() if "moment_head.bias" in weights else None
         # The recovery detector (models.recovery), when the model ships one.
@@ -430,6 +435,16 @@ class Classifier:
 
         return relevance_probability(relevance_features(raw), self.relevance_w, self.relevance_b)
 
+    def off_topic(self, raw: RawOutputs, texts: Sequence[str]) -> np.ndarray | None:
+        """The rows the relevance gate sends to ``other`` (:func:`models.relevance.off_topic`);
+        None when the model has no gate."""
+        p_relevant = self.relevance_probs(raw)
+        if p_relevant is None:
+            return None
+        from models.relevance import off_topic
+
+        return off_topic(p_relevant, self.relevance_threshold, texts)
+
     def sentiment_probs(self, raw: RawOutputs, texts: Sequence[str]) -> np.ndarray:
         """Sentiment probabilities: the encoder head's log-probabilities, mixed with the
         lexical model's when one ships, plus the validation-tuned decision biases."""
@@ -508,7 +523,9 @@ class Classifier:
             tps[empty] = 1.0 / n_tp if other is None else np.eye(n_tp)[other]
         s_idx = sent.argmax(1)
         t_idx = tps.argmax(1)
-        moment, severity = self.moments(sent, raw, unsure=factor < 1.0, recovered=recovered)
+        moment, severity = self.moments(
+            sent, raw, unsure=factor < 1.0, recovered=recovered, off_topic=self.off_topic(raw, texts)
+        )
         confidence = np.sqrt(sent.max(1) * tps.max(1)) * factor
         ids = self.taxonomy.ids
         out = []
@@ -534,6 +551,7 @@ class Classifier:
         raw: RawOutputs | None = None,
         unsure: np.ndarray | None = None,
         recovered: np.ndarray | None = None,
+        off_topic: np.ndarray | None = None,
     ) -> tuple[list[str], np.ndarray]:
         """Moment label and severity per row (rule in the module docstring).
 
@@ -541,7 +559,8 @@ class Classifier:
         when the head says so *and* the sentiment agrees (negative/positive); without
         one, or without network outputs, the probability thresholds decide. A recovery
         story the detector found (``recovered``) that ends positive is magic, whatever the
-        head says: it is the moment of magic Carlzon meant.
+        head says: it is the moment of magic Carlzon meant. With ``magic_needs_relevance``, no
+        ``off_topic`` row is magic.
         """
         neg, pos = sent[:, 0], sent[:, 2]
         arg = sent.argmax(1)
@@ -559,6 +578,8 @@ class Classifier:
         else:
             misery = (arg == 0) & (neg >= self.misery_threshold)
             magic = (arg == 2) & (pos >= self.magic_threshold)
+        if self.magic_needs_relevance and off_topic is not None:
+            magic &= ~off_topic
         if raw is not None and unsure is not None:
             # Inputs the encoder cannot read well never become a loud moment.
             misery &= ~unsure

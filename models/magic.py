@@ -8,12 +8,16 @@ real-text magic precision was 0.48. A post is magic only when the head's P(magic
 detector found stays magic whatever the head says).
 
 How it is chosen: on validation only, never on the real set, over :data:`CANDIDATES` (``None``,
-the argmax, competes too). Two validation sets are read:
+the argmax, competes too), each with and without **the relevance condition** (a model with a
+relevance gate, :mod:`models.relevance`, may refuse magic to the posts the gate sends to
+``other``: a moment of truth is a contact between a customer and a company, and "I love this
+shirt" or a film review is none). Two validation sets are read:
 
 * **the real validation set** (``models/data/realval``: real posts drawn like the real set, none of
   its items, labelled twice and blind): the floor is the **lowest one whose precision there reaches
   :data:`PRECISION_TARGET`** (the issue's aim), so recall is given up only as far as precision needs;
-  if no candidate reaches it, the best F0.5 there;
+  if no candidate reaches it, the best F0.5 there; on a tie, the condition is left off (the simpler
+  rule);
 * **our written validation posts** (touchpoint dev split, held-out third of the recovery files):
   reported beside it, and the rule when the real validation set cannot be read (its datasets folder
   missing): best F0.5, ties to the higher precision. On written posts every floor from 0.7 up
@@ -77,45 +81,59 @@ def real_validation_rows(data: Path | None = None) -> list[dict[str, object]] | 
 
 
 def _grid(classifier: Classifier, rows: Sequence[dict[str, object]]) -> list[dict[str, Any]]:
-    """Called / precision / recall / F0.5 of "magic" for every candidate floor."""
+    """Called / precision / recall / F0.5 of "magic" for every candidate floor, without the relevance
+    condition and (for a model with a relevance gate) with it."""
     texts = [str(r["text"]).strip() for r in rows]
     gold = np.array([r["moment"] == "magic" for r in rows]).astype(int)
     raw = classifier.encode(texts)
     sent, recovered = classifier.outcome_sentiment(raw, texts)
-    kept = classifier.magic_min_probability
+    off_topic = classifier.off_topic(raw, texts)
+    kept = classifier.magic_min_probability, classifier.magic_needs_relevance
     grid: list[dict[str, Any]] = []
     try:
-        for candidate in CANDIDATES:
-            classifier.magic_min_probability = candidate
-            called = np.array(classifier.moments(sent, raw, recovered=recovered)[0]) == "magic"
-            precision, recall, f = f_beta_score(gold, called)
-            grid.append(
-                {
-                    "magic_min_probability": candidate,
-                    "called": int(called.sum()),
-                    "precision": round(float(precision), 4),
-                    "recall": round(float(recall), 4),
-                    "f_beta": round(float(f), 4),
-                }
-            )
+        for needs_relevance in (False, True) if off_topic is not None else (False,):
+            classifier.magic_needs_relevance = needs_relevance
+            for candidate in CANDIDATES:
+                classifier.magic_min_probability = candidate
+                labels = classifier.moments(sent, raw, recovered=recovered, off_topic=off_topic)[0]
+                called = np.array(labels) == "magic"
+                precision, recall, f = f_beta_score(gold, called)
+                grid.append(
+                    {
+                        "magic_min_probability": candidate,
+                        "magic_needs_relevance": needs_relevance,
+                        "called": int(called.sum()),
+                        "precision": round(float(precision), 4),
+                        "recall": round(float(recall), 4),
+                        "f_beta": round(float(f), 4),
+                    }
+                )
     finally:
-        classifier.magic_min_probability = kept
+        classifier.magic_min_probability, classifier.magic_needs_relevance = kept
     return grid
 
 
 def _best_f_beta(grid: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    # max keeps the first of equals: the grid lists the rows without the relevance condition first
     return max(grid, key=lambda row: (row["f_beta"], row["precision"]))
 
 
 def choose_from_grid(grid: Sequence[dict[str, Any]], target: float = PRECISION_TARGET) -> dict[str, Any]:
-    """The lowest floor whose precision reaches ``target`` (the grid runs from the argmax up);
-    without one, the best F0.5."""
+    """The lowest floor whose precision reaches ``target`` (each condition's rows run from the argmax
+    up; the rows without the relevance condition win a tie); without one, the best F0.5."""
     reaching = [row for row in grid if row["called"] > 0 and row["precision"] >= target]
-    return reaching[0] if reaching else _best_f_beta(grid)
+    if not reaching:
+        return _best_f_beta(grid)
+    order = [None, *sorted(c for c in CANDIDATES if c is not None)]
+    return min(
+        reaching,
+        key=lambda row: (order.index(row["magic_min_probability"]), bool(row.get("magic_needs_relevance"))),
+    )
 
 
-def choose_magic_threshold(classifier: Classifier, data: Path | None = None) -> tuple[float | None, dict[str, Any]]:
-    """The chosen floor and how: the grid on each validation set and the rule that decided."""
+def choose_magic_threshold(classifier: Classifier, data: Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The chosen grid row (``magic_min_probability``, ``magic_needs_relevance`` and its figures) and
+    how: the grid on each validation set and the rule that decided."""
     written_rows = validation_rows()
     written = _grid(classifier, written_rows)
     report: dict[str, Any] = {
@@ -127,12 +145,11 @@ def choose_magic_threshold(classifier: Classifier, data: Path | None = None) -> 
     real_rows = real_validation_rows(data)
     if isinstance(real_rows, str):
         log.warning("magic threshold: real validation set unreadable (%s); choosing on written posts", real_rows)
-        chosen = _best_f_beta(written)["magic_min_probability"]
+        row = _best_f_beta(written)
         report["criterion"] = "best F0.5 on written validation (real validation set unreadable)"
     else:
         real = _grid(classifier, real_rows)
         row = choose_from_grid(real)
-        chosen = row["magic_min_probability"]
         report["real_validation_rows"] = len(real_rows)
         report["real_validation_magic"] = sum(r["moment"] == "magic" for r in real_rows)
         report["real_grid"] = real
@@ -142,18 +159,26 @@ def choose_magic_threshold(classifier: Classifier, data: Path | None = None) -> 
             if row["precision"] >= PRECISION_TARGET
             else f"best F0.5 on real validation (no floor reached precision {PRECISION_TARGET})"
         )
-    log.info("magic threshold: chose %s (%s)", chosen, report["criterion"])
-    return chosen, report
+    log.info(
+        "magic threshold: chose %s, relevance condition %s (%s)",
+        row["magic_min_probability"],
+        "on" if row["magic_needs_relevance"] else "off",
+        report["criterion"],
+    )
+    return row, report
 
 
-def write_threshold(artifacts: Path, threshold: float | None, report: dict[str, Any], version: str | None) -> None:
-    """Record the threshold (and how it was chosen) in an artifacts folder's manifest."""
+def write_threshold(artifacts: Path, chosen: dict[str, Any], report: dict[str, Any], version: str | None) -> None:
+    """Record the chosen floor and relevance condition (and how they were chosen) in an artifacts
+    folder's manifest."""
     path = artifacts / "manifest.json"
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    manifest["moment"]["magic_min_probability"] = threshold
+    manifest["moment"]["magic_min_probability"] = chosen["magic_min_probability"]
+    manifest["moment"]["magic_needs_relevance"] = bool(chosen.get("magic_needs_relevance", False))
     manifest["moment"]["magic_choice"] = {
-        "rule": "magic needs the moment head's P(magic) >= magic_min_probability (null: its argmax), chosen on "
-        "validation only (models.magic: the real validation set's precision target, else written posts' F0.5)",
+        "rule": "magic needs the moment head's P(magic) >= magic_min_probability (null: its argmax) and, with "
+        "magic_needs_relevance, a post the relevance gate keeps on topic; both chosen on validation only "
+        "(models.magic: the real validation set's precision target, else written posts' F0.5)",
         **report,
     }
     if version:
@@ -171,15 +196,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.classifier import Classifier
 
     classifier = Classifier(target, threads=args.threads)
-    threshold, report = choose_magic_threshold(classifier)
+    chosen, report = choose_magic_threshold(classifier)
     report["command"] = command_line("models.magic", argv)
-    write_threshold(target, threshold, report, args.version)
-    grid = report.get("real_grid", report["grid"])
-    row = next(r for r in grid if r["magic_min_probability"] == threshold)
+    write_threshold(target, chosen, report, args.version)
     which = "real validation" if "real_grid" in report else "written validation"
+    relevance = "on" if chosen["magic_needs_relevance"] else "off"
     print(
-        f"magic threshold written to {target}: {threshold} ({report['criterion']}; {which} precision "
-        f"{row['precision']}, recall {row['recall']}, {row['called']} called magic)"
+        f"magic threshold written to {target}: {chosen['magic_min_probability']}, relevance condition {relevance} "
+        f"({report['criterion']}; {which} precision {chosen['precision']}, recall {chosen['recall']}, "
+        f"{chosen['called']} called magic)"
     )
     return 0
 

@@ -101,14 +101,20 @@ def relevance_probability(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -
     return logistic_probability(x, weight, bias)
 
 
-def gate_to_other(
-    probs: np.ndarray, p_relevant: np.ndarray, threshold: float, texts: Sequence[str], other: int
-) -> np.ndarray:
-    """Touchpoint scores with the :func:`gateable` posts under the threshold moved to ``other``."""
-    out = probs.copy()
+def off_topic(p_relevant: np.ndarray, threshold: float, texts: Sequence[str]) -> np.ndarray:
+    """The rows the gate fires on: :func:`gateable` posts whose P(relevant) is under the threshold."""
     fired = p_relevant < threshold
     for i in np.flatnonzero(fired):  # the text checks only where the gate would fire
         fired[i] = gateable(texts[int(i)])
+    return fired
+
+
+def gate_to_other(
+    probs: np.ndarray, p_relevant: np.ndarray, threshold: float, texts: Sequence[str], other: int
+) -> np.ndarray:
+    """Touchpoint scores with the :func:`off_topic` posts moved to ``other``."""
+    out = probs.copy()
+    fired = off_topic(p_relevant, threshold, texts)
     if fired.any():
         p = p_relevant[fired][:, None]
         out[fired] = p * probs[fired] + (1 - p) * np.eye(probs.shape[1])[other]
