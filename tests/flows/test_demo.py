@@ -1,4 +1,5 @@
-"""`moments demo` end to end, as a user runs it: twice, then a search of its store."""
+"""`moments demo` end to end, as a user runs it: twice, then its flags against the labels we meant
+when we wrote the demo corpus, then a search of its store."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from models.realset import load_demo_intended
 
 REPO = Path(__file__).resolve().parents[2]
 LAST_LINE = re.compile(r"^demo: (\d+) posts, (\d+) flags$")
@@ -44,6 +47,8 @@ def test_demo_runs_end_to_end_and_reruns_without_duplicates(tmp_path: Path) -> N
     assert "Open flags" in first.stdout
     assert "Moments of truth by touchpoint" in first.stdout
 
+    _assert_flags_are_real_misery(home)
+
     second = _moments(home, "demo")
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.strip().splitlines()[-1] == last
@@ -57,3 +62,29 @@ def test_demo_runs_end_to_end_and_reruns_without_duplicates(tmp_path: Path) -> N
         assert "delay" in haystack
         assert "Northwind Air" in post["brand"]
         assert post["classification"] is not None
+
+
+def _assert_flags_are_real_misery(home: Path) -> None:
+    """Issue 14: no demo post written as praise is flagged, and every post behind a flag is one we wrote
+    as a negative post (``models/data/realset/demo_intended.jsonl``)."""
+    listed = _moments(home, "flags", "list", "--status", "open,acknowledged,responded,resolved,dismissed", "--json")
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    flagged = {post_id for flag in json.loads(listed.stdout) for post_id in flag["post_ids"]}
+    assert flagged
+    intended = {str(row["post_id"]): row for row in load_demo_intended().values()}
+    unlabelled = sorted(flagged - intended.keys())
+    assert not unlabelled, f"flagged posts without intended labels: {unlabelled}"
+    praise = [
+        post_id
+        for post_id in flagged
+        if intended[post_id]["sentiment"] == "positive"
+        or intended[post_id]["moment"] == "magic"
+        or intended[post_id]["recovery_story"]
+    ]
+    assert not praise, f"praise flagged: {praise}"
+    not_negative = [
+        f"{post_id}: {intended[post_id]['sentiment']}"
+        for post_id in flagged
+        if intended[post_id]["sentiment"] != "negative"
+    ]
+    assert not not_negative, f"flags on posts not written as negative: {not_negative}"
