@@ -73,6 +73,12 @@ RECOVERY_LABELS_PATH = REALSET_DIR / "recovery_labels.jsonl"
 REALVAL_DIR = Path(__file__).resolve().parent / "data" / "realval"
 REALVAL_ITEMS_PATH = REALVAL_DIR / "items.jsonl"
 REALVAL_LABELS_PATH = REALVAL_DIR / "labels.jsonl"
+# The real validation set's delight supplement: praise-leaning real posts, for the magic rule alone.
+DELIGHT_DIR = REALVAL_DIR / "delight"
+DELIGHT_ITEMS_PATH = DELIGHT_DIR / "items.jsonl"
+DELIGHT_LABELS_PATH = DELIGHT_DIR / "labels.jsonl"
+DELIGHT_SEED = 1415
+DELIGHT_TARGETS: dict[str, int] = {"semeval14": 100, "twcs_opening": 80}
 
 DEFAULT_SEED = 14
 SENTIMENTS: tuple[str, ...] = ("negative", "neutral", "positive")
@@ -483,6 +489,60 @@ def validation_sample(data: Path | None = None, seed: int = VALIDATION_SEED) -> 
         (item.source, item.ref) for path in (ITEMS_PATH, RECOVERY_ITEMS_PATH) for item in read_committed(path)
     )
     return build_sample(data, seed, Draw(VALIDATION_TARGETS, VALIDATION_SPLITS, taken))
+
+
+def delight_sample(data: Path | None = None, seed: int = DELIGHT_SEED) -> list[Item]:
+    """The delight supplement of the real validation set: real posts that lean to praise, taking no
+    item of the real set, the real recovery set or the real validation set.
+
+    Why it exists: the real validation set holds only 12 magic posts, too few to choose the magic
+    rule (:mod:`models.magic`) on, because delight is rare in real text. A brand manager's false
+    magic is a *positive* post that is not a moment of magic ("the chicken dinner was real good",
+    a film, thanks for a reply), so the draw takes praise-leaning posts, where both kinds live:
+
+    * SemEval-2014 restaurants test: single-aspect sentences of positive polarity, spread over the
+      aspect categories (:data:`DELIGHT_TARGETS`);
+    * TWCS random sample: conversation openers to a brand with a praise word (:data:`OUTCOME_CUE`),
+      spread over brands.
+
+    GoEmotions is left out: every dev comment the real set's filter would take with a delight
+    emotion is in the real validation set already, and its train split taught the relevance gate.
+    """
+    root = datasets_dir(data)
+    taken = frozenset(
+        (item.source, item.ref)
+        for path in (ITEMS_PATH, RECOVERY_ITEMS_PATH, REALVAL_ITEMS_PATH)
+        for item in read_committed(path)
+    )
+    rng = random.Random(seed)
+    items: list[Item] = []
+    table = semeval_touchpoints()
+    by_category: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for sid, (text, aspects) in _semeval_rows(root).items():
+        if len(aspects) == 1 and aspects[0][1] == "positive" and ("semeval14", sid) not in taken:
+            by_category[aspects[0][0]].append((sid, text, aspects[0][0]))
+    for sid, text, cat in _round_robin(by_category, DELIGHT_TARGETS["semeval14"], rng):
+        items.append(_make("semeval14", "test", sid, text, {"touchpoint": table[cat], "sentiment": "positive"}))
+    random_rows = _twcs_rows(root, "twcs_random_5000")
+    head = _twcs_rows(root, "twcs_head_5000")
+    brands = {row["author_id"].lower(): row["author_id"] for row in random_rows + head if row["inbound"] == "False"}
+    openers: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for row in random_rows:
+        text = _twcs_text(row["text"])
+        if (
+            row["inbound"] != "True"
+            or _twcs_parent(row)
+            or ("twcs", row["tweet_id"]) in taken
+            or not _is_customer_text(text)
+            or not OUTCOME_CUE.search(text)
+        ):
+            continue
+        handles = [brands[m.lower()] for m in re.findall(r"@(\w+)", text) if m.lower() in brands]
+        if handles:
+            openers[handles[0]].append((row["tweet_id"], text))
+    for tid, text in _round_robin(openers, DELIGHT_TARGETS["twcs_opening"], rng):
+        items.append(_make("twcs", "twcs_random_5000", tid, text, {}, ["opening"]))
+    return items
 
 
 def _twcs_parent(row: Mapping[str, str]) -> str:
@@ -918,6 +978,14 @@ def _cmd_build_validation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_delight(args: argparse.Namespace) -> int:
+    items = delight_sample(args.data, args.seed)
+    write_items(items, args.output)
+    counts = Counter(i.source for i in items)
+    print(f"wrote {len(items)} items to {args.output}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return 0
+
+
 def _cmd_build_recovery(args: argparse.Namespace) -> int:
     items = recovery_candidates(args.data, read_committed(ITEMS_PATH))
     write_items(items, args.output)
@@ -985,6 +1053,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     validation.add_argument("--seed", type=int, default=VALIDATION_SEED)
     validation.add_argument("-o", "--output", type=Path, default=REALVAL_ITEMS_PATH)
+    delight = sub.add_parser(
+        "build-delight",
+        help="draw the real validation set's delight supplement (praise-leaning real posts, for the magic rule)",
+    )
+    delight.add_argument("--seed", type=int, default=DELIGHT_SEED)
+    delight.add_argument("-o", "--output", type=Path, default=DELIGHT_ITEMS_PATH)
     sheet = sub.add_parser("worksheet", help="write the blind worksheet (item_id + text)")
     sheet.add_argument("-o", "--output", type=Path, required=True)
     sheet.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -1000,6 +1074,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "build": _cmd_build,
         "build-recovery": _cmd_build_recovery,
         "build-validation": _cmd_build_validation,
+        "build-delight": _cmd_build_delight,
         "worksheet": _cmd_worksheet,
         "adjudicate": _cmd_adjudicate,
     }

@@ -458,3 +458,43 @@ def test_validation_labels_are_exactly_what_their_committed_passes_adjudicate_to
     )
     assert set(third) <= {i for i in result.labels if pass_a[i] != pass_b[i]}
     assert sum(labels["moment"] == "magic" for labels in result.labels.values()) >= 10
+
+
+# --- the real validation set's delight supplement (models/data/realval/delight) ----------------
+
+
+@needs_datasets
+def test_the_delight_sample_rebuilds_to_its_committed_items_and_shares_none_with_the_other_sets() -> None:
+    rebuilt = realset.delight_sample()
+    committed = read_committed(realset.DELIGHT_ITEMS_PATH)
+    assert [i.item_id for i in rebuilt] == [i.item_id for i in realset.delight_sample()]
+    assert {i.item_id for i in rebuilt} == {i.item_id for i in committed}
+    others = {
+        (i.source, i.ref)
+        for path in (realset.ITEMS_PATH, realset.RECOVERY_ITEMS_PATH, realset.REALVAL_ITEMS_PATH)
+        for i in read_committed(path)
+    }
+    assert not others & {(i.source, i.ref) for i in committed}
+    counts = Counter(i.source for i in committed)
+    assert counts == {
+        "semeval14": realset.DELIGHT_TARGETS["semeval14"],
+        "twcs": realset.DELIGHT_TARGETS["twcs_opening"],
+    }
+    texts = {i.item_id: i.text for i in realset.load_items(realset.DELIGHT_ITEMS_PATH).items}
+    for item in committed:
+        if item.source == "semeval14":  # positive single-aspect review sentences, from the test split
+            assert item.split == "test" and item.weak["sentiment"] == "positive"
+        else:  # conversation openers to a brand with a praise word
+            assert item.subset == ["opening"] and realset.OUTCOME_CUE.search(str(texts[item.item_id]))
+    raw = [json.loads(line) for line in realset.DELIGHT_ITEMS_PATH.read_text(encoding="utf-8").splitlines()]
+    assert not any("text" in obj for obj in raw), "no text of these sources is committed"
+
+
+@needs_datasets
+def test_delight_labels_are_exactly_what_their_committed_passes_adjudicate_to() -> None:
+    result, _, pass_a, pass_b, third = _readjudicated(
+        realset.DELIGHT_ITEMS_PATH, realset.DELIGHT_LABELS_PATH, realset.DELIGHT_DIR, "delight"
+    )
+    assert set(third) <= {i for i in result.labels if pass_a[i] != pass_b[i]}
+    # It exists to give the magic rule more magic to be judged on than the set's own 12.
+    assert sum(labels["moment"] == "magic" for labels in result.labels.values()) >= 20
