@@ -14,7 +14,9 @@ relevance gate, :mod:`models.relevance`, may refuse magic to the posts the gate 
 shirt" or a film review is none). Two validation sets are read:
 
 * **the real validation set** (``models/data/realval``: real posts drawn like the real set, none of
-  its items, labelled twice and blind): the floor is the **lowest one whose precision there reaches
+  its items, labelled twice and blind) **with its delight supplement** (``models/data/realval/delight``:
+  180 praise-leaning real posts drawn and labelled the same way, because the set itself holds only 12
+  magic posts; :func:`models.realset.delight_sample`): the floor is the **lowest one whose precision there reaches
   :data:`PRECISION_TARGET`** (the issue's aim), so recall is given up only as far as precision needs;
   if no candidate reaches it, the best F0.5 there; on a tie, the condition is left off (the simpler
   rule);
@@ -57,14 +59,19 @@ def validation_rows() -> list[dict[str, object]]:
     return [*D.load_touchpoints("dev"), *D.load_recovery("val")]
 
 
-def real_validation_rows(data: Path | None = None) -> list[dict[str, object]] | str:
-    """The real validation set as {text, moment, sentiment, touchpoint} rows, or the reason it cannot be read."""
+def real_validation_rows(
+    data: Path | None = None, items: Path | None = None, labels: Path | None = None
+) -> list[dict[str, object]] | str:
+    """The real validation set (or, with ``items`` and ``labels``, another labelled real set) as
+    {text, moment, sentiment, touchpoint} rows, or the reason it cannot be read."""
     from models.realset import REALVAL_ITEMS_PATH, REALVAL_LABELS_PATH, RealsetError, load_labelled
 
-    if not REALVAL_LABELS_PATH.exists():
-        return f"{REALVAL_LABELS_PATH} is missing"
+    items = items or REALVAL_ITEMS_PATH
+    labels = labels or REALVAL_LABELS_PATH
+    if not labels.exists():
+        return f"{labels} is missing"
     try:
-        pairs, loaded = load_labelled(data, labels=REALVAL_LABELS_PATH, items=REALVAL_ITEMS_PATH)
+        pairs, loaded = load_labelled(data, labels=labels, items=items)
     except RealsetError as exc:
         return str(exc)
     if loaded.skipped:
@@ -72,12 +79,27 @@ def real_validation_rows(data: Path | None = None) -> list[dict[str, object]] | 
     return [
         {
             "text": str(item.text),
-            "moment": labels["moment"],
-            "sentiment": labels["sentiment"],
-            "touchpoint": labels["touchpoint"],
+            "moment": decided["moment"],
+            "sentiment": decided["sentiment"],
+            "touchpoint": decided["touchpoint"],
         }
-        for item, labels in pairs
+        for item, decided in pairs
     ]
+
+
+def magic_validation_rows(data: Path | None = None) -> list[dict[str, object]] | str:
+    """What the magic rule is chosen on: the real validation set and its delight supplement
+    (``models/data/realval/delight``: praise-leaning real posts, because the set itself has only 12
+    magic posts); or the reason either cannot be read."""
+    from models.realset import DELIGHT_ITEMS_PATH, DELIGHT_LABELS_PATH
+
+    realval = real_validation_rows(data)
+    if isinstance(realval, str):
+        return realval
+    delight = real_validation_rows(data, DELIGHT_ITEMS_PATH, DELIGHT_LABELS_PATH)
+    if isinstance(delight, str):
+        return f"delight supplement: {delight}"
+    return realval + delight
 
 
 def _grid(classifier: Classifier, rows: Sequence[dict[str, object]]) -> list[dict[str, Any]]:
@@ -142,7 +164,7 @@ def choose_magic_threshold(classifier: Classifier, data: Path | None = None) -> 
         "validation_magic": sum(r["moment"] == "magic" for r in written_rows),
         "grid": written,
     }
-    real_rows = real_validation_rows(data)
+    real_rows = magic_validation_rows(data)
     if isinstance(real_rows, str):
         log.warning("magic threshold: real validation set unreadable (%s); choosing on written posts", real_rows)
         row = _best_f_beta(written)

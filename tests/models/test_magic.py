@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from models.classifier import ARTIFACTS_DIR, Classifier
-from models.magic import CANDIDATES, choose_from_grid, choose_magic_threshold, validation_rows, write_threshold
+from models.magic import (
+    CANDIDATES,
+    PRECISION_TARGET,
+    choose_from_grid,
+    choose_magic_threshold,
+    validation_rows,
+    write_threshold,
+)
 
 
 def _magic(classifier: Classifier, texts: list[str], floor: float | None) -> np.ndarray:
@@ -41,20 +48,13 @@ def test_the_shipped_threshold_follows_the_real_validation_rule_and_its_record_r
         (needs, floor) for needs in (False, True) for floor in CANDIDATES
     ]
     assert choose_from_grid(report["real_grid"]) == chosen
-    assert report["real_validation_rows"] >= 400 and report["real_validation_magic"] >= 10
-    # Precision first: the chosen rule calls fewer real posts magic, more of them rightly, than the argmax.
+    # The real validation set and its delight supplement (models/data/realval/delight): 12 + 39 magic.
+    assert report["real_validation_rows"] >= 650 and report["real_validation_magic"] >= 50
+    # Precision first: the chosen rule calls fewer real posts magic, more of them rightly, than the argmax,
+    # and reaches the aim there.
     argmax = report["real_grid"][0]
     assert chosen["precision"] > argmax["precision"] and chosen["called"] < argmax["called"]
-    # The shipped model's relevance condition was chosen because it won on real validation, at no cost
-    # in recall there: the same floor without it calls more posts magic, fewer of them rightly.
-    assert chosen["magic_needs_relevance"]
-    without = next(
-        r
-        for r in report["real_grid"]
-        if r["magic_min_probability"] == chosen["magic_min_probability"] and not r["magic_needs_relevance"]
-    )
-    assert without["called"] > chosen["called"] and without["precision"] < chosen["precision"]
-    assert without["recall"] == chosen["recall"]
+    assert chosen["precision"] >= PRECISION_TARGET and "lowest floor" in report["criterion"]
 
 
 def _row(
@@ -146,14 +146,15 @@ def test_the_relevance_condition_takes_magic_only_from_posts_the_gate_finds_off_
     raw = classifier.encode(texts)
     off_topic = classifier.off_topic(raw, texts)
     assert off_topic is not None
-    kept = classifier.magic_needs_relevance
+    kept = classifier.magic_needs_relevance, classifier.magic_min_probability
     try:
+        classifier.magic_min_probability = 0.7  # yrm's floor, where the condition was chosen
         classifier.magic_needs_relevance = False
         without = np.array([r.moment == "magic" for r in classifier.classify(texts)])
         classifier.magic_needs_relevance = True
         with_condition = np.array([r.moment == "magic" for r in classifier.classify(texts)])
     finally:
-        classifier.magic_needs_relevance = kept
+        classifier.magic_needs_relevance, classifier.magic_min_probability = kept
     assert not (with_condition & ~without).any(), "the condition never makes a post magic"
     assert ((without & ~with_condition) == (without & off_topic)).all(), "it takes magic from off-topic posts only"
     # Here it matters: delight about no company was magic without it, and the two customers stay magic.

@@ -16,11 +16,11 @@ import pytest
 from models.data import load_touchpoints
 from models.evaluate import touchpoint_report, tweeteval_report
 
-# The issues' targets. Measured on model yrm (y with a relevance gate, which magic also reads): TweetEval
-# test macro-recall 0.7019 (y and w the same, v: 0.7035, l: 0.7018), real-text touchpoint macro-F1 0.552
-# (y: 0.498, v: 0.499, l: 0.512, h: 0.421), real-text sentiment macro-F1 0.729 (v: 0.725, l: 0.689),
-# real-text magic precision 0.706 (yr: 0.649, w: 0.647, v: 0.655, p: 0.482), dev touchpoint macro-F1
-# 0.718 (y: 0.708, v: 0.712, l: 0.725, h: 0.775).
+# The issues' targets. Measured on model yrd (y with a relevance gate; its magic floor chosen on more real
+# magic): TweetEval test macro-recall 0.7019 (y and w the same, v: 0.7035, l: 0.7018), real-text touchpoint
+# macro-F1 0.552 (y: 0.498, v: 0.499, l: 0.512, h: 0.421), real-text sentiment macro-F1 0.729 (v: 0.725,
+# l: 0.689), real-text magic precision 0.889 (yrm: 0.706, yr: 0.649, w: 0.647, v: 0.655, p: 0.482), dev
+# touchpoint macro-F1 0.718 (y: 0.708, v: 0.712, l: 0.725, h: 0.775).
 TWEETEVAL_TEST_MIN_MACRO_RECALL = 0.70
 # Issue 14 aims at 0.70 on the real-text set; this floor holds what has been reached so far. It was 0.50
 # for model l; model p's sentiment layers (which the touchpoint heads read) cost 0.014 of it for 0.036 of
@@ -34,8 +34,12 @@ REALSET_UNSEEN_MIN_TOUCHPOINT_ACCURACY = 0.53
 REALSET_SENTIMENT_MIN_MACRO_F1 = 0.72
 # Issue 14 aims at 0.80: a magic moment shared with staff must be one. A validation-chosen floor on the
 # moment head's P(magic) (models.magic) took it from p's 0.482 (56 called) to 0.636 (u, 33) and 0.655 (v, 29);
-# refusing magic to posts the relevance gate finds off topic took yr's 0.649 (37) to 0.706 (yrm, 34).
-REALSET_MAGIC_MIN_PRECISION = 0.66
+# refusing magic to posts the relevance gate finds off topic took yr's 0.649 (37) to 0.706 (yrm, 34), and
+# choosing the floor on the real validation set with its delight supplement (51 magic posts, not 12) took
+# it to 0.889 (yrd, floor 0.9, 18 called), at the cost of recall (0.51 -> 0.34). At least 15 posts called
+# magic, so that precision is not bought by calling (nearly) nothing magic.
+REALSET_MAGIC_MIN_CALLED = 15
+REALSET_MAGIC_MIN_PRECISION = 0.80
 # Our dev split is written in our own voice and flatters the model (issue 14); it was 0.75 until the
 # real-text set replaced it as the touchpoint target. It stays as a floor against regressions: one
 # stack of layers cost 0.03 on it, the BANKING77 queries 0.02, and both gained on real text.
@@ -66,7 +70,9 @@ def test_touchpoint_real_text_set(classifier) -> None:  # type: ignore[no-untype
     assert report.n == 731
     assert report.touchpoint_macro_f1 >= REALSET_TOUCHPOINT_MIN_MACRO_F1, report.touchpoint_per_class_f1
     assert report.sentiment_macro_f1 >= REALSET_SENTIMENT_MIN_MACRO_F1, report
-    assert report.magic_precision >= REALSET_MAGIC_MIN_PRECISION and report.magic_called >= 20, report
+    assert report.magic_precision >= REALSET_MAGIC_MIN_PRECISION and report.magic_called >= REALSET_MAGIC_MIN_CALLED, (
+        report
+    )
     # recovery stories the flag rule would read as a bad moment: 4 of 13 on model l, 2 on p and v, none on w
     assert report.recovery_stories == 13 and report.recovery_bad_moments == 0, report
     # per source (`moments eval` prints it, so a gain in a source the model learnt from shows as such)
