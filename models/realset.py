@@ -45,7 +45,7 @@ import random
 import re
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -424,27 +424,35 @@ def _sample_twcs(data: Path, rng: random.Random, draw: Draw) -> list[Item]:
             followups[brand].append((tweet_id, text))
     picked_followups = _round_robin(followups, draw.targets["twcs_followup"], rng)
 
-    random_rows = _twcs_rows(data, "twcs_random_5000")
-    brands = {row["author_id"].lower(): row["author_id"] for row in random_rows + head if row["inbound"] == "False"}
     taken = {tweet_id for tweet_id, _ in picked_followups}
-    openers: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for row in random_rows:
-        text = _twcs_text(row["text"])
-        if (
-            row["inbound"] != "True"
-            or _twcs_parent(row)
-            or row["tweet_id"] in taken
-            or not draw.free("twcs", row["tweet_id"])
-            or not _is_customer_text(text)
-        ):
-            continue
-        handles = [brands[m.lower()] for m in re.findall(r"@(\w+)", text) if m.lower() in brands]
-        if handles:
-            openers[handles[0]].append((row["tweet_id"], text))
+    openers = _twcs_openers(
+        _twcs_rows(data, "twcs_random_5000"),
+        head,
+        lambda tweet_id, _: tweet_id not in taken and draw.free("twcs", tweet_id),
+    )
     picked_openers = _round_robin(openers, draw.targets["twcs_opening"], rng)
     return [_make("twcs", "twcs_random_5000", tid, text, {}, ["opening"]) for tid, text in picked_openers] + [
         _make("twcs", "twcs_head_5000", tid, text, {}, ["after_brand_reply"]) for tid, text in picked_followups
     ]
+
+
+def _twcs_openers(
+    random_rows: list[dict[str, str]], head: list[dict[str, str]], wanted: Callable[[str, str], bool]
+) -> dict[str, list[tuple[str, str]]]:
+    """Brand account -> [(tweet id, text)] of the customer tweets that open a conversation with a brand
+    (the first brand they mention) in the random sample, kept where ``wanted(tweet_id, text)``."""
+    brands = {row["author_id"].lower(): row["author_id"] for row in random_rows + head if row["inbound"] == "False"}
+    openers: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for row in random_rows:
+        text = _twcs_text(row["text"])
+        if row["inbound"] != "True" or _twcs_parent(row) or not _is_customer_text(text):
+            continue
+        if not wanted(row["tweet_id"], text):
+            continue
+        handles = [brands[m.lower()] for m in re.findall(r"@(\w+)", text) if m.lower() in brands]
+        if handles:
+            openers[handles[0]].append((row["tweet_id"], text))
+    return openers
 
 
 def _twcs_followups(head: list[dict[str, str]]) -> list[tuple[str, str, str]]:
@@ -523,23 +531,11 @@ def delight_sample(data: Path | None = None, seed: int = DELIGHT_SEED) -> list[I
             by_category[aspects[0][0]].append((sid, text, aspects[0][0]))
     for sid, text, cat in _round_robin(by_category, DELIGHT_TARGETS["semeval14"], rng):
         items.append(_make("semeval14", "test", sid, text, {"touchpoint": table[cat], "sentiment": "positive"}))
-    random_rows = _twcs_rows(root, "twcs_random_5000")
-    head = _twcs_rows(root, "twcs_head_5000")
-    brands = {row["author_id"].lower(): row["author_id"] for row in random_rows + head if row["inbound"] == "False"}
-    openers: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for row in random_rows:
-        text = _twcs_text(row["text"])
-        if (
-            row["inbound"] != "True"
-            or _twcs_parent(row)
-            or ("twcs", row["tweet_id"]) in taken
-            or not _is_customer_text(text)
-            or not OUTCOME_CUE.search(text)
-        ):
-            continue
-        handles = [brands[m.lower()] for m in re.findall(r"@(\w+)", text) if m.lower() in brands]
-        if handles:
-            openers[handles[0]].append((row["tweet_id"], text))
+    openers = _twcs_openers(
+        _twcs_rows(root, "twcs_random_5000"),
+        _twcs_rows(root, "twcs_head_5000"),
+        lambda tweet_id, text: ("twcs", tweet_id) not in taken and bool(OUTCOME_CUE.search(text)),
+    )
     for tid, text in _round_robin(openers, DELIGHT_TARGETS["twcs_opening"], rng):
         items.append(_make("twcs", "twcs_random_5000", tid, text, {}, ["opening"]))
     return items
