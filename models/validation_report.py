@@ -4,8 +4,8 @@ What MODEL_CARD.md compares models on before anything reads a test split: TweetE
 the held-out sentiment mix of :func:`models.train.sentiment_extra`, our dev split
 (touchpoints, moments), our recovery-story val rows, a held-out fifth of BANKING77
 *train*, the held-out thirds of the written contrast files (:func:`written_contrast_figures`)
-and the real validation set (:func:`real_validation_figures`). Never a test split, never the
-real-text set.
+and the real validation set with its delight supplement (:func:`real_validation_figures`). Never a
+test split, never the real-text set.
 """
 
 from __future__ import annotations
@@ -109,6 +109,30 @@ def real_validation_figures(classifier: Classifier, data: Path | None = None) ->
         "realval_touchpoint_macro_f1": macro_f1(tp_gold, tp_pred, len(ids)),
         "realval_praise": len(praise),
         "realval_praise_bad_moment": sum(is_bad_moment(r) for r in praise),
+        **delight_figures(classifier, data),
+    }
+
+
+def delight_figures(classifier: Classifier, data: Path | None = None) -> dict[str, Any]:
+    """On the real validation set's delight supplement (``models/data/realval/delight``: praise-leaning
+    real posts): magic called and its precision, and the real praise read as a bad moment (praise worded
+    without praise words: "I trust the people at Go Sushi, it never disappoints."); only the reason
+    (``delight_unreadable``) when it cannot be read."""
+    from models.magic import real_validation_rows
+    from models.realset import DELIGHT_ITEMS_PATH, DELIGHT_LABELS_PATH
+
+    rows = real_validation_rows(data, DELIGHT_ITEMS_PATH, DELIGHT_LABELS_PATH)
+    if isinstance(rows, str):
+        return {"delight_unreadable": rows}
+    results = classifier.classify([str(row["text"]) for row in rows])
+    called = [row for row, r in zip(rows, results, strict=True) if r.moment == "magic"]
+    praise = [r for row, r in zip(rows, results, strict=True) if row["sentiment"] == "positive"]
+    return {
+        "delight_n": len(rows),
+        "delight_magic_called": len(called),
+        "delight_magic_precision": sum(row["moment"] == "magic" for row in called) / len(called) if called else None,
+        "delight_praise": len(praise),
+        "delight_praise_bad_moment": sum(is_bad_moment(r) for r in praise),
     }
 
 

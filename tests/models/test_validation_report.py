@@ -70,3 +70,8 @@ def test_the_real_validation_set_is_read_or_the_reason_given(classifier, tmp_pat
     # model yr's relevance gate took it from 0.411 (y) to 0.4725 (models.relevance chose on it)
     assert figures["realval_touchpoint_macro_f1"] >= 0.46, figures
     assert figures["realval_praise"] > 50 and figures["realval_praise_bad_moment"] <= 8, figures
+    # The delight supplement: model yrd calls few of its posts magic, most rightly, and reads 4 of its 129
+    # real praise posts as a bad moment ("I trust the people at Go Sushi, it never disappoints.").
+    assert figures["delight_n"] == 180 and figures["delight_praise"] >= 120, figures
+    assert figures["delight_praise_bad_moment"] <= 4, figures
+    assert figures["delight_magic_called"] >= 5 and figures["delight_magic_precision"] >= 0.75, figures
