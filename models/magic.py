@@ -146,10 +146,10 @@ def choose_from_grid(grid: Sequence[dict[str, Any]], target: float = PRECISION_T
     reaching = [row for row in grid if row["called"] > 0 and row["precision"] >= target]
     if not reaching:
         return _best_f_beta(grid)
-    order = [None, *sorted(c for c in CANDIDATES if c is not None)]
+    # CANDIDATES runs from the argmax up, so its order is the floors' order.
     return min(
         reaching,
-        key=lambda row: (order.index(row["magic_min_probability"]), bool(row.get("magic_needs_relevance"))),
+        key=lambda row: (CANDIDATES.index(row["magic_min_probability"]), bool(row.get("magic_needs_relevance"))),
     )
 
 
