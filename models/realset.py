@@ -515,8 +515,11 @@ def delight_sample(data: Path | None = None, seed: int = DELIGHT_SEED) -> list[I
 
     GoEmotions is left out: every dev comment the real set's filter would take with a delight
     emotion is in the real validation set already, and its train split taught the relevance gate.
+
+    Raises:
+        RealsetError: A dataset folder it draws from is missing.
     """
-    root = datasets_dir(data)
+    root = _datasets_for(data, {"semeval14", "twcs"})
     taken = frozenset(
         (item.source, item.ref)
         for path in (ITEMS_PATH, RECOVERY_ITEMS_PATH, REALVAL_ITEMS_PATH)
@@ -562,6 +565,15 @@ def demo_items(posts_files: Iterable[Path]) -> list[Item]:
     return items
 
 
+def _datasets_for(data: Path | None, sources: Iterable[str]) -> Path:
+    """The datasets folder, when it holds every named source's folder; else a :class:`RealsetError`."""
+    root = datasets_dir(data)
+    missing = {_SOURCE_FOLDERS[source] for source in sources if not (root / _SOURCE_FOLDERS[source]).is_dir()}
+    if missing:
+        raise RealsetError(f"datasets missing under {root}: {', '.join(sorted(missing))}")
+    return root
+
+
 def build_sample(data: Path | None = None, seed: int = DEFAULT_SEED, draw: Draw | None = None) -> list[Item]:
     """The dataset-sourced sample (everything but the demo corpus); same seed, same items.
 
@@ -571,10 +583,7 @@ def build_sample(data: Path | None = None, seed: int = DEFAULT_SEED, draw: Draw 
     Raises:
         RealsetError: A dataset folder is missing (the sample must come from all sources).
     """
-    root = datasets_dir(data)
-    missing = [name for name in _SOURCE_FOLDERS.values() if not (root / name).is_dir()]
-    if missing:
-        raise RealsetError(f"datasets missing under {root}: {', '.join(sorted(set(missing)))}")
+    root = _datasets_for(data, _SOURCE_FOLDERS)
     items: list[Item] = []
     for offset, sampler in enumerate(
         (_sample_banking77, _sample_semeval, _sample_goemotions, _sample_tweeteval, _sample_twcs)

@@ -498,3 +498,13 @@ def test_delight_labels_are_exactly_what_their_committed_passes_adjudicate_to() 
     assert set(third) <= {i for i in result.labels if pass_a[i] != pass_b[i]}
     # It exists to give the magic rule more magic to be judged on than the set's own 12.
     assert sum(labels["moment"] == "magic" for labels in result.labels.values()) >= 20
+
+
+def test_build_delight_without_its_datasets_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "delight.jsonl"
+    assert realset.main(["--data", str(tmp_path), "build-delight", "-o", str(output)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: datasets missing under {tmp_path}: customer_support_twitter, semeval14_restaurants"
+    assert not output.exists()
