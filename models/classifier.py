@@ -404,12 +404,15 @@ class Classifier:
             protos.append(vec / np.linalg.norm(vec))
         return np.stack(protos).astype(np.float32)
 
-    def touchpoint_probs(self, raw: RawOutputs, texts: Sequence[str], gate: bool = True) -> np.ndarray:
+    def touchpoint_probs(
+        self, raw: RawOutputs, texts: Sequence[str], gate: bool = True, off_topic: np.ndarray | None = None
+    ) -> np.ndarray:
         """Touchpoint probabilities in taxonomy order.
 
         Default taxonomy: the trained head, averaged with the lexical model when one
         ships, then (unless ``gate`` is false) the relevance gate, which moves chatter to
-        ``other`` (:mod:`models.relevance`). Custom taxonomy: softmax over cosine
+        ``other`` (:mod:`models.relevance`; ``off_topic``: the rows it fires on, when the
+        caller has them from :meth:`off_topic`). Custom taxonomy: softmax over cosine
         similarity to label prototypes.
         """
         if self.use_head:
@@ -421,7 +424,7 @@ class Classifier:
                 from models.relevance import gate_to_other
 
                 probs = gate_to_other(
-                    probs, p_relevant, self.relevance_threshold, texts, self.taxonomy.ids.index("other")
+                    probs, p_relevant, self.relevance_threshold, texts, self.taxonomy.ids.index("other"), off_topic
                 )
             return probs
         return softmax(self.zero_shot_embeddings(raw) @ self.prototypes.T / self.temperature)
@@ -496,7 +499,9 @@ class Classifier:
             return []
         raw = self.encode(texts)
         sent, recovered = self.outcome_sentiment(raw, texts)
-        tps = self.touchpoint_probs(raw, texts)
+        # The gate's firing rows, once: the touchpoints and the magic rule both read them.
+        off_topic = self.off_topic(raw, texts)
+        tps = self.touchpoint_probs(raw, texts, off_topic=off_topic)
         n_tp = tps.shape[1]
         factor = np.ones(len(texts), dtype=np.float32)
         langs: list[str | None] = []
@@ -523,9 +528,7 @@ class Classifier:
             tps[empty] = 1.0 / n_tp if other is None else np.eye(n_tp)[other]
         s_idx = sent.argmax(1)
         t_idx = tps.argmax(1)
-        moment, severity = self.moments(
-            sent, raw, unsure=factor < 1.0, recovered=recovered, off_topic=self.off_topic(raw, texts)
-        )
+        moment, severity = self.moments(sent, raw, unsure=factor < 1.0, recovered=recovered, off_topic=off_topic)
         confidence = np.sqrt(sent.max(1) * tps.max(1)) * factor
         ids = self.taxonomy.ids
         out = []

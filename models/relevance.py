@@ -110,11 +110,18 @@ def off_topic(p_relevant: np.ndarray, threshold: float, texts: Sequence[str]) ->
 
 
 def gate_to_other(
-    probs: np.ndarray, p_relevant: np.ndarray, threshold: float, texts: Sequence[str], other: int
+    probs: np.ndarray,
+    p_relevant: np.ndarray,
+    threshold: float,
+    texts: Sequence[str],
+    other: int,
+    fired: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Touchpoint scores with the :func:`off_topic` posts moved to ``other``."""
+    """Touchpoint scores with the :func:`off_topic` posts moved to ``other`` (``fired``: that mask,
+    when the caller has it already)."""
     out = probs.copy()
-    fired = off_topic(p_relevant, threshold, texts)
+    if fired is None:
+        fired = off_topic(p_relevant, threshold, texts)
     if fired.any():
         p = p_relevant[fired][:, None]
         out[fired] = p * probs[fired] + (1 - p) * np.eye(probs.shape[1])[other]
