@@ -64,6 +64,9 @@ class Analyzer:
         return {"analyzer": self.kind, "ngram_range": [self.min_n, self.max_n]}
 
 
+WORD_CACHE_SIZE = 200_000
+"""Words whose ``char_wb`` columns a block keeps (about 100 bytes each)."""
+
 MAX_CHARS = 640
 """What the lexical models read of a post: about the encoder's 128 tokens, so both judge the same
 opening of a long review (and a huge post costs no more than a long one)."""
@@ -95,6 +98,38 @@ class Block:
 
     def __post_init__(self) -> None:
         self.index = {term: self.offset + i for i, term in enumerate(self.vocab)}
+        self._word_columns: dict[str, list[tuple[int, int]]] = {}
+
+    def columns(self, text: str) -> dict[int, int]:
+        """The text's in-vocabulary terms as ``{column: count}`` (the text already lower-cased).
+
+        A ``char_wb`` analyser's n-grams never cross a word boundary, so a text's counts are the sum of
+        its words'. Each word's columns are computed once and kept (up to :data:`WORD_CACHE_SIZE` words):
+        posts reuse a small vocabulary, and the n-grams were most of the lexical models' cost.
+        """
+        lookup = self.index.get
+        found: dict[int, int] = {}
+        if self.analyzer.kind != "char_wb":
+            for term in self.analyzer.terms(text):
+                j = lookup(term)
+                if j is not None:
+                    found[j] = found.get(j, 0) + 1
+            return found
+        cache = self._word_columns
+        for word in text.split():
+            cached = cache.get(word)
+            if cached is None:
+                counts: dict[int, int] = {}
+                for term in self.analyzer.terms(word):
+                    j = lookup(term)
+                    if j is not None:
+                        counts[j] = counts.get(j, 0) + 1
+                cached = list(counts.items())
+                if len(cache) < WORD_CACHE_SIZE:
+                    cache[word] = cached
+            for j, n in cached:
+                found[j] = found.get(j, 0) + n
+        return found
 
 
 class Lexical:
@@ -133,24 +168,20 @@ class Lexical:
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """Sublinear TF-IDF rows, each analyser block L2-normalised on its own (as sklearn's ``hstack``).
 
-        Terms are counted per text with :class:`collections.Counter`; the logarithms, idf
+        Terms are counted per text and block (:meth:`Block.columns`); the logarithms, idf
         weights and per-block norms are computed once for the whole batch (numpy calls
         per text cost more than the counting for short posts).
         """
-        from collections import Counter
-
         indptr = [0]
         indices: list[int] = []
         counts: list[int] = []
         segments = [0]  # boundaries of (text, block) segments in indices/counts
         for text in texts:
+            lowered = text.lower()
             for block in self.blocks:
-                lookup = block.index.get
-                for term, n in Counter(block.analyzer.terms(text)).items():
-                    j = lookup(term)
-                    if j is not None:
-                        indices.append(j)
-                        counts.append(n)
+                found = block.columns(lowered)
+                indices.extend(found)
+                counts.extend(found.values())
                 if len(indices) > segments[-1]:
                     segments.append(len(indices))
             indptr.append(len(indices))

@@ -52,6 +52,21 @@ def test_word_and_char_blocks_match_sklearn_and_round_trip() -> None:
     np.testing.assert_allclose(again.logits(texts), lex.logits(texts), rtol=1e-5)
 
 
+def test_words_seen_before_give_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    # char_wb columns are kept per word; a second pass (every word cached) and a full cache (nothing
+    # more kept) must both give sklearn's rows.
+    texts = [*TEXTS, "app app APP crashed", "refund\t\trefund  refund!!", "Ünïcödé ÇA 😀 app"]
+    vocab, idf, x, layout = fit_blocks(texts, [(WORD_1_2, 1), (CHAR_WB_2_5, 1)])
+    lex = Lexical(vocab, idf, np.zeros((2, len(vocab))), np.zeros(2), layout)
+    check_matches_sklearn(lex, texts, x)
+    assert lex.blocks[1]._word_columns, "the char block keeps its words' columns"
+    check_matches_sklearn(lex, texts, x)
+    monkeypatch.setattr("models.lexical.WORD_CACHE_SIZE", 0)
+    fresh = Lexical(vocab, idf, np.zeros((2, len(vocab))), np.zeros(2), layout)
+    check_matches_sklearn(fresh, texts, x)
+    assert not fresh.blocks[1]._word_columns
+
+
 def test_mismatch_is_caught() -> None:
     vocab, idf, x = fit_vectorizer(TEXTS)
     skewed = idf * np.linspace(0.5, 2.0, len(idf))  # uniform scaling would cancel in the L2 norm
