@@ -15,9 +15,10 @@ Measures, over the same ``--n`` real tweets (TweetEval train texts, cycled if ne
 
 and prints both rates and their ratio (classifier / raw encoder). The raw encoder is
 always float32 torch (the reference the ratio is against); the classifier runs as its
-manifest and ``MOMENTS_RUNTIME`` say (the shipped model: float32 torch), in float32 with
-``--fp32``, or in the runtime ``--runtime`` names (:mod:`models.runtime`: ONNX Runtime in
-float32 or int8; a runtime's one-off export happens before the clock starts).
+manifest and ``MOMENTS_RUNTIME`` say (the shipped model: torch in bfloat16 where the CPU has
+bfloat16 units, else float32), in float32 torch with ``--fp32``, or in the runtime ``--runtime``
+names (:mod:`models.runtime`: torch in bfloat16, ONNX Runtime in float32 or int8; a runtime's
+one-off export happens before the clock starts).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -39,7 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import torch
 
-from models.runtime import ONNX_INT8, RUNTIMES
+from models.runtime import ONNX_INT8, RUNTIMES, TORCH
+
+if TYPE_CHECKING:
+    from models.classifier import Classifier
 
 
 def raw_encoder_rate(texts: list[str], batch: int) -> float:
@@ -75,7 +80,7 @@ def classifier_rate(
     """Posts per second of ``Classifier.classify`` end to end, and what ran (version, stacks, runtime, precision)."""
     from models.classifier import Classifier
 
-    clf = Classifier(artifacts, quantize=False if fp32 else None, runtime=runtime)
+    clf = Classifier(artifacts, quantize=False if fp32 else None, runtime=runtime or (TORCH if fp32 else None))
     clf.batch_size = batch
     clf.classify(texts[:256])  # warm-up
     t = time.perf_counter()
@@ -84,9 +89,15 @@ def classifier_rate(
     assert len(out) == len(texts)
     what = (
         f"{clf.model_version}, {'two stacks' if clf.needs_base else 'one stack'}, "
-        f"{clf.runtime} runtime, {'int8 dynamic' if clf.quantized or clf.runtime == ONNX_INT8 else 'float32'}"
+        f"{clf.runtime} runtime, {_precision(clf)}"
     )
     return len(texts) / elapsed, what
+
+
+def _precision(clf: Classifier) -> str:
+    if clf.quantized or clf.runtime == ONNX_INT8:
+        return "int8 dynamic"
+    return "bfloat16 matrix products" if clf.bf16 else "float32"
 
 
 def main() -> int:
@@ -96,7 +107,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     parser.add_argument("--artifacts", type=Path, help="model artifacts folder (default: the shipped models/artifacts)")
-    parser.add_argument("--fp32", action="store_true", help="run the classifier in float32 even if it ships int8")
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="run the classifier in float32 torch (the reference), whatever it ships with",
+    )
     parser.add_argument(
         "--runtime",
         choices=RUNTIMES,

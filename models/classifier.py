@@ -156,7 +156,8 @@ class Classifier:
             Default: what the manifest's ``inference.quantize`` says, overridden by
             ``MOMENTS_QUANTIZE=0|1``; ``False`` gives the float32 reference.
         runtime: Where the network runs (:mod:`models.runtime`): ``torch`` (the reference),
-            ``onnx`` (ONNX Runtime, float32, the same outputs) or ``onnx-int8`` (fastest).
+            ``torch-bf16`` (torch in bfloat16 on CPUs with bfloat16 units), ``onnx`` (ONNX
+            Runtime, float32, the same outputs) or ``onnx-int8`` (fastest).
             Default: ``MOMENTS_RUNTIME``, else the manifest's ``inference.runtime``, else torch.
     """
 
@@ -250,23 +251,27 @@ class Classifier:
 
         self.recovery_inputs = tuple((self.manifest.get("recovery") or {}).get("inputs", DEFAULT_INPUTS))
 
-        from models.runtime import TORCH, OnnxNetwork, choose_runtime
+        from models.runtime import TORCH, TORCH_BF16, TORCH_RUNTIMES, OnnxNetwork, choose_runtime
 
         self.runtime = choose_runtime(runtime, self.manifest)
+        self.bf16 = self.runtime == TORCH_BF16
         if quantize is None:
             env = os.environ.get("MOMENTS_QUANTIZE")
             quantize = env != "0" if env in ("0", "1") else self.manifest.get("inference", {}).get("quantize") == INT8
             # ONNX Runtime quantizes on its own (onnx-int8); torch's int8 layers cannot be exported.
-            quantize = quantize and self.runtime == TORCH
-        elif quantize and self.runtime != TORCH:
+            quantize = quantize and self.runtime in TORCH_RUNTIMES
+        elif quantize and self.runtime not in TORCH_RUNTIMES:
             raise ValueError(f"quantize=True runs torch's int8 layers; runtime {self.runtime!r} cannot take them")
         self.quantized = bool(quantize)
+        if self.quantized and self.bf16:
+            # int8 layers are a precision of their own: asked for, they run in torch without autocast.
+            self.runtime, self.bf16 = TORCH, False
         if self.quantized:
             self.sentiment_top = quantize_linear(self.sentiment_top)
             self.encoder.top = quantize_linear(self.encoder.top)
         # The one-stack network in ONNX Runtime; calls that need the original layers stay in torch.
         self.network: OnnxNetwork | None = None
-        if self.runtime != TORCH:
+        if self.runtime not in TORCH_RUNTIMES:
             if self.features_from != "sentiment":
                 raise ValueError(
                     f"runtime {self.runtime!r} runs one-stack models; {self.model_version} runs two stacks"
@@ -331,7 +336,8 @@ class Classifier:
         feats = np.zeros((n, hidden * (len(self.feature_layers) + 1)), dtype=np.float32)
         # Sorting by length keeps padding (wasted compute) small; results go back by index.
         order = np.argsort(np.fromiter((len(x) for x in ids), dtype=np.int64, count=n), kind="stable")
-        with torch.inference_mode():
+        # torch-bf16: matrix products in bfloat16 (models.runtime); every output is read back as float32.
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 input_ids, mask = self._pad([ids[j] for j in idx])
@@ -351,17 +357,17 @@ class Classifier:
                 tuned, sent_pool, tuned_feats = tuned_outputs(
                     self.encoder, self.sentiment_top, tuned_layers, trunk, pools, mask
                 )
-                pooled_sent[idx] = sent_pool.numpy()
+                pooled_sent[idx] = sent_pool.float().numpy()
                 if pooled_last is not None and last_mask is not None:
-                    pooled_last[idx] = mean_pool(tuned, last_mask).numpy()
+                    pooled_last[idx] = mean_pool(tuned, last_mask).float().numpy()
                 if tuned_feats is not None:
-                    feats[idx] = tuned_feats.numpy()
+                    feats[idx] = tuned_feats.float().numpy()
                 if emb is not None:
                     top, top_pools = self.encoder.run_top_pooled(trunk, mask, self.feature_layers)
                     base_emb = nn.functional.normalize(mean_pool(top, mask), dim=-1)
-                    emb[idx] = base_emb.numpy()
+                    emb[idx] = base_emb.float().numpy()
                     if not tuned_features:
-                        feats[idx] = torch.cat([*pools, *top_pools, base_emb], 1).numpy()
+                        feats[idx] = torch.cat([*pools, *top_pools, base_emb], 1).float().numpy()
         logits = pooled_sent @ self.sentiment_w.T + self.sentiment_b
         return RawOutputs(logits, emb, feats, pooled_sent, pooled_last)
 

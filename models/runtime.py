@@ -10,6 +10,11 @@ Runtimes (:data:`RUNTIMES`), chosen by ``Classifier(runtime=...)``, else ``MOMEN
 else the manifest's ``inference.runtime``, else ``torch``:
 
 * ``torch``: the network in torch, float32 (or int8 with ``MOMENTS_QUANTIZE=1``);
+* ``torch-bf16``: the same network under torch's CPU autocast to bfloat16: matrix products in
+  bfloat16 with float32 sums, on the CPU's bfloat16 units (Intel AMX or AVX512-BF16); LayerNorm,
+  softmax and the heads stay float32. No export, no batch-dependent scales (a post's scores do not
+  depend on its batch mates), about twice float32's rate where the units exist. On a CPU without
+  them it runs as ``torch`` (:func:`choose_runtime`);
 * ``onnx``: the same network exported to ONNX and run by ONNX Runtime in float32; the
   same outputs to about 1e-6;
 * ``onnx-int8``: that export with its matrix products quantized to int8 (weights per output
@@ -21,15 +26,21 @@ the touchpoint features and the last sentence's pool out). Calls that need the o
 top layers too (a custom taxonomy scored in the base space, a two-stack model) run in
 torch. The export is written once per model and runtime to the cache folder
 (:func:`cache_dir`) and reused by every later process.
+
+Command line (the runtime a model ships with, in its manifest)::
+
+    python -m models.runtime ARTIFACTS --runtime torch-bf16 [--out DIR] [--version V]
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +56,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("moments.models")
 
 TORCH = "torch"
+TORCH_BF16 = "torch-bf16"
 ONNX = "onnx"
 ONNX_INT8 = "onnx-int8"
-RUNTIMES: tuple[str, ...] = (TORCH, ONNX, ONNX_INT8)
+RUNTIMES: tuple[str, ...] = (TORCH, TORCH_BF16, ONNX, ONNX_INT8)
+TORCH_RUNTIMES: tuple[str, ...] = (TORCH, TORCH_BF16)
+"""The runtimes that run the network in torch itself (no export)."""
+BATCH_JITTER: dict[str, float] = {TORCH: 1e-5, ONNX: 1e-5, TORCH_BF16: 0.01}
+"""How far a post's scores may move with the batch it is classified in, per runtime. float32 sums in
+another order (~1e-6). bfloat16 rounds every matrix product's output, and the CPU's kernels depend
+on the batch's shape, so a sum that lands near a rounding step moves one step: measured up to 0.0032
+on 250 posts classified together and one by one, with no label changed. int8 in ONNX Runtime scales
+activations per batch and is bounded by its parity tests instead."""
 FLOAT32_TOLERANCE = 1e-4
 """The largest difference allowed between torch's and ONNX Runtime's float32 outputs (measured: ~4e-7)."""
 OPSET = 17
@@ -57,6 +77,9 @@ OUTPUTS = ("pooled", "features", "last_pooled")
 def choose_runtime(requested: str | None, manifest: dict[str, Any]) -> str:
     """The runtime to use: ``requested``, else ``MOMENTS_RUNTIME``, else the manifest's, else torch.
 
+    ``torch-bf16`` on a CPU without native bfloat16 matrix units (:func:`bf16_is_native`) becomes
+    ``torch``, with one log line: emulated bfloat16 is slower than float32 and no more accurate.
+
     Raises:
         ValueError: The name is not one of :data:`RUNTIMES`.
     """
@@ -65,7 +88,19 @@ def choose_runtime(requested: str | None, manifest: dict[str, Any]) -> str:
         raise ValueError(
             f"unknown runtime {name!r} (MOMENTS_RUNTIME or runtime=): expected one of {', '.join(RUNTIMES)}"
         )
+    if name == TORCH_BF16 and not bf16_is_native():
+        log.info("runtime: this CPU has no native bfloat16 (AMX or AVX512-BF16); running %s in float32", TORCH)
+        return TORCH
     return str(name)
+
+
+def bf16_is_native() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX, or AVX512-BF16)."""
+    cpu = torch.cpu
+    try:
+        return bool(cpu._is_amx_tile_supported() or cpu._is_avx512_bf16_supported())
+    except AttributeError:  # a torch without these probes: assume not
+        return False
 
 
 def cache_dir() -> Path:
@@ -206,3 +241,41 @@ class OnnxNetwork:
         }
         pooled, features, last = self.session.run(list(OUTPUTS), feeds)
         return pooled, features, last if last_mask is not None else None
+
+
+def set_runtime(artifacts: Path, runtime: str, version: str | None = None) -> dict[str, Any]:
+    """Write ``runtime`` as the model's default (``inference.runtime``), and ``version`` as its new
+    ``model_version`` when given; returns the manifest written."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    path = artifacts / "manifest.json"
+    manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    manifest.setdefault("inference", {})["runtime"] = runtime
+    if version:
+        manifest["model_version"] = version
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m models.runtime ARTIFACTS --runtime R [--out DIR] [--version V]``."""
+    from models.refit import refit_parser, start
+
+    parser = refit_parser(
+        "python -m models.runtime",
+        "Set the runtime a model runs in by default (its manifest's inference.runtime); MOMENTS_RUNTIME and "
+        "--runtime still override it per process.",
+        "runtime",
+        version=True,
+        data=False,
+    )
+    parser.add_argument("--runtime", required=True, choices=RUNTIMES, help="the model's default runtime")
+    args = parser.parse_args(argv)
+    target = start(args)
+    manifest = set_runtime(target, args.runtime, args.version)
+    print(f"{manifest['model_version']} in {target} runs in {args.runtime} by default")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from models import TOUCHPOINTS, classify_posts
+from models.runtime import BATCH_JITTER
 from moments.records import Classification, Post
 
 TEXTS = [
@@ -70,7 +71,8 @@ def test_batch_order_is_input_order(classifier) -> None:  # type: ignore[no-unty
     for a, b in zip(together, alone, strict=True):
         assert a.sentiment == b.sentiment
         assert a.touchpoint == b.touchpoint
-        assert a.sentiment_scores["negative"] == pytest.approx(b.sentiment_scores["negative"], abs=1e-3)
+        jitter = BATCH_JITTER[classifier.runtime]  # the batch's shape moves bfloat16 sums a rounding step
+        assert a.sentiment_scores["negative"] == pytest.approx(b.sentiment_scores["negative"], abs=jitter)
 
 
 def test_classify_posts_keeps_fields(classifier) -> None:  # type: ignore[no-untyped-def]

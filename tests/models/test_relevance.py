@@ -114,7 +114,10 @@ def test_a_model_without_a_gate_leaves_touchpoints_alone(classifier) -> None:  #
 
 @pytest.mark.slow
 @needs_datasets
-def test_the_command_refits_the_shipped_gate(tmp_path: Path) -> None:
+def test_the_command_refits_the_shipped_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The gate was chosen on model yr's float32 outputs; its recorded figures reproduce there (the
+    # shipped runtime, bfloat16, moves them in the fourth digit).
+    monkeypatch.setenv("MOMENTS_RUNTIME", "torch")
     out = tmp_path / "refit"
     assert relevance.main([str(ARTIFACTS_DIR), "--out", str(out), "--version", "refit"]) == 0
     shipped = json.loads((ARTIFACTS_DIR / "manifest.json").read_text())["touchpoint"]["relevance"]

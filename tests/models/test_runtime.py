@@ -15,9 +15,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models import runtime as runtime_module
 from models.classifier import Classifier
 from models.data import load_touchpoints, load_tweeteval
-from models.runtime import FLOAT32_TOLERANCE, ONNX, ONNX_INT8, TORCH, cache_dir, choose_runtime
+from models.runtime import (
+    BATCH_JITTER,
+    FLOAT32_TOLERANCE,
+    ONNX,
+    ONNX_INT8,
+    TORCH,
+    TORCH_BF16,
+    bf16_is_native,
+    cache_dir,
+    choose_runtime,
+    set_runtime,
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +117,90 @@ def test_int8_in_the_runtime_stays_close_to_float32(onnx_cache: Path, reference:
     assert np.mean([x.touchpoint == y.touchpoint for x, y in zip(q, f, strict=True)]) >= INT8_MIN_AGREEMENT
 
 
+# torch-bf16 against torch float32 on the same slice. Measured on model yrb (2-core Xeon with AMX):
+# sentiment scores max |d| 0.0077, mean 0.0006, labels agree 99.8%; touchpoint scores max 0.002;
+# moments all agree. The bounds leave room for other CPUs' kernels, far inside int8's.
+BF16_MAX_ABS = 0.05
+BF16_MEAN_ABS = 0.003
+BF16_MIN_AGREEMENT = 0.98
+needs_bf16_units = pytest.mark.skipif(not bf16_is_native(), reason="this CPU has no bfloat16 units (AMX/AVX512-BF16)")
+
+
+@needs_bf16_units
+def test_bf16_stays_close_to_float32(reference: Classifier, texts: list[str]) -> None:
+    bf16 = Classifier(runtime=TORCH_BF16)
+    assert bf16.bf16 and bf16.network is None and not bf16.quantized
+    stripped = [t.strip() for t in texts]
+    raws = [m.encode(stripped) for m in (bf16, reference)]
+    scores = [m.sentiment_probs(raw, stripped) for m, raw in zip((bf16, reference), raws, strict=True)]
+    touchpoints = [
+        m.touchpoint_probs(raw, stripped, gate=False) for m, raw in zip((bf16, reference), raws, strict=True)
+    ]
+    for a, b in (scores, touchpoints):
+        diff = np.abs(a - b)
+        assert 0 < diff.max() <= BF16_MAX_ABS, "bfloat16 moves scores a little, never far"
+        assert diff.mean() <= BF16_MEAN_ABS
+        assert (a.argmax(1) == b.argmax(1)).mean() >= BF16_MIN_AGREEMENT
+    q, f = bf16.classify(texts), reference.classify(texts)
+    for label in ("sentiment", "touchpoint", "moment"):
+        assert (
+            np.mean([getattr(x, label) == getattr(y, label) for x, y in zip(q, f, strict=True)]) >= BF16_MIN_AGREEMENT
+        )
+
+
+@needs_bf16_units
+def test_bf16_scores_move_with_batch_mates_by_no_more_than_the_jitter(texts: list[str]) -> None:
+    bf16 = Classifier(runtime=TORCH_BF16)
+    sample = texts[:40]
+    together = bf16.classify(sample)
+    alone = [bf16.classify([t])[0] for t in sample]
+    jitter = BATCH_JITTER[TORCH_BF16]
+    for a, b in zip(together, alone, strict=True):
+        assert (a.sentiment, a.touchpoint, a.moment) == (b.sentiment, b.touchpoint, b.moment)
+        assert abs(a.severity - b.severity) <= jitter
+        for name, value in a.sentiment_scores.items():
+            assert abs(value - b.sentiment_scores[name]) <= jitter
+
+
+def test_without_bf16_units_the_bf16_runtime_runs_float32(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    monkeypatch.delenv("MOMENTS_RUNTIME", raising=False)
+    monkeypatch.setattr(runtime_module, "bf16_is_native", lambda: False)
+    with caplog.at_level(logging.INFO, logger="moments.models"):
+        assert choose_runtime(TORCH_BF16, {}) == TORCH
+        assert choose_runtime(None, {"inference": {"runtime": TORCH_BF16}}) == TORCH
+    assert any("no native bfloat16" in r.getMessage() for r in caplog.records)
+    classifier = Classifier()  # the shipped manifest asks for torch-bf16
+    assert classifier.runtime == TORCH and not classifier.bf16
+
+
+def test_the_shipped_model_runs_bf16_where_the_cpu_has_the_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOMENTS_RUNTIME", raising=False)
+    classifier = Classifier()
+    assert classifier.manifest["inference"]["runtime"] == TORCH_BF16
+    assert classifier.runtime == (TORCH_BF16 if bf16_is_native() else TORCH)
+    assert classifier.bf16 == bf16_is_native()
+    monkeypatch.setenv("MOMENTS_RUNTIME", TORCH)
+    assert not Classifier().bf16, "MOMENTS_RUNTIME=torch runs the float32 reference anywhere"
+
+
+def test_the_runtime_command_sets_a_models_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "manifest.json").write_text(json.dumps({"model_version": "m-1", "inference": {"quantize": None}}))
+    assert runtime_module.main([str(tmp_path), "--runtime", ONNX, "--version", "m-2"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["inference"] == {"quantize": None, "runtime": ONNX} and manifest["model_version"] == "m-2"
+    assert "m-2" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        runtime_module.main([str(tmp_path), "--runtime", "tensorrt"])
+    assert exit_.value.code == 2
+    with pytest.raises(ValueError, match="unknown runtime"):
+        set_runtime(tmp_path, "tensorrt")
+    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest, "a refused runtime writes nothing"
+
+
 def test_the_export_is_written_once_and_reused(onnx_cache: Path, float32: Classifier) -> None:
     assert float32.network is not None
     path = float32.network.path
@@ -145,7 +241,7 @@ def test_the_runtime_comes_from_the_environment_then_the_manifest(monkeypatch: p
 
 def test_a_wrong_runtime_name_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOMENTS_RUNTIME", "tensorrt")
-    with pytest.raises(ValueError, match=r"unknown runtime 'tensorrt'.*torch, onnx, onnx-int8"):
+    with pytest.raises(ValueError, match=r"unknown runtime 'tensorrt'.*torch, torch-bf16, onnx, onnx-int8"):
         Classifier()
 
 
