@@ -76,12 +76,12 @@ def _is_praise(labels: dict[str, object]) -> bool:
 
 
 STILL_OPEN = (
-    "issue 14 open: model yrd (shipped; w's network) still reads 1 praise post as a bad moment ('Changed my "
-    "Northwind flight to a day earlier in the app: $0 fare difference, no change fee'; the adapters read a flight "
-    "change as a complaint, p_neg 0.63; 300 more written rows of the kind and three more epochs on them did not "
-    "turn it, candidates z-z6; MODEL_CARD.md, Known failure modes); w's contrast rows settled 'Credit where due: "
-    "after my rant yesterday ...', the stars and the recovery detector the rest; strict, so a model that fixes it "
-    "turns this red"
+    "issue 14 open: model yrb (shipped; w's network, in bfloat16) still reads 1 praise post as a bad moment "
+    "('Changed my Northwind flight to a day earlier in the app: $0 fare difference, no change fee'; the "
+    "adapters read a flight change as a complaint, p_neg 0.63; 300 more written rows of the kind and three "
+    "more epochs on them did not turn it, candidates z-z6; MODEL_CARD.md, Known failure modes); w's contrast "
+    "rows settled 'Credit where due: after my rant yesterday ...', the stars and the recovery detector the "
+    "rest; strict, so a model that fixes it turns this red"
 )
 
 
