@@ -12,9 +12,9 @@ else the manifest's ``inference.runtime``, else ``torch``:
 * ``torch``: the network in torch, float32 (or int8 with ``MOMENTS_QUANTIZE=1``);
 * ``torch-bf16``: the same network under torch's CPU autocast to bfloat16: matrix products in
   bfloat16 with float32 sums, on the CPU's bfloat16 units (Intel AMX or AVX512-BF16); LayerNorm,
-  softmax and the heads stay float32. No export, no batch-dependent scales (a post's scores do not
-  depend on its batch mates), about twice float32's rate where the units exist. On a CPU without
-  them it runs as ``torch`` (:func:`choose_runtime`);
+  softmax and the heads stay float32. No export and no per-batch scales: a post's scores move with
+  its batch mates by at most a rounding step (:data:`BATCH_JITTER`). 1.6-1.7 times float32's rate end
+  to end where the units exist; on a CPU without them it runs as ``torch`` (:func:`choose_runtime`);
 * ``onnx``: the same network exported to ONNX and run by ONNX Runtime in float32; the
   same outputs to about 1e-6;
 * ``onnx-int8``: that export with its matrix products quantized to int8 (weights per output
