@@ -44,17 +44,19 @@ Examples:
   moments classify --text "Two hours on hold and still no refund"
   moments classify posts.jsonl --taxonomy brand.yaml   # custom touchpoints, zero-shot
   moments classify posts.jsonl --config brands.yaml --brand "Northwind Air"   # that brand's taxonomy
-  moments classify big.jsonl -o out.jsonl --runtime onnx-int8   # about twice the rate, small accuracy cost
+  moments classify posts.jsonl --runtime torch   # the float32 reference, on any CPU
 
 A taxonomy file (YAML or JSON) holds a mapping like
   {"mode": "extend", "touchpoints": [{"id": "loyalty", "description": "points, miles, status",
                                       "examples": ["my miles never posted"]}]}
 ("replace" swaps the default touchpoints for yours; custom labels need no retraining).
 
---runtime (or MOMENTS_RUNTIME) says where the network runs: torch (the default and
-the reference), onnx (ONNX Runtime, float32: the same results, a little faster) or
-onnx-int8 (int8 matrix products: about twice the rate, at the accuracy cost the model
-card measures). The ONNX network is exported once per model into MOMENTS_CACHE_DIR.
+--runtime (or MOMENTS_RUNTIME) says where the network runs: torch-bf16 (the shipped
+model's default: bfloat16 matrix products on CPUs with AMX or AVX512-BF16, 1.6-1.7 times
+float32's rate; plain torch on other CPUs), torch (float32, the reference), onnx (ONNX
+Runtime, float32: the same results as torch) or onnx-int8 (int8 matrix products: the
+fastest, at the accuracy cost the model card measures). The ONNX network is exported once
+per model into MOMENTS_CACHE_DIR.
 """
 
 EVAL_HELP = """\
@@ -77,7 +79,8 @@ Datasets are read from ../shared/datasets next to the repository (override with
 Examples:
   moments eval
   moments eval --limit 2000 --json
-  moments eval --runtime onnx-int8     # what the faster runtime costs
+  moments eval --runtime torch         # the float32 reference's figures
+  moments eval --runtime onnx-int8     # what the int8 runtime costs
 """
 
 
