@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/classify.py [--n 10000] [--threads 2] [--batch 64] [--artifacts DIR] [--fp32]
-                                       [--runtime torch|onnx|onnx-int8]
+                                       [--runtime torch|torch-bf16|onnx|onnx-int8] [--rounds 1]
 
 Measures, over the same ``--n`` real tweets (TweetEval train texts, cycled if needed):
 
@@ -19,14 +19,21 @@ manifest and ``MOMENTS_RUNTIME`` say (the shipped model: torch in bfloat16 where
 bfloat16 units, else float32), in float32 torch with ``--fp32``, or in the runtime ``--runtime``
 names (:mod:`models.runtime`: torch in bfloat16, ONNX Runtime in float32 or int8; a runtime's
 one-off export happens before the clock starts).
+
+With ``--rounds N`` both are measured N times, alternated in one process (raw, classifier, raw,
+...), each round's figures are printed, and then the medians: the machine's speed drifts between
+runs (the raw encoder has measured 119 to 426 posts/s on this project's machines), and
+alternating is what keeps a ratio honest.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,8 +54,9 @@ if TYPE_CHECKING:
     from models.classifier import Classifier
 
 
-def raw_encoder_rate(texts: list[str], batch: int) -> float:
-    """Posts per second of tokenise + BertModel forward + mean pooling, length-sorted batches."""
+def raw_encoder(warm_up: list[str], batch: int) -> Callable[[list[str]], float]:
+    """A timer of tokenise + BertModel forward + mean pooling over length-sorted batches (warmed up on
+    ``warm_up``): each call runs the texts it is given once and returns posts per second."""
     from transformers import BertModel
     from transformers.utils import logging as hf_logging
 
@@ -68,30 +76,39 @@ def raw_encoder_rate(texts: list[str], batch: int) -> float:
                 out = model(input_ids=b.input_ids, attention_mask=b.attention_mask).last_hidden_state
                 mean_pool(out, b.attention_mask)
 
-    run(texts[:256])  # warm-up
-    t = time.perf_counter()
-    run(texts)
-    return len(texts) / (time.perf_counter() - t)
+    run(warm_up)
+
+    def rate(texts: list[str]) -> float:
+        t = time.perf_counter()
+        run(texts)
+        return len(texts) / (time.perf_counter() - t)
+
+    return rate
 
 
-def classifier_rate(
-    texts: list[str], batch: int, artifacts: Path | None, fp32: bool, runtime: str | None = None
-) -> tuple[float, str]:
-    """Posts per second of ``Classifier.classify`` end to end, and what ran (version, stacks, runtime, precision)."""
+def classifier(
+    warm_up: list[str], batch: int, artifacts: Path | None, fp32: bool, runtime: str | None = None
+) -> tuple[Callable[[list[str]], float], str]:
+    """A timer of ``Classifier.classify`` end to end (warmed up on ``warm_up``; each call classifies the
+    texts it is given and returns posts per second), and what runs (version, stacks, runtime, precision)."""
     from models.classifier import Classifier
 
     clf = Classifier(artifacts, quantize=False if fp32 else None, runtime=runtime or (TORCH if fp32 else None))
     clf.batch_size = batch
-    clf.classify(texts[:256])  # warm-up
-    t = time.perf_counter()
-    out = clf.classify(texts)
-    elapsed = time.perf_counter() - t
-    assert len(out) == len(texts)
+    clf.classify(warm_up)
+
+    def rate(texts: list[str]) -> float:
+        t = time.perf_counter()
+        out = clf.classify(texts)
+        elapsed = time.perf_counter() - t
+        assert len(out) == len(texts)
+        return len(texts) / elapsed
+
     what = (
         f"{clf.model_version}, {'two stacks' if clf.needs_base else 'one stack'}, "
         f"{clf.runtime} runtime, {_precision(clf)}"
     )
-    return len(texts) / elapsed, what
+    return rate, what
 
 
 def _precision(clf: Classifier) -> str:
@@ -117,23 +134,52 @@ def main() -> int:
         choices=RUNTIMES,
         help="where the classifier's network runs (default: MOMENTS_RUNTIME, else the manifest's, else torch)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure both this many times, alternated in one process, and print the medians (default 1)",
+    )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     torch.set_num_threads(args.threads)
     os.environ["MOMENTS_THREADS"] = str(args.threads)
 
     from models.data import load_tweeteval
 
     pool = load_tweeteval("train").texts
-    texts = [pool[i % len(pool)] for i in range(args.n)]
+
+    def sample(round_no: int) -> list[str]:
+        # Each round reads posts it has not seen (while the pool lasts): the TF-IDF keeps the columns of
+        # words it has met, so a repeated sample would time a warmer classifier than a new post meets.
+        return [pool[(round_no * args.n + i) % len(pool)] for i in range(args.n)]
+
+    texts = sample(0)
     mean_chars = sum(map(len, texts)) / len(texts)
     print(
         f"{len(texts)} TweetEval train texts (mean {mean_chars:.0f} chars), batch {args.batch}, {args.threads} threads"
+        + (f", {args.rounds} rounds on new texts each" if args.rounds > 1 else "")
     )
-    raw = raw_encoder_rate(texts, args.batch)
-    print(f"raw encoder (tokenise + forward + mean pool): {raw:8.1f} posts/s")
-    clf, what = classifier_rate(texts, args.batch, args.artifacts, args.fp32, args.runtime)
-    print(f"classifier (Classifier.classify end to end):  {clf:8.1f} posts/s   [{what}]")
-    print(f"ratio classifier / raw encoder: {clf / raw:.2f}")
+    raw_timer = raw_encoder(texts[:256], args.batch)
+    clf_timer, what = classifier(texts[:256], args.batch, args.artifacts, args.fp32, args.runtime)
+    raws, clfs = [], []
+    for round_no in range(args.rounds):
+        texts = sample(round_no)
+        raws.append(raw_timer(texts))
+        clfs.append(clf_timer(texts))
+        if args.rounds > 1:
+            print(f"round {round_no + 1}:")
+        print(f"raw encoder (tokenise + forward + mean pool): {raws[-1]:8.1f} posts/s")
+        print(f"classifier (Classifier.classify end to end):  {clfs[-1]:8.1f} posts/s   [{what}]")
+        print(f"ratio classifier / raw encoder: {clfs[-1] / raws[-1]:.2f}")
+    if args.rounds > 1:
+        ratios = [c / r for c, r in zip(clfs, raws, strict=True)]
+        print(
+            f"median of {args.rounds} rounds: raw encoder {statistics.median(raws):.1f} posts/s, "
+            f"classifier {statistics.median(clfs):.1f} posts/s, ratio {statistics.median(ratios):.2f} "
+            f"(ratios {min(ratios):.2f}-{max(ratios):.2f})"
+        )
     return 0
 
 

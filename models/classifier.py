@@ -251,7 +251,14 @@ class Classifier:
 
         self.recovery_inputs = tuple((self.manifest.get("recovery") or {}).get("inputs", DEFAULT_INPUTS))
 
-        from models.runtime import TORCH, TORCH_BF16, TORCH_RUNTIMES, OnnxNetwork, choose_runtime
+        from models.runtime import (
+            TORCH,
+            TORCH_BF16,
+            TORCH_RUNTIMES,
+            OnnxNetwork,
+            choose_runtime,
+            store_linears_in_bf16,
+        )
 
         self.runtime = choose_runtime(runtime, self.manifest)
         self.bf16 = self.runtime == TORCH_BF16
@@ -269,6 +276,8 @@ class Classifier:
         if self.quantized:
             self.sentiment_top = quantize_linear(self.sentiment_top)
             self.encoder.top = quantize_linear(self.encoder.top)
+        if self.bf16:
+            store_linears_in_bf16(self.encoder, self.sentiment_top)
         # The one-stack network in ONNX Runtime; calls that need the original layers stay in torch.
         self.network: OnnxNetwork | None = None
         if self.runtime not in TORCH_RUNTIMES:

@@ -98,38 +98,32 @@ class Block:
 
     def __post_init__(self) -> None:
         self.index = {term: self.offset + i for i, term in enumerate(self.vocab)}
-        self._word_columns: dict[str, list[tuple[int, int]]] = {}
+        self._word_columns: dict[str, np.ndarray] = {}
 
-    def columns(self, text: str) -> dict[int, int]:
-        """The text's in-vocabulary terms as ``{column: count}`` (the text already lower-cased).
+    def columns(self, text: str) -> list[np.ndarray]:
+        """The text's in-vocabulary terms as column arrays, one column per occurrence (the text already
+        lower-cased); a column that occurs twice appears twice, and :meth:`Lexical.transform` counts them.
 
-        A ``char_wb`` analyser's n-grams never cross a word boundary, so a text's counts are the sum of
-        its words'. Each word's columns are computed once and kept (up to :data:`WORD_CACHE_SIZE` words):
-        posts reuse a small vocabulary, and the n-grams were most of the lexical models' cost.
+        A ``char_wb`` analyser's n-grams never cross a word boundary, so a text's columns are its words'.
+        Each word's columns are computed once and kept (up to :data:`WORD_CACHE_SIZE` words): posts reuse
+        a small vocabulary, and the n-grams were most of the lexical models' cost.
         """
         lookup = self.index.get
-        found: dict[int, int] = {}
         if self.analyzer.kind != "char_wb":
-            for term in self.analyzer.terms(text):
-                j = lookup(term)
-                if j is not None:
-                    found[j] = found.get(j, 0) + 1
-            return found
+            found = [j for j in map(lookup, self.analyzer.terms(text)) if j is not None]
+            return [np.asarray(found, dtype=np.int32)]
         cache = self._word_columns
+        arrays = []
         for word in text.split():
             cached = cache.get(word)
             if cached is None:
-                counts: dict[int, int] = {}
-                for term in self.analyzer.terms(word):
-                    j = lookup(term)
-                    if j is not None:
-                        counts[j] = counts.get(j, 0) + 1
-                cached = list(counts.items())
+                cached = np.asarray(
+                    [j for j in map(lookup, self.analyzer.terms(word)) if j is not None], dtype=np.int32
+                )
                 if len(cache) < WORD_CACHE_SIZE:
                     cache[word] = cached
-            for j, n in cached:
-                found[j] = found.get(j, 0) + n
-        return found
+            arrays.append(cached)
+        return arrays
 
 
 class Lexical:
@@ -168,31 +162,36 @@ class Lexical:
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         """Sublinear TF-IDF rows, each analyser block L2-normalised on its own (as sklearn's ``hstack``).
 
-        Terms are counted per text and block (:meth:`Block.columns`); the logarithms, idf
-        weights and per-block norms are computed once for the whole batch (numpy calls
-        per text cost more than the counting for short posts).
+        Each (text, block) pair is one row of a scratch matrix holding a column once per occurrence
+        (:meth:`Block.columns`); scipy sums the repeats into counts in C. The logarithms, idf weights
+        and per-block norms are computed once for the whole batch, and a text's row is its blocks'
+        rows side by side (their columns never overlap).
         """
-        indptr = [0]
-        indices: list[int] = []
-        counts: list[int] = []
-        segments = [0]  # boundaries of (text, block) segments in indices/counts
+        n_blocks = len(self.blocks)
+        arrays: list[np.ndarray] = []
+        lengths: list[int] = []
         for text in texts:
             lowered = text.lower()
             for block in self.blocks:
                 found = block.columns(lowered)
-                indices.extend(found)
-                counts.extend(found.values())
-                if len(indices) > segments[-1]:
-                    segments.append(len(indices))
-            indptr.append(len(indices))
-        cols = np.asarray(indices, dtype=np.int64)
-        vals = (1.0 + np.log(np.asarray(counts, dtype=np.float64))) * self.idf[cols]
+                arrays.extend(found)
+                lengths.append(sum(len(a) for a in found))
+        cols = np.concatenate(arrays).astype(np.int32, copy=False) if arrays else np.zeros(0, dtype=np.int32)
+        seg_ptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=seg_ptr[1:])
+        scratch = sparse.csr_matrix(
+            (np.ones(len(cols), dtype=np.float64), cols, seg_ptr), shape=(len(lengths), len(self.vocab))
+        )
+        scratch.sum_duplicates()  # sorts each row's columns and adds up repeats: counts
+        vals = (1.0 + np.log(scratch.data)) * self.idf[scratch.indices]
+        seg_ptr = scratch.indptr.astype(np.int64)
+        sizes = np.diff(seg_ptr)
         if len(vals):
-            bounds = np.asarray(segments, dtype=np.int64)
-            norms = np.sqrt(np.add.reduceat(vals * vals, bounds[:-1]))
-            vals /= np.repeat(norms, (bounds[1:] - bounds[:-1]).astype(np.int64))
+            starts = seg_ptr[:-1][sizes > 0]
+            norms = np.sqrt(np.add.reduceat(vals * vals, starts))
+            vals /= np.repeat(norms, sizes[sizes > 0])
         return sparse.csr_matrix(
-            (vals.astype(np.float32), cols, np.asarray(indptr)),
+            (vals.astype(np.float32), scratch.indices.astype(np.int64), seg_ptr[::n_blocks]),
             shape=(len(texts), len(self.vocab)),
         )
 

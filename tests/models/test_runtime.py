@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from models import runtime as runtime_module
 from models.classifier import Classifier
@@ -160,6 +162,25 @@ def test_bf16_scores_move_with_batch_mates_by_no_more_than_the_jitter(texts: lis
         assert abs(a.severity - b.severity) <= jitter
         for name, value in a.sentiment_scores.items():
             assert abs(value - b.sentiment_scores[name]) <= jitter
+
+
+@needs_bf16_units
+def test_bf16_weights_stored_cast_give_what_autocast_would_have_cast(texts: list[str]) -> None:
+    bf16 = Classifier(runtime=TORCH_BF16)
+    linears = [m for part in (bf16.encoder, bf16.sentiment_top) for m in part.modules() if isinstance(m, nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears), "stored cast, not cast per call"
+    assert bf16.encoder.embeddings.word_embeddings.weight.dtype == torch.float32, "only matrix products"
+    stored = bf16.encode([t.strip() for t in texts[:120]])
+    for m in linears:  # back to float32 (exact): autocast now casts them on every call, as before
+        m.float()
+    cast_per_call = bf16.encode([t.strip() for t in texts[:120]])
+    assert np.array_equal(stored.features, cast_per_call.features)
+    assert np.array_equal(stored.sentiment_pooled, cast_per_call.sentiment_pooled)
+    assert np.array_equal(stored.sentiment_logits, cast_per_call.sentiment_logits)
+    # The float32 reference keeps float32 weights: outside autocast a bfloat16 weight would meet float32.
+    assert all(
+        m.weight.dtype == torch.float32 for m in Classifier(runtime=TORCH).encoder.modules() if isinstance(m, nn.Linear)
+    )
 
 
 def test_without_bf16_units_the_bf16_runtime_runs_float32(
