@@ -22,7 +22,7 @@ one-off export happens before the clock starts).
 
 With ``--rounds N`` both are measured N times, alternated in one process (raw, classifier, raw,
 ...), each round's figures are printed, and then the medians: the machine's speed drifts between
-runs (the raw encoder has measured 119 to 426 posts/s on this project's machines), and
+runs (the raw encoder has measured 119 to 427 posts/s on this project's machines), and
 alternating is what keeps a ratio honest.
 """
 

@@ -176,7 +176,7 @@ class Lexical:
                 found = block.columns(lowered)
                 arrays.extend(found)
                 lengths.append(sum(len(a) for a in found))
-        cols = np.concatenate(arrays).astype(np.int32, copy=False) if arrays else np.zeros(0, dtype=np.int32)
+        cols = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)  # int32, as the blocks make them
         seg_ptr = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=seg_ptr[1:])
         scratch = sparse.csr_matrix(
